@@ -1,0 +1,235 @@
+"""The one module that talks to OpenBao/Vault (through hvac).
+
+Every other module calls these functions and sees only domain errors: `VaultForbidden`
+when a policy refuses, `VaultUnavailable` when the server cannot answer, `VaultError`
+otherwise. Functions that take `addr` and `token` explicitly are used by the launcher and
+the bootstrap, before Django settings exist; `from_settings()` builds the client of the
+current process from its own settings (its own, least-privileged token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+TIMEOUT_S = 5
+KV_MOUNT = "kv"
+TRANSIT_MOUNT = "transit"
+AUDIT_CHECKPOINT_KEY = "audit-checkpoint"
+EXCHANGE_SECRETS_PREFIX = "exchange-accounts"
+# Policies shipped as HCL in deploy/openbao/policies/; bot-<id> policies are rendered from
+# the bot template when a bot starts.
+STATIC_POLICIES = ("botconsole-web", "botconsole-control", "botconsole-fleet")
+PROCESS_ROLES = {"web": "botconsole-web", "control": "botconsole-control", "fleet": "botconsole-fleet"}
+
+
+class VaultError(Exception):
+    """Vault refused or failed; the message never contains a secret."""
+
+
+class VaultForbidden(VaultError):
+    """The token's policy does not allow this path (HTTP 403)."""
+
+
+class VaultUnavailable(VaultError):
+    """Vault is unreachable, sealed or not initialized."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except hvac.exceptions.Forbidden as exc:
+        raise VaultForbidden("permission denied by Vault policy") from exc
+    except (hvac.exceptions.VaultDown, requests.ConnectionError, requests.Timeout) as exc:
+        raise VaultUnavailable(f"Vault is unavailable ({type(exc).__name__})") from exc
+    except hvac.exceptions.VaultError as exc:
+        raise VaultError(f"Vault error ({type(exc).__name__})") from exc
+
+
+def _client(addr: str, token: str | None = None, timeout: float = TIMEOUT_S) -> hvac.Client:
+    return hvac.Client(url=addr, token=token, timeout=timeout)
+
+
+# -- server state (unauthenticated) -------------------------------------------------------
+
+
+def health(addr: str) -> str:
+    """'uninitialized', 'sealed', 'standby' or 'active'. Raises VaultUnavailable if unreachable."""
+    with _errors():
+        # Ask for 200 in every state so the body is always JSON we can read.
+        status = _client(addr).sys.read_health_status(
+            method="GET", standby_ok=True, sealed_code=200, uninit_code=200, standby_code=200
+        )
+    if not isinstance(status, dict):
+        raise VaultUnavailable("Vault answered its health check with something other than JSON")
+    if not status.get("initialized"):
+        return "uninitialized"
+    if status.get("sealed"):
+        return "sealed"
+    return "standby" if status.get("standby") else "active"
+
+
+def is_initialized(addr: str) -> bool:
+    with _errors():
+        return bool(_client(addr).sys.is_initialized())
+
+
+def initialize(addr: str) -> dict[str, str]:
+    """Initialize with one key share (local use only); returns the unseal key and root token."""
+    with _errors():
+        # Raft storage writes and syncs its keyring on init; that can take several seconds.
+        result = _client(addr, timeout=60).sys.initialize(secret_shares=1, secret_threshold=1)
+    return {"unseal_key": result["keys_base64"][0], "root_token": result["root_token"]}
+
+
+def unseal(addr: str, unseal_key: str) -> None:
+    with _errors():
+        _client(addr, timeout=60).sys.submit_unseal_key(key=unseal_key)
+
+
+def seal(addr: str, token: str) -> None:
+    with _errors():
+        _client(addr, token).sys.seal()
+
+
+# -- bootstrap (admin token) ------------------------------------------------------------------
+
+
+def policies_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "deploy" / "openbao" / "policies"
+
+
+def bootstrap(addr: str, admin_token: str) -> list[str]:
+    """Idempotently set up mounts, the transit key, AppRole and the HCL policies.
+
+    Returns a list of what changed (empty when everything was already in place).
+    """
+    changed: list[str] = []
+    client = _client(addr, admin_token)
+    with _errors():
+        mounts = client.sys.list_mounted_secrets_engines()["data"]
+        if f"{KV_MOUNT}/" not in mounts:
+            client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
+            changed.append("mounted kv v2 at kv/")
+        if f"{TRANSIT_MOUNT}/" not in mounts:
+            client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+            changed.append("mounted transit at transit/")
+        try:
+            client.secrets.transit.read_key(name=AUDIT_CHECKPOINT_KEY, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidPath:
+            client.secrets.transit.create_key(
+                name=AUDIT_CHECKPOINT_KEY, key_type="ed25519", exportable=False, mount_point=TRANSIT_MOUNT
+            )
+            changed.append(f"created transit key {AUDIT_CHECKPOINT_KEY} (ed25519, not exportable)")
+        if "approle/" not in client.sys.list_auth_methods()["data"]:
+            client.sys.enable_auth_method("approle")
+            changed.append("enabled AppRole auth")
+        existing = set(client.sys.list_acl_policies()["data"]["keys"])
+        for name in STATIC_POLICIES:
+            text = (policies_dir() / f"{name}.hcl").read_text()
+            current = client.sys.read_acl_policy(name)["data"]["policy"] if name in existing else None
+            if current != text:
+                client.sys.create_or_update_acl_policy(name=name, policy=text)
+                changed.append(f"wrote policy {name}")
+        for process, policy in PROCESS_ROLES.items():
+            # Production processes log in with these AppRoles (role id + secret id from the
+            # operator); token lifetime is short and renewable.
+            client.auth.approle.create_or_update_approle(
+                role_name=policy, token_policies=[policy], token_ttl="1h", token_max_ttl="24h",
+                secret_id_ttl="0",
+            )
+    return changed
+
+
+def create_process_token(addr: str, admin_token: str, process: str) -> "IssuedToken":
+    """Mint an orphan, periodic token holding only the policy of one process kind."""
+    policy = PROCESS_ROLES[process]
+    with _errors():
+        result = _client(addr, admin_token).auth.token.create_orphan(
+            policies=[policy], period="24h", display_name=f"botconsole-{process}", renewable=True,
+            meta={"process": process},
+        )
+    auth = result["auth"]
+    return IssuedToken(token=auth["client_token"], accessor=auth["accessor"], policies=auth["policies"])
+
+
+def revoke_accessor(addr: str, admin_token: str, accessor: str) -> None:
+    with _errors():
+        _client(addr, admin_token).auth.token.revoke_accessor(accessor)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    accessor: str
+    policies: list[str]
+
+    def __repr__(self) -> str:  # keep the token out of reprs, tracebacks and logs
+        return f"IssuedToken(accessor={self.accessor!r}, policies={self.policies!r})"
+
+
+# -- runtime client of this process ------------------------------------------------------------
+
+
+class ProcessVault:
+    """The current process's Vault identity, from its own settings."""
+
+    def __init__(self, addr: str, token: str) -> None:
+        self.addr = addr
+        self._client = _client(addr, token)
+
+    def __repr__(self) -> str:
+        return f"ProcessVault(addr={self.addr!r})"
+
+    def kv_write(self, path: str, data: dict[str, str]) -> int:
+        """Write a new version of a KV v2 secret; returns the version number."""
+        with _errors():
+            result = self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=data, mount_point=KV_MOUNT
+            )
+        return int(result["data"]["version"])
+
+    def kv_read(self, path: str) -> dict[str, Any]:
+        with _errors():
+            result = self._client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+        return dict(result["data"]["data"])
+
+    def kv_subkeys(self, path: str) -> dict[str, Any]:
+        """The key names of a secret without its values (what the web tier may see)."""
+        with _errors():
+            result = self._client.adapter.get(f"/v1/{KV_MOUNT}/subkeys/{path}")
+        return dict(result["data"]["subkeys"])
+
+    def token_policies(self) -> list[str]:
+        with _errors():
+            return list(self._client.auth.token.lookup_self()["data"]["policies"])
+
+    def renew_self(self) -> None:
+        with _errors():
+            self._client.auth.token.renew_self()
+
+
+def from_settings() -> ProcessVault:
+    """The Vault client of this process, built from VAULT_ADDR and its own credentials."""
+    from django.conf import settings
+
+    token = settings.VAULT_TOKEN
+    if not token and settings.VAULT_ROLE_ID and settings.VAULT_SECRET_ID:
+        with _errors():
+            login = _client(settings.VAULT_ADDR).auth.approle.login(
+                role_id=settings.VAULT_ROLE_ID, secret_id=settings.VAULT_SECRET_ID
+            )
+        token = login["auth"]["client_token"]
+    if not token:
+        raise VaultUnavailable("this process has no Vault credentials (VAULT_TOKEN or VAULT_ROLE_ID/SECRET_ID)")
+    return ProcessVault(settings.VAULT_ADDR, token)
