@@ -1,0 +1,134 @@
+"""Writing and verifying the audit log."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.audit.chain import GENESIS_HASH, entry_hash
+from apps.audit.models import AuditEntry
+
+# pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
+AUDIT_LOCK_KEY = 0x6175646974  # "audit"
+SYSTEM_PREFIX = "system:"
+
+Target = models.Model | tuple[str, Any] | None
+
+
+def _client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    raw = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return ipaddress.ip_address(raw).compressed
+    except ValueError:
+        return None
+
+
+def _target(target: Target) -> tuple[str, str]:
+    if target is None:
+        return "", ""
+    if isinstance(target, models.Model):
+        return target._meta.label_lower, str(target.pk)
+    kind, ident = target
+    return str(kind), str(ident)
+
+
+def record(
+    *,
+    actor: AbstractBaseUser | str,
+    action: str,
+    target: Target = None,
+    data: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+) -> AuditEntry:
+    """Append one entry to the audit log and return it.
+
+    `actor` is a user, or "system:<component>" for anything that is not a person. Runs in
+    the caller's transaction when there is one, so the entry commits (or not) together with
+    the change it describes. Never put a secret in `data`.
+    """
+    if isinstance(actor, str):
+        if not actor.startswith(SYSTEM_PREFIX):
+            raise ValueError(f"a non-user actor must be named '{SYSTEM_PREFIX}<component>', not {actor!r}")
+        actor_user_id, actor_name = None, actor
+    else:
+        actor_user_id, actor_name = actor.pk, actor.get_username()
+    otp_verified = bool(request is not None and getattr(request.user, "is_verified", lambda: False)())
+    target_type, target_id = _target(target)
+    # Round-trip through JSON so we hash exactly what PostgreSQL will store and return.
+    clean_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
+        last = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "created_at": timezone.now(),
+            "actor_user_id": actor_user_id,
+            "actor": actor_name,
+            "ip": _client_ip(request),
+            "otp_verified": otp_verified,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "data": clean_data,
+            "prev_hash": prev_hash,
+        }
+        return AuditEntry.objects.create(hash=entry_hash(**fields), **fields)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    last_seq: int
+    last_hash: str
+    broken_seq: int | None = None
+    reason: str = ""
+
+
+def verify_entries(rows: Iterable[tuple[Any, ...]]) -> ChainReport:
+    """Walk rows of (seq, *HASHED_FIELDS minus seq, hash) in seq order; stop at the first break."""
+    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+    for row in rows:
+        (seq, created_at, actor_user_id, actor, ip, otp_verified, action,
+         target_type, target_id, data, stored_prev, stored_hash) = row
+        if seq != expected_seq:
+            reason = f"entry #{expected_seq} is missing" if seq > expected_seq else f"entry #{seq} is out of order"
+            return ChainReport(False, checked, expected_seq - 1, prev_hash, expected_seq, reason)
+        if stored_prev != prev_hash:
+            return ChainReport(False, checked, seq - 1, prev_hash, seq, "its prev_hash does not match the entry before it")
+        computed = entry_hash(
+            seq=seq, created_at=created_at, actor_user_id=actor_user_id, actor=actor, ip=ip,
+            otp_verified=otp_verified, action=action, target_type=target_type, target_id=target_id,
+            data=data, prev_hash=stored_prev,
+        )
+        if computed != stored_hash:
+            return ChainReport(False, checked, seq - 1, prev_hash, seq, "its content does not match its hash")
+        prev_hash, expected_seq, checked = stored_hash, seq + 1, checked + 1
+    return ChainReport(True, checked, expected_seq - 1, prev_hash)
+
+
+def audit_verify_chain(*, chunk_size: int = 5000) -> ChainReport:
+    """Verify the whole chain from #1; the report names the first broken sequence number."""
+    rows = (
+        AuditEntry.objects.order_by("seq")
+        .values_list(
+            "seq", "created_at", "actor_user_id", "actor", "ip", "otp_verified", "action",
+            "target_type", "target_id", "data", "prev_hash", "hash",
+        )
+        .iterator(chunk_size=chunk_size)
+    )
+    return verify_entries(rows)
