@@ -1,0 +1,32 @@
+# botconsole: `make run` starts the whole console locally; `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean-data venv
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m apps.core.run
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy .
+
+bench: $(STAMP)
+	$(PY) -m pytest tests/perf -m bench -s $(PYTEST_ARGS)
+
+clean-data:
+	@printf "This deletes var/: every user, bot, audit entry and the local Vault with its keys. Type 'yes' to continue: "; \
+	read answer; if [ "$$answer" = "yes" ]; then rm -rf var; echo "var/ removed"; else echo "nothing removed"; fi
