@@ -9,6 +9,7 @@ admin token. Each process role (web, control, fleet) gets its own least-privileg
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from pathlib import Path
 
@@ -59,10 +60,8 @@ class Harness:
 
     def stop(self) -> None:
         for issued in self.tokens.values():
-            try:
+            with contextlib.suppress(vault.VaultError):
                 vault.revoke_accessor(self.vault_addr, self.admin_token, issued.accessor)
-            except vault.VaultError:
-                pass
         self.tokens.clear()
         if self.services is not None:
             self.services.stop()

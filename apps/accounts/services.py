@@ -20,5 +20,7 @@ def user_create_first_admin() -> tuple[User, str] | None:
             return None
         password = secrets.token_urlsafe(18)
         user = User.objects.create_superuser(username=FIRST_ADMIN_USERNAME, email="", password=password)
-        record(actor="system:first-run", action="user.create_first_admin", target=user, data={"username": user.username})
+        record(
+            actor="system:first-run", action="user.create_first_admin", target=user, data={"username": user.username}
+        )
     return user, password

@@ -8,10 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS_HASH = "0" * 64
-HASHED_FIELDS = (
-    "seq", "created_at", "actor_user_id", "actor", "ip", "otp_verified",
-    "action", "target_type", "target_id", "data", "prev_hash",
-)
 
 
 def canonical_time(value: datetime) -> str:

@@ -100,20 +100,41 @@ class ChainReport:
 
 
 def verify_entries(rows: Iterable[tuple[Any, ...]]) -> ChainReport:
-    """Walk rows of (seq, *HASHED_FIELDS minus seq, hash) in seq order; stop at the first break."""
+    """Walk rows of (seq, created_at, ..., prev_hash, hash) in seq order; stop at the first break."""
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
     for row in rows:
-        (seq, created_at, actor_user_id, actor, ip, otp_verified, action,
-         target_type, target_id, data, stored_prev, stored_hash) = row
+        (
+            seq,
+            created_at,
+            actor_user_id,
+            actor,
+            ip,
+            otp_verified,
+            action,
+            target_type,
+            target_id,
+            data,
+            stored_prev,
+            stored_hash,
+        ) = row
         if seq != expected_seq:
             reason = f"entry #{expected_seq} is missing" if seq > expected_seq else f"entry #{seq} is out of order"
             return ChainReport(False, checked, expected_seq - 1, prev_hash, expected_seq, reason)
         if stored_prev != prev_hash:
-            return ChainReport(False, checked, seq - 1, prev_hash, seq, "its prev_hash does not match the entry before it")
+            reason = "its prev_hash does not match the entry before it"
+            return ChainReport(False, checked, seq - 1, prev_hash, seq, reason)
         computed = entry_hash(
-            seq=seq, created_at=created_at, actor_user_id=actor_user_id, actor=actor, ip=ip,
-            otp_verified=otp_verified, action=action, target_type=target_type, target_id=target_id,
-            data=data, prev_hash=stored_prev,
+            seq=seq,
+            created_at=created_at,
+            actor_user_id=actor_user_id,
+            actor=actor,
+            ip=ip,
+            otp_verified=otp_verified,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            data=data,
+            prev_hash=stored_prev,
         )
         if computed != stored_hash:
             return ChainReport(False, checked, seq - 1, prev_hash, seq, "its content does not match its hash")
@@ -126,8 +147,18 @@ def audit_verify_chain(*, chunk_size: int = 5000) -> ChainReport:
     rows = (
         AuditEntry.objects.order_by("seq")
         .values_list(
-            "seq", "created_at", "actor_user_id", "actor", "ip", "otp_verified", "action",
-            "target_type", "target_id", "data", "prev_hash", "hash",
+            "seq",
+            "created_at",
+            "actor_user_id",
+            "actor",
+            "ip",
+            "otp_verified",
+            "action",
+            "target_type",
+            "target_id",
+            "data",
+            "prev_hash",
+            "hash",
         )
         .iterator(chunk_size=chunk_size)
     )

@@ -156,6 +156,19 @@ def _stop_stale(pid: int, sig: int, name: str, binary: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _ensure_traversable(path: Path) -> None:
+    """Let the PostgreSQL system user walk down to its data directory.
+
+    Adds only the search bit (o+x) to ancestors that lack it: nothing becomes listable or
+    readable. Needed when the project sits under a private directory such as /root.
+    """
+    for ancestor in reversed(path.resolve().parents):
+        mode = ancestor.stat().st_mode
+        if not mode & 0o001:
+            print(f"botconsole: allowing {PG_SYSTEM_USER} to traverse {ancestor} (chmod o+x)", file=sys.stderr)
+            os.chmod(ancestor, mode | 0o001)
+
+
 def _wait_until(name: str, check: Callable[[], bool], proc: subprocess.Popen[Any], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last_error = "not ready"
@@ -211,7 +224,7 @@ class EmbeddedServices:
     def start(self) -> dict[str, str]:
         """Start every wanted server, wait until each is ready, and return the env naming them."""
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)
+        os.chmod(self.root, 0o711)  # noqa: S103 - traversable (not listable) by the PostgreSQL user
         self._stop_leftovers()  # before choosing ports, so a leftover does not push us off ours
         ports = self._ports()
         starters: dict[str, Callable[[], Callable[[], None]]] = {
@@ -231,7 +244,12 @@ class EmbeddedServices:
 
     def _stop_leftovers(self) -> None:
         pidfiles = {
-            "postgres": (self.root / "postgres" / "data" / "postmaster.pid", signal.SIGINT, "PostgreSQL", pg_bin("postgres")),
+            "postgres": (
+                self.root / "postgres" / "data" / "postmaster.pid",
+                signal.SIGINT,
+                "PostgreSQL",
+                pg_bin("postgres"),
+            ),
             "valkey": (self.root / "valkey" / "valkey.pid", signal.SIGTERM, "Valkey", valkey_bin()),
             "openbao": (self.root / "openbao" / "openbao.pid", signal.SIGTERM, "OpenBao", bao_bin()),
         }
@@ -272,7 +290,7 @@ class EmbeddedServices:
             pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+                ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
                 check=True,
                 capture_output=True,
             )
@@ -286,7 +304,11 @@ class EmbeddedServices:
         base.mkdir(parents=True, exist_ok=True)
         user = self._pg_user()
         uid = pwd.getpwnam(user).pw_uid if user else None
+        # Drop the group too: with root's group kept, Linux would apply a directory's empty
+        # group bits instead of its "other" bits and refuse the way to the data directory.
+        as_user: dict[str, Any] = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
         if uid is not None:
+            _ensure_traversable(base)
             os.chown(base, uid, -1)
             log.touch()
             os.chown(log, uid, -1)
@@ -305,16 +327,17 @@ class EmbeddedServices:
                 result = subprocess.run(
                     [
                         str(pg_bin("initdb")),
-                        "-D", str(data),
+                        "-D",
+                        str(data),
                         "--username=postgres",
                         f"--pwfile={pwfile}",
                         "--auth=scram-sha-256",
                         "--encoding=UTF8",
                         "--no-locale",
                     ],
-                    user=user,
                     capture_output=True,
                     text=True,
+                    **as_user,
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
@@ -326,23 +349,34 @@ class EmbeddedServices:
             "postgres",
             [
                 str(pg_bin("postgres")),
-                "-D", str(data),
-                "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "unix_socket_directories=",
-                "-c", "max_connections=200",
-                "-c", "fsync=on",
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
             ],
             log,
-            user=user,
+            **as_user,
         )
 
         def superuser_connect() -> Any:
             import psycopg
 
             return psycopg.connect(
-                host="127.0.0.1", port=port, user="postgres", password=stored["superuser"],
-                dbname="postgres", connect_timeout=2, autocommit=True,
+                host="127.0.0.1",
+                port=port,
+                user="postgres",
+                password=stored["superuser"],
+                dbname="postgres",
+                connect_timeout=2,
+                autocommit=True,
             )
 
         def finish() -> None:
@@ -353,9 +387,7 @@ class EmbeddedServices:
             _wait_until("PostgreSQL", ready, proc, log)
             with superuser_connect() as conn:
                 self._ensure_app_database(conn, stored["app"])
-            self.env["DATABASE_URL"] = (
-                f"postgres://{APP_DB_ROLE}:{stored['app']}@127.0.0.1:{port}/{APP_DB_NAME}"
-            )
+            self.env["DATABASE_URL"] = f"postgres://{APP_DB_ROLE}:{stored['app']}@127.0.0.1:{port}/{APP_DB_NAME}"
 
         return finish
 
@@ -373,9 +405,7 @@ class EmbeddedServices:
             )
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [APP_DB_NAME]).fetchone():
             conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(APP_DB_NAME), sql.Identifier(APP_DB_ROLE)
-                )
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(APP_DB_NAME), sql.Identifier(APP_DB_ROLE))
             )
 
     # -- Valkey ----------------------------------------------------------------------------

@@ -18,7 +18,10 @@ SENSITIVE_KEY = re.compile(
     r"authorization|cookie|session[_-]?id|unseal)",
     re.IGNORECASE,
 )
-_KEY = r"[A-Za-z0-9_.-]*(?:secret|passw(?:or)?d|passphrase|token|api[_-]?key|apikey|private[_-]?key|seed|unseal)[A-Za-z0-9_.-]*"
+_KEY = (
+    r"[A-Za-z0-9_.-]*(?:secret|passw(?:or)?d|passphrase|token|api[_-]?key|apikey|private[_-]?key|seed|unseal)"
+    r"[A-Za-z0-9_.-]*"
+)
 # key=value, key: value, "key": "value", 'key': 'value'
 _PAIR = re.compile(
     rf"""(?P<key>["']?{_KEY}["']?\s*[=:]\s*)(?P<quote>["']?)(?P<value>[^\s"',;&}})\]]+)""",
@@ -40,9 +43,7 @@ def redact_text(text: str) -> str:
 def redact(value: Any) -> Any:
     """Return a copy of value with sensitive keys masked, recursively."""
     if isinstance(value, Mapping):
-        return {
-            k: (MASK if isinstance(k, str) and SENSITIVE_KEY.search(k) else redact(v)) for k, v in value.items()
-        }
+        return {k: (MASK if isinstance(k, str) and SENSITIVE_KEY.search(k) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     if isinstance(value, str):

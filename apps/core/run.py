@@ -27,8 +27,8 @@ from typing import Any
 from apps.core.embedded import (
     EmbeddedServices,
     ServiceStartError,
-    kill_group,
     free_port,
+    kill_group,
     missing_services,
     stop_process_group,
     write_private,
@@ -107,7 +107,10 @@ class Supervisor:
     def _manage(self, *args: str, quiet: bool = False) -> str:
         result = subprocess.run(
             [PYTHON, str(BASE_DIR / "manage.py"), *args],
-            env=self.env, cwd=BASE_DIR, capture_output=True, text=True,
+            env=self.env,
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             sys.stderr.write(result.stdout + result.stderr)
@@ -128,8 +131,19 @@ class Supervisor:
         specs: list[tuple[str, list[str], dict[str, str]]] = [
             (
                 "web",
-                [PYTHON, "-m", "uvicorn", "botconsole.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--lifespan", "off", "--no-server-header"],
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "botconsole.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--lifespan",
+                    "off",
+                    "--no-server-header",
+                ],
                 self._token_env("web"),
             ),
             (
@@ -142,8 +156,12 @@ class Supervisor:
         ]
         for name, argv, extra in specs:
             proc = subprocess.Popen(
-                argv, env={**self.env, **extra}, cwd=BASE_DIR, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads here
+                argv,
+                env={**self.env, **extra},
+                cwd=BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             self.children.append(Child(name, proc))
         write_private(self.run_dir / "children.json", json.dumps({c.name: c.proc.pid for c in self.children}))
@@ -170,10 +188,12 @@ class Supervisor:
         deadline = time.monotonic() + WEB_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_children()
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(url, timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.3)
         raise SystemExit(f"botconsole: the web server did not answer {url} within {WEB_READY_TIMEOUT_S:.0f} s")
 

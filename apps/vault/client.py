@@ -139,22 +139,28 @@ def bootstrap(addr: str, admin_token: str) -> list[str]:
             if current != text:
                 client.sys.create_or_update_acl_policy(name=name, policy=text)
                 changed.append(f"wrote policy {name}")
-        for process, policy in PROCESS_ROLES.items():
+        for policy in PROCESS_ROLES.values():
             # Production processes log in with these AppRoles (role id + secret id from the
             # operator); token lifetime is short and renewable.
             client.auth.approle.create_or_update_approle(
-                role_name=policy, token_policies=[policy], token_ttl="1h", token_max_ttl="24h",
-                secret_id_ttl="0",
+                role_name=policy,
+                token_policies=[policy],
+                token_ttl="1h",  # noqa: S106 - a duration, not a secret
+                token_max_ttl="24h",  # noqa: S106
+                secret_id_ttl="0",  # noqa: S106
             )
     return changed
 
 
-def create_process_token(addr: str, admin_token: str, process: str) -> "IssuedToken":
+def create_process_token(addr: str, admin_token: str, process: str) -> IssuedToken:
     """Mint an orphan, periodic token holding only the policy of one process kind."""
     policy = PROCESS_ROLES[process]
     with _errors():
         result = _client(addr, admin_token).auth.token.create_orphan(
-            policies=[policy], period="24h", display_name=f"botconsole-{process}", renewable=True,
+            policies=[policy],
+            period="24h",
+            display_name=f"botconsole-{process}",
+            renewable=True,
             meta={"process": process},
         )
     auth = result["auth"]
@@ -192,9 +198,7 @@ class ProcessVault:
     def kv_write(self, path: str, data: dict[str, str]) -> int:
         """Write a new version of a KV v2 secret; returns the version number."""
         with _errors():
-            result = self._client.secrets.kv.v2.create_or_update_secret(
-                path=path, secret=data, mount_point=KV_MOUNT
-            )
+            result = self._client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point=KV_MOUNT)
         return int(result["data"]["version"])
 
     def kv_read(self, path: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use
 from .base import *  # noqa: E402,F403
 
 DEBUG = False
-INSTALLED_APPS = ["tests.support", *INSTALLED_APPS]  # noqa: F405
+INSTALLED_APPS = ["tests.support", *INSTALLED_APPS]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 VAULT_TOKEN = harness.tokens["web"].token

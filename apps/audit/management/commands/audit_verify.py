@@ -15,4 +15,6 @@ class Command(BaseCommand):
                 f"audit chain BROKEN at #{report.broken_seq}: {report.reason} "
                 f"({report.checked} entries verified before it)"
             )
-        self.stdout.write(f"audit chain OK: {report.checked} entries verified up to #{report.last_seq} ({report.last_hash})")
+        self.stdout.write(
+            f"audit chain OK: {report.checked} entries verified up to #{report.last_seq} ({report.last_hash})"
+        )
