@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -52,7 +53,7 @@ def test_bench_audit_verify_100k(bench_report: Report) -> None:
     n = 100_000
     rows, prev, t0 = [], GENESIS_HASH, timezone.now()
     for seq in range(1, n + 1):
-        fields = {
+        fields: dict[str, Any] = {
             "seq": seq, "created_at": t0 + timedelta(microseconds=seq), "actor_user_id": None,
             "actor": "system:bench", "ip": "127.0.0.1", "otp_verified": False, "action": "bench.verify",
             "target_type": "bot", "target_id": str(seq % 50), "data": {"i": seq, "note": "x" * 40},
