@@ -1,5 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
+from django_otp.admin import OTPAdminSite
+
+# The Django admin accepts only OTP-verified staff sessions.
+admin.site.__class__ = OTPAdminSite
 
 urlpatterns = [
     path("", include("apps.core.urls")),

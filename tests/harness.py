@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
+import shutil
 from pathlib import Path
+from typing import IO
 
 from apps.core.embedded import EmbeddedServices, missing_services
 from apps.vault import client as vault
@@ -26,12 +29,31 @@ class Harness:
         self.tokens: dict[str, vault.IssuedToken] = {}
         self.admin_token = ""
         self.started = False
+        self._lock: IO[str] | None = None
+        self._private_root = False
+
+    def _claim_root(self) -> None:
+        """Use var/test/ unless another test session holds it; then a private directory.
+
+        Two sessions must not share one set of servers: each stops its servers when it ends.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = open(self.root / "session.lock", "w")  # noqa: SIM115 - held for the whole session
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            self.root = self.root.with_name(f"{self.root.name}-{os.getpid()}")
+            self._private_root = True
+            return
+        self._lock = lock
 
     def start(self) -> None:
         if self.started:
             return
         missing = missing_services(os.environ)
         if missing:
+            self._claim_root()
             self.services = EmbeddedServices(root=self.root, want=missing)
             os.environ.update(self.services.start())
             atexit.register(self.stop)
@@ -66,6 +88,11 @@ class Harness:
         if self.services is not None:
             self.services.stop()
             self.services = None
+        if self._private_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         self.started = False
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.audit.chain import GENESIS_HASH, entry_hash
 from apps.audit.models import AuditEntry
+from apps.core.otp import is_verified
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
 AUDIT_LOCK_KEY = 0x6175646974  # "audit"
@@ -63,7 +64,7 @@ def record(
         actor_user_id, actor_name = None, actor
     else:
         actor_user_id, actor_name = actor.pk, actor.get_username()
-    otp_verified = bool(request is not None and getattr(request.user, "is_verified", lambda: False)())
+    otp_verified = bool(request is not None and is_verified(request.user))
     target_type, target_id = _target(target)
     # Round-trip through JSON so we hash exactly what PostgreSQL will store and return.
     clean_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))

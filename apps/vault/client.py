@@ -9,6 +9,7 @@ current process from its own settings (its own, least-privileged token).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ TIMEOUT_S = 5
 KV_MOUNT = "kv"
 TRANSIT_MOUNT = "transit"
 AUDIT_CHECKPOINT_KEY = "audit-checkpoint"
+# Encrypts TOTP seeds so the database holds only ciphertext (apps.accounts.models).
+TOTP_SEED_KEY = "totp-seed"
 EXCHANGE_SECRETS_PREFIX = "exchange-accounts"
 # Policies shipped as HCL in deploy/openbao/policies/; bot-<id> policies are rendered from
 # the bot template when a bot starts.
@@ -129,6 +132,13 @@ def bootstrap(addr: str, admin_token: str) -> list[str]:
                 name=AUDIT_CHECKPOINT_KEY, key_type="ed25519", exportable=False, mount_point=TRANSIT_MOUNT
             )
             changed.append(f"created transit key {AUDIT_CHECKPOINT_KEY} (ed25519, not exportable)")
+        try:
+            client.secrets.transit.read_key(name=TOTP_SEED_KEY, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidPath:
+            client.secrets.transit.create_key(
+                name=TOTP_SEED_KEY, key_type="aes256-gcm96", exportable=False, mount_point=TRANSIT_MOUNT
+            )
+            changed.append(f"created transit key {TOTP_SEED_KEY} (aes256-gcm96, not exportable)")
         if "approle/" not in client.sys.list_auth_methods()["data"]:
             client.sys.enable_auth_method("approle")
             changed.append("enabled AppRole auth")
@@ -213,6 +223,20 @@ class ProcessVault:
         with _errors():
             result = self._client.adapter.get(f"/v1/{KV_MOUNT}/subkeys/{path}")
         return dict(result["data"]["subkeys"])
+
+    def transit_encrypt(self, key: str, plaintext: bytes) -> str:
+        with _errors():
+            result = self._client.secrets.transit.encrypt_data(
+                name=key, plaintext=base64.b64encode(plaintext).decode(), mount_point=TRANSIT_MOUNT
+            )
+        return str(result["data"]["ciphertext"])
+
+    def transit_decrypt(self, key: str, ciphertext: str) -> bytes:
+        with _errors():
+            result = self._client.secrets.transit.decrypt_data(
+                name=key, ciphertext=ciphertext, mount_point=TRANSIT_MOUNT
+            )
+        return base64.b64decode(result["data"]["plaintext"])
 
     def token_policies(self) -> list[str]:
         with _errors():

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,25 +14,39 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('seq', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField()),
-                ('actor', models.CharField(max_length=150)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('otp_verified', models.BooleanField(default=False)),
-                ('action', models.CharField(max_length=100)),
-                ('target_type', models.CharField(blank=True, default='', max_length=100)),
-                ('target_id', models.CharField(blank=True, default='', max_length=100)),
-                ('data', models.JSONField(default=dict)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('hash', models.CharField(max_length=64, unique=True)),
-                ('actor_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("seq", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("created_at", models.DateTimeField()),
+                ("actor", models.CharField(max_length=150)),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("otp_verified", models.BooleanField(default=False)),
+                ("action", models.CharField(max_length=100)),
+                ("target_type", models.CharField(blank=True, default="", max_length=100)),
+                ("target_id", models.CharField(blank=True, default="", max_length=100)),
+                ("data", models.JSONField(default=dict)),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "actor_user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['seq'],
-                'indexes': [models.Index(fields=['action', 'seq'], name='audit_audit_action_e46ac7_idx'), models.Index(fields=['target_type', 'target_id', 'seq'], name='audit_audit_target__055259_idx'), models.Index(fields=['actor', 'seq'], name='audit_audit_actor_994cb7_idx'), models.Index(fields=['created_at'], name='audit_audit_created_81b39b_idx')],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["seq"],
+                "indexes": [
+                    models.Index(fields=["action", "seq"], name="audit_audit_action_e46ac7_idx"),
+                    models.Index(fields=["target_type", "target_id", "seq"], name="audit_audit_target__055259_idx"),
+                    models.Index(fields=["actor", "seq"], name="audit_audit_actor_994cb7_idx"),
+                    models.Index(fields=["created_at"], name="audit_audit_created_81b39b_idx"),
+                ],
             },
         ),
     ]

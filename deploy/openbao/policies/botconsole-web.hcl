@@ -7,3 +7,13 @@ path "kv/data/exchange-accounts/*" {
 path "kv/subkeys/exchange-accounts/*" {
   capabilities = ["read"]
 }
+
+# TOTP seeds are stored in the database only as ciphertext of this transit key; the web
+# process encrypts a seed at enrollment and decrypts it to check a code.
+path "transit/encrypt/totp-seed" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/totp-seed" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from apps.accounts.models import BackupCodeDevice
+from apps.accounts.services import user_create_first_admin
+from apps.audit.models import AuditEntry
+from apps.core.embedded import pg_bin
+from tests.accounts.conftest import Person
+
+
+def pg_dump() -> str:
+    params = connection.get_connection_params()
+    result = subprocess.run(
+        [str(pg_bin("pg_dump")), "--data-only", "-h", params["host"], "-p", str(params["port"]),
+         "-U", params["user"], params["dbname"]],
+        env={"PGPASSWORD": params["password"]}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_totp_seeds_and_backup_codes_are_absent_from_a_database_dump(person: Callable[..., Person]) -> None:
+    alice = person("alice")
+    assert alice.seed is not None
+    codes = BackupCodeDevice.objects.create(user=alice.user, name="Backup codes").replace_codes(10)
+    dump = pg_dump()
+    assert "alice" in dump  # the dump really holds this test's data
+    for form in (
+        alice.seed.hex(),
+        base64.b32encode(alice.seed).decode().rstrip("="),
+        base64.b64encode(alice.seed).decode(),
+    ):
+        assert form.lower() not in dump.lower()
+    for code in codes:
+        assert code not in dump and code.replace("-", "") not in dump
+
+
+@pytest.mark.django_db
+def test_the_first_admin_is_created_once_with_the_admin_role() -> None:
+    created = user_create_first_admin()
+    assert created is not None
+    user, password = created
+    assert user.check_password(password) and list(user.groups.values_list("name", flat=True)) == ["admin"]
+    assert user_create_first_admin() is None
+    assert AuditEntry.objects.filter(action="user.created", data__first_admin=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_change_through_the_django_admin_is_audited(logged_in: Callable[..., tuple[object, Person]]) -> None:
+    client, who = logged_in("admin")
+    who.user.is_staff = who.user.is_superuser = True
+    who.user.save()
+    response = client.post(  # type: ignore[attr-defined]
+        f"/admin/accounts/user/{who.user.pk}/change/",
+        {"username": who.user.username, "email": "new@example.test", "date_joined_0": "2026-01-01",
+         "date_joined_1": "00:00:00", "is_active": "on", "is_staff": "on", "is_superuser": "on"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content[:2000]
+    entry = AuditEntry.objects.filter(action="admin.changed").get()
+    assert entry.actor == who.user.username and entry.target_type == "accounts.user"
