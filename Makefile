@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean-data venv
+.PHONY: run test lint bench clean-data venv browser
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,23 @@ venv: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m apps.core.run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/e2e) drive Debian's Chromium through Playwright; `playwright install`
+# is never used. As root the package is installed; otherwise the user is told to install it.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = "0" ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else \
+			echo "$(CHROMIUM) is missing: the browser tests need Debian's chromium package." >&2; \
+			echo "Install it with: sudo apt-get install chromium" >&2; \
+			exit 1; \
+		fi; \
+	}
 
 # mypy's Django plugin imports the production settings; placeholders satisfy them
 # without reaching any server.
