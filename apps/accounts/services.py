@@ -53,15 +53,20 @@ def _now_ts() -> float:
 # -- roles and users ----------------------------------------------------------------------
 
 
-def user_role(user: User) -> str | None:
+def _role_group(user: User) -> str | None:
     names = {g.name for g in user.groups.all()}
     return next((role for role in reversed(ROLES) if role in names), None)
+
+
+def user_role(user: User) -> str | None:
+    # A superuser holds every permission whatever its groups; show it as what it is.
+    return _role_group(user) or ("admin" if user.is_superuser else None)
 
 
 def user_set_role(*, user: User, role: str, actor: Actor, request: HttpRequest | None = None) -> None:
     if role not in ROLES:
         raise ApplicationError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
-    before = user_role(user)
+    before = _role_group(user)
     if before == role:
         return
     with transaction.atomic():
