@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,18 @@ def test_production_refuses_to_start_without(missing: str) -> None:
     result = _manage(env, "check")
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+def test_production_cookies_and_hsts() -> None:
+    names = [
+        "SESSION_COOKIE_NAME", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE",
+        "CSRF_COOKIE_NAME", "CSRF_COOKIE_SECURE", "CSRF_COOKIE_HTTPONLY", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT",
+    ]  # fmt: skip
+    code = f"import json; from django.conf import settings; print(json.dumps([getattr(settings, n) for n in {names}]))"
+    result = _manage(PRODUCTION_ENV, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    values = dict(zip(names, json.loads(result.stdout.strip().splitlines()[-1]), strict=True))
+    assert values["SESSION_COOKIE_NAME"] == "__Host-sessionid" and values["CSRF_COOKIE_NAME"] == "__Host-csrftoken"
+    assert values["SESSION_COOKIE_SECURE"] and values["CSRF_COOKIE_SECURE"] and values["SESSION_COOKIE_HTTPONLY"]
+    assert values["CSRF_COOKIE_HTTPONLY"] and values["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert values["SECURE_HSTS_SECONDS"] >= 31536000 and values["SECURE_SSL_REDIRECT"]
