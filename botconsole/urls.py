@@ -8,5 +8,6 @@ admin.site.__class__ = OTPAdminSite
 urlpatterns = [
     path("", include("apps.core.urls")),
     path("accounts/", include("apps.accounts.urls")),
+    path("exchange-accounts/", include("apps.exchanges.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from django.test import Client
 
 from apps.vault import client as vault
 from tests.harness import Harness, harness
+from tests.people import Person, full_login, make_person
+
+pytest_plugins = ["tests.fixtures.sandbox", "tests.keys"]
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +26,21 @@ def web_vault(services: Harness) -> vault.ProcessVault:
 @pytest.fixture
 def control_vault(services: Harness) -> vault.ProcessVault:
     return vault.ProcessVault(services.vault_addr, services.tokens["control"].token)
+
+
+@pytest.fixture
+def person(db: None) -> Callable[..., Person]:
+    return make_person
+
+
+@pytest.fixture
+def logged_in(db: None) -> Callable[[str], tuple[Client, Person]]:
+    """A client logged in (password + TOTP) as a new user of the given role."""
+
+    def make(role: str) -> tuple[Client, Person]:
+        who = make_person(f"{role}-user", role)
+        client = Client()
+        full_login(client, who)
+        return client, who
+
+    return make

@@ -12,7 +12,7 @@ from apps.accounts.models import User
 logger = logging.getLogger(__name__)
 
 
-def _admins() -> list[str]:
+def admin_emails() -> list[str]:
     return list(
         User.objects.filter(is_active=True, groups__name="admin").exclude(email="").values_list("email", flat=True)
     )
@@ -38,7 +38,7 @@ def new_ip_login(*, user: User, ip: str, user_agent: str) -> None:
 
 def lockout(*, username: str, ip: str | None) -> None:
     user = User.objects.filter(username=username).first()
-    recipients = _admins() + ([user.email] if user is not None and user.email else [])
+    recipients = admin_emails() + ([user.email] if user is not None and user.email else [])
     _send(
         "Account locked after repeated failed sign-ins",
         f"The account {username!r} was locked after {settings.AXES_FAILURE_LIMIT} failed sign-in attempts "

@@ -7,7 +7,7 @@ from apps.audit.services import audit_verify_chain, record
 logger = logging.getLogger(__name__)
 
 
-@shared_task(queue="control")
+@shared_task
 def audit_verify_task() -> bool:
     """Periodic chain verification on the control worker; a break is itself audited."""
     report = audit_verify_chain()

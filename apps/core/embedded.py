@@ -96,7 +96,7 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -214,7 +214,7 @@ class EmbeddedServices:
         return self.root / "ports.json"
 
     def _ports(self) -> dict[str, int]:
-        stored = {k: int(v) for k, v in _read_json(self.ports_file).items()}
+        stored = {k: int(v) for k, v in read_json(self.ports_file).items()}
         ports = {name: free_port(stored.get(name)) for name in ("postgres", "valkey", "openbao", "openbao_cluster")}
         write_private(self.ports_file, json.dumps(ports, indent=2))
         return ports
@@ -313,7 +313,7 @@ class EmbeddedServices:
             log.touch()
             os.chown(log, uid, -1)
 
-        stored = _read_json(secrets_file)
+        stored = read_json(secrets_file)
         if not (data / "PG_VERSION").exists():
             if data.exists():
                 shutil.rmtree(data)  # a half-finished initdb from an interrupted first start
@@ -416,7 +416,7 @@ class EmbeddedServices:
         conf = base / "valkey.conf"
         pidfile = base / "valkey.pid"
         base.mkdir(parents=True, exist_ok=True)
-        password = _read_json(base / "password.json").get("password") or secrets.token_urlsafe(24)
+        password = read_json(base / "password.json").get("password") or secrets.token_urlsafe(24)
         write_private(base / "password.json", json.dumps({"password": password}))
         # The password goes in a 0600 config file, never on the command line where `ps` shows it.
         write_private(
@@ -514,7 +514,7 @@ ui            = false
                 "(mode 0600) for local use. In production keep them offline; see README.",
                 file=sys.stderr,
             )
-        stored = _read_json(keys_file)
+        stored = read_json(keys_file)
         if not stored:
             raise ServiceStartError(
                 "OpenBao", f"it is initialized but {keys_file} with its unseal key is missing", None

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from apps.core.embedded import (
     free_port,
     kill_group,
     missing_services,
+    read_json,
     stop_process_group,
     write_private,
 )
@@ -104,10 +106,10 @@ class Supervisor:
         out = self._manage("create_first_admin", quiet=True)
         return next((line for line in out.splitlines() if line.startswith("FIRST-RUN LOGIN")), None)
 
-    def _manage(self, *args: str, quiet: bool = False) -> str:
+    def _manage(self, *args: str, quiet: bool = False, extra_env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
             [PYTHON, str(BASE_DIR / "manage.py"), *args],
-            env=self.env,
+            env={**self.env, **(extra_env or {})},
             cwd=BASE_DIR,
             capture_output=True,
             text=True,
@@ -125,6 +127,36 @@ class Supervisor:
         return {"VAULT_TOKEN": issued.token}
 
     # -- processes -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(
+            argv, env={**self.env, **extra_env}, cwd=BASE_DIR, stdin=subprocess.DEVNULL,
+            # preexec_fn is unsafe with threads; the supervisor has none.
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self.children.append(Child(name, proc))
+        write_private(self.run_dir / "children.json", json.dumps({c.name: c.proc.pid for c in self.children}))
+        return proc
+
+    def start_sandbox(self) -> None:
+        """The local test exchange, with a demo key kept in var/sandbox (0600) across restarts."""
+        ports_file = self.var_dir / "ports.json"
+        ports = read_json(ports_file)
+        port = free_port(ports.get("sandbox"))
+        write_private(ports_file, json.dumps({**ports, "sandbox": port}, indent=2))
+        key_file = self.var_dir / "sandbox" / "demo-key.json"
+        demo = read_json(key_file)
+        if not demo:
+            demo = {"api_key": secrets.token_hex(32), "api_secret": secrets.token_hex(32)}  # Binance-shaped
+            write_private(key_file, json.dumps(demo))
+        url = f"http://127.0.0.1:{port}"
+        self.env["SANDBOX_URL"] = url
+        # The key reaches the sandbox and the first-run command through the environment, not argv (ps shows argv).
+        key_env = {"SANDBOX_API_KEY": demo["api_key"], "SANDBOX_API_SECRET": demo["api_secret"]}
+        argv = [PYTHON, str(BASE_DIR / "manage.py"), "runsandbox", "--host", "127.0.0.1", "--port", str(port)]
+        self._spawn("sandbox", argv, key_env)
+        self.wait_http("sandbox", f"{url}/api/v3/ping")
+        self._manage("create_demo_account", quiet=True, extra_env={**key_env, **self._token_env("web")})
 
     def start_children(self) -> None:
         celery = [PYTHON, "-m", "celery", "-A", "botconsole"]
@@ -155,16 +187,7 @@ class Supervisor:
             ("beat", [*celery, "beat", "-s", str(self.run_dir / "celerybeat-schedule"), "--loglevel", "INFO"], {}),
         ]
         for name, argv, extra in specs:
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **extra},
-                cwd=BASE_DIR,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-            self.children.append(Child(name, proc))
-        write_private(self.run_dir / "children.json", json.dumps({c.name: c.proc.pid for c in self.children}))
+            self._spawn(name, argv, extra)
 
     def _stop_leftover_children(self) -> None:
         """Stop process groups a previous supervisor left when it was killed outright."""
@@ -183,19 +206,19 @@ class Supervisor:
                     kill_group(pid, signal.SIGTERM)
         path.unlink(missing_ok=True)
 
-    def wait_for_web(self) -> None:
-        url = f"http://127.0.0.1:{self.port}/healthz"
+    def wait_http(self, name: str, url: str) -> None:
+        """Wait until a child answers 200 at url (none of them may exit meanwhile)."""
         deadline = time.monotonic() + WEB_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_children()
             with (
                 contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(url, timeout=2) as response,
+                urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - http://127.0.0.1 URLs we built
             ):
                 if response.status == 200:
                     return
             time.sleep(0.3)
-        raise SystemExit(f"botconsole: the web server did not answer {url} within {WEB_READY_TIMEOUT_S:.0f} s")
+        raise SystemExit(f"botconsole: {name} did not answer {url} within {WEB_READY_TIMEOUT_S:.0f} s")
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -251,8 +274,9 @@ def main() -> int:
     code = 0
     try:
         login = supervisor.prepare()
+        supervisor.start_sandbox()
         supervisor.start_children()
-        supervisor.wait_for_web()
+        supervisor.wait_http("the web server", f"http://127.0.0.1:{port}/healthz")
         print(banner(f"http://127.0.0.1:{port}/", login), flush=True)
         supervisor.supervise()
     except Stop:

@@ -218,6 +218,22 @@ class ProcessVault:
             )
         return dict(result["data"]["data"])
 
+    def kv_destroy(self, path: str) -> None:
+        """Delete a secret's metadata and every version (nothing can be recovered)."""
+        with _errors():
+            self._client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=KV_MOUNT)
+
+    def kv_list(self, path: str) -> list[str]:
+        """Names under a folder of kv/ (empty when there is none)."""
+        try:
+            with _errors():
+                result = self._client.secrets.kv.v2.list_secrets(path=path, mount_point=KV_MOUNT)
+        except VaultError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                return []
+            raise
+        return list(result["data"]["keys"])
+
     def kv_subkeys(self, path: str) -> dict[str, Any]:
         """The key names of a secret without its values (what the web tier may see)."""
         with _errors():

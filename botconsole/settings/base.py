@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.audit",
     "apps.vault",
+    "apps.exchanges",
+    "apps.killswitch",
+    "apps.sandbox",
 ]
 
 MIDDLEWARE = [
@@ -124,6 +127,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("AUDIT_VERIFY_EVERY_S", default=3600.0),
         "options": {"queue": "control"},
     },
+    "exchange-key-hygiene": {
+        "task": "apps.exchanges.tasks.key_hygiene_task",
+        "schedule": env.float("KEY_HYGIENE_EVERY_S", default=86400.0),
+        "options": {"queue": "control"},
+    },
 }
 
 CHANNEL_LAYERS = {
@@ -158,6 +166,13 @@ SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=env.int("SESSION_ABSOLUTE_HOURS", def
 SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
 STEP_UP_TTL = timedelta(minutes=5)
 BACKUP_CODE_COUNT = 10
+
+# -- Exchanges ----------------------------------------------------------------------------------
+# The local sandbox exchange (`manage.py runsandbox`); accounts of exchange "sandbox" talk to it.
+SANDBOX_URL = env("SANDBOX_URL", default="")
+EXCHANGE_KEY_MAX_AGE_DAYS = env.int("EXCHANGE_KEY_MAX_AGE_DAYS", default=90)
+EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
+EXCHANGE_RETRIES = env.int("EXCHANGE_RETRIES", default=3)
 
 # -- Headers and cookies -------------------------------------------------------------------
 CONTENT_SECURITY_POLICY = {

@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from apps.accounts.middleware import OPEN_VIEWS, PASSWORD_ONLY_VIEWS
-from tests.accounts.conftest import Person, password_login
+from tests.people import Person, password_login
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +26,7 @@ def all_urls() -> Iterator[tuple[str, str]]:
                 path = prefix + route
                 path = re.sub(r"<int:\w+>", "1", path)
                 path = re.sub(r"<(?:slug|str|path):\w+>", "x", path)
+                path = re.sub(r"<uuid:\w+>", "00000000-0000-0000-0000-000000000000", path)
                 path = re.sub(r"\(\?P<\w+>[^)]*\)", "x", path)  # the admin's regex routes
                 path = path.lstrip("^").rstrip("$").replace("\\", "")
                 yield "/" + path, f"{namespace}{p.name}" if p.name else path

@@ -10,7 +10,7 @@ from django.test import Client
 
 from apps.accounts.models import BackupCodeDevice, SealedTOTPDevice, UserSession
 from apps.audit.models import AuditEntry
-from tests.accounts.conftest import PASSWORD, Person, full_login, password_login
+from tests.people import PASSWORD, Person, full_login, password_login
 
 pytestmark = pytest.mark.django_db
 

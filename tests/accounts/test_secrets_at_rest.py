@@ -11,7 +11,7 @@ from apps.accounts.models import BackupCodeDevice
 from apps.accounts.services import user_create_first_admin
 from apps.audit.models import AuditEntry
 from apps.core.embedded import pg_bin
-from tests.accounts.conftest import Person
+from tests.people import Person
 
 
 def pg_dump() -> str:

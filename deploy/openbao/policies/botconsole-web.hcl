@@ -17,3 +17,8 @@ path "transit/encrypt/totp-seed" {
 path "transit/decrypt/totp-seed" {
   capabilities = ["update"]
 }
+
+# Deleting an exchange account (admin, step-up) destroys every version of its secret.
+path "kv/metadata/exchange-accounts/*" {
+  capabilities = ["delete"]
+}

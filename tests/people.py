@@ -1,19 +1,19 @@
+"""Test users: people with a password and (usually) an enrolled authenticator, and logging them in."""
+
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pytest
 from django.test import Client
-
-if TYPE_CHECKING:
-    from django.test.client import _MonkeyPatchedWSGIResponse
 from django_otp.oath import TOTP
 
 from apps.accounts.models import SealedTOTPDevice, User
 from apps.accounts.services import user_set_role
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 PASSWORD = "correct horse battery staple"
 
@@ -48,27 +48,10 @@ def make_person(username: str, role: str = "viewer", enrolled: bool = True, emai
 
 
 def password_login(client: Client, person: Person, ip: str = "127.0.0.1") -> _MonkeyPatchedWSGIResponse:
-    response = client.post("/accounts/login/", {"username": person.user.username, "password": PASSWORD}, REMOTE_ADDR=ip)
-    return response
+    return client.post("/accounts/login/", {"username": person.user.username, "password": PASSWORD}, REMOTE_ADDR=ip)
 
 
 def full_login(client: Client, person: Person, ip: str = "127.0.0.1", steps_ahead: int = 0) -> None:
     password_login(client, person, ip)
     response = client.post("/accounts/otp/", {"code": person.code(steps_ahead)}, REMOTE_ADDR=ip)
     assert response.status_code == 302 and response["Location"] == "/", response.content[:500]
-
-
-@pytest.fixture
-def person(db: None) -> Callable[..., Person]:
-    return make_person
-
-
-@pytest.fixture
-def logged_in(db: None) -> Callable[[str], tuple[Client, Person]]:
-    def make(role: str) -> tuple[Client, Person]:
-        who = make_person(f"{role}-user", role)
-        client = Client()
-        full_login(client, who)
-        return client, who
-
-    return make

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from django import forms
+
+from apps.exchanges.clients import supported_exchanges
+
+
+class _CredentialsForm(forms.Form):
+    # Write-only: PasswordInput never renders a value, so a key is not echoed back even after an error.
+    apiKey = forms.CharField(label="API key", max_length=512, widget=forms.PasswordInput(render_value=False))
+    secret = forms.CharField(label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False))
+    password = forms.CharField(
+        label="Passphrase", required=False, max_length=512, widget=forms.PasswordInput(render_value=False),
+        help_text="Only for exchanges that issue a passphrase with the key.",
+    )  # fmt: skip
+    attest_no_withdrawals = forms.BooleanField(
+        required=False, label="I confirm withdrawals are disabled for this key on the exchange",
+        help_text="Needed only for exchanges whose API cannot tell us (Binance and the sandbox can).",
+    )  # fmt: skip
+
+    def credentials(self) -> dict[str, str]:
+        return {k: self.cleaned_data.get(k) or "" for k in ("apiKey", "secret", "password")}
+
+
+class ExchangeAccountForm(_CredentialsForm):
+    label = forms.CharField(max_length=100)
+    exchange_id = forms.ChoiceField(label="Exchange", choices=[])
+
+    field_order = ["label", "exchange_id", "apiKey", "secret", "password", "attest_no_withdrawals"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        field = self.fields["exchange_id"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(e, "Sandbox (local test exchange)" if e == "sandbox" else e) for e in supported_exchanges()]
+
+
+class RotateForm(_CredentialsForm):
+    pass

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KillswitchConfig(AppConfig):
+    name = "apps.killswitch"
+    label = "killswitch"
