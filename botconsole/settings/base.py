@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.vault",
     "apps.exchanges",
+    "apps.bots",
+    "apps.trading",
     "apps.killswitch",
     "apps.sandbox",
 ]

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from apps.bots.strategies import REGISTRY
+from apps.exchanges.models import ExchangeAccount
+
+POSITIVE = [MinValueValidator(Decimal("0.00000001"))]
+
+
+class Bot(models.Model):
+    """A configured trading bot. Its worker runs on Celery queue `bot.<id>` with its own Vault identity.
+
+    `desired_state` is what operators ask for; `observed_state` is what the fleet supervisor and the
+    worker report. Risk limits are enforced by the order gate (apps.trading) on every order.
+    """
+
+    class Mode(models.TextChoices):
+        PAPER = "paper", "Paper (simulated fills, no key used)"
+        LIVE = "live", "Live (real orders with the account's key)"
+
+    class Desired(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    class Observed(models.TextChoices):
+        STOPPED = "stopped", "Stopped"
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
+        HALTED = "halted", "Halted"
+        ERROR = "error", "Error"
+
+    name = models.CharField(max_length=100, unique=True)
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="bots")
+    strategy = models.CharField(max_length=30, choices=[(k, s.name) for k, s in REGISTRY.items()])
+    params = models.JSONField(default=dict)
+    symbols = models.JSONField(default=list)  # unified ccxt symbols, e.g. ["BTC/USDT"]
+    mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.PAPER)
+    paper_balance = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal("10000"), validators=POSITIVE)
+    tick_interval_s = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
+
+    # Risk limits (quote currency unless noted).
+    max_order_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
+    max_position_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
+    max_open_orders = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)])
+    max_orders_per_minute = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    daily_loss_limit = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
+    max_drawdown_pct = models.DecimalField(max_digits=6, decimal_places=2, validators=POSITIVE)
+    size_anomaly_factor = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("10"), validators=POSITIVE
+    )
+
+    desired_state = models.CharField(max_length=10, choices=Desired.choices, default=Desired.STOPPED)
+    observed_state = models.CharField(max_length=10, choices=Observed.choices, default=Observed.STOPPED)
+    halted = models.BooleanField(default=False)
+    halt_reason = models.CharField(max_length=300, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    strategy_state = models.JSONField(default=dict)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        return f"bot.{self.pk}"
+
+    @property
+    def vault_role(self) -> str:
+        return f"bot-{self.pk}"

@@ -1,0 +1,125 @@
+"""What a strategy is: a typed parameter schema and a pure `decide()` that returns order intents.
+
+Strategies never talk to an exchange or the database. The tick gathers a `MarketView`, asks the
+strategy, and passes every intent through the order gate (apps.trading) before anything is sent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+
+class ParamError(ValueError):
+    """A parameter value is invalid; `field` names it (or "" for the form as a whole)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed parameter: the bot form is rendered and validated from these."""
+
+    name: str
+    kind: str  # "decimal", "int" or "choice"
+    label: str
+    help: str
+    default: Any
+    min: Decimal | int | None = None
+    max: Decimal | int | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: Any) -> Any:
+        if self.kind == "choice":
+            if str(raw) not in self.choices:
+                raise ParamError(self.name, f"Choose one of: {', '.join(self.choices)}.")
+            return str(raw)
+        try:
+            value: Decimal | int = int(str(raw)) if self.kind == "int" else Decimal(str(raw))
+        except (ValueError, InvalidOperation):
+            raise ParamError(self.name, "Enter a number.") from None
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ParamError(self.name, "Enter a finite number.")
+        if self.min is not None and value < self.min:
+            raise ParamError(self.name, f"Must be at least {self.min}.")
+        if self.max is not None and value > self.max:
+            raise ParamError(self.name, f"Must be at most {self.max}.")
+        return value
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    client_order_id: str
+    side: str
+    price: Decimal | None
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """What a strategy may look at in one tick for one symbol."""
+
+    symbol: str
+    price: Decimal
+    closes: tuple[Decimal, ...]  # recent candle closes, oldest first
+    base_position: Decimal  # base asset held by this bot
+    average_entry: Decimal | None
+    open_orders: tuple[OpenOrder, ...]
+    quote_free: Decimal
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """An order a strategy would like. `tag` names the intent stably (e.g. "grid-3-buy"): the
+    tick turns it into a deterministic client order id, so a retried tick never doubles an order."""
+
+    symbol: str
+    side: str  # "buy" or "sell"
+    type: str  # "limit" or "market"
+    amount: Decimal
+    price: Decimal | None
+    tag: str
+
+
+@dataclass
+class Decision:
+    intents: list[OrderIntent] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # client order ids to cancel
+    state: dict[str, Any] = field(default_factory=dict)  # persisted for the next tick
+
+
+class Strategy(ABC):
+    key: ClassVar[str]
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {p.name: p.default for p in cls.params}
+
+    @classmethod
+    def clean(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """Parse and check every parameter; raises ParamError for the first bad one."""
+        values = {p.name: p.parse(raw.get(p.name, p.default)) for p in cls.params}
+        cls.check(values)
+        return values
+
+    @classmethod  # noqa: B027 - an optional hook with nothing to do by default, not abstract
+    def check(cls, values: dict[str, Any]) -> None:
+        """Cross-field rules (override); raise ParamError."""
+
+    @classmethod
+    def to_json(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+
+    @abstractmethod
+    def decide(self, view: MarketView, state: dict[str, Any]) -> Decision: ...

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from apps.bots.strategies.base import Decision, MarketView, OrderIntent, Param, Strategy
+
+
+class DcaStrategy(Strategy):
+    """Dollar-cost averaging: buy a fixed quote amount every N ticks, take profit above the average entry."""
+
+    key = "dca"
+    name = "DCA with take-profit"
+    description = "Buys a fixed amount on a schedule and sells the whole position once it is up by the take-profit."
+    params = (
+        Param("quote_per_buy", "decimal", "Buy size", "Quote currency spent per buy.", Decimal("50"), min=Decimal("1")),
+        Param("every_ticks", "int", "Buy every", "Ticks between buys.", 10, min=1, max=100000),
+        Param(
+            "take_profit_pct",
+            "decimal",
+            "Take profit %",
+            "Sell all when the price is this far above the average entry.",
+            Decimal("2"),
+            min=Decimal("0.1"),
+            max=Decimal("1000"),
+        ),
+    )
+
+    def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
+        ticks = int(state.get("ticks", 0)) + 1
+        decision = Decision(state={**state, "ticks": ticks})
+        if view.base_position > 0 and view.average_entry:
+            target = view.average_entry * (1 + self.values["take_profit_pct"] / 100)
+            if view.price >= target:
+                rounds = int(state.get("rounds", 0))
+                decision.state["rounds"] = rounds + 1
+                decision.intents.append(
+                    OrderIntent(view.symbol, "sell", "market", view.base_position, None, f"dca-tp-{rounds}")
+                )
+                return decision
+        if ticks % self.values["every_ticks"] == 1 or self.values["every_ticks"] == 1:
+            amount = (self.values["quote_per_buy"] / view.price).quantize(Decimal("0.00001"))
+            if amount > 0:
+                decision.intents.append(OrderIntent(view.symbol, "buy", "market", amount, None, f"dca-buy-{ticks}"))
+        return decision

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from apps.bots.strategies.base import Decision, MarketView, OrderIntent, Param, ParamError, Strategy
+
+
+class MaCrossStrategy(Strategy):
+    """Moving-average crossover: buy when the fast average crosses above the slow one, sell on the way down."""
+
+    key = "ma_cross"
+    name = "Moving-average crossover"
+    description = "Goes long when the fast moving average crosses above the slow one and flat when it crosses below."
+    params = (
+        Param("fast", "int", "Fast window", "Candles in the fast average.", 9, min=2, max=500),
+        Param("slow", "int", "Slow window", "Candles in the slow average.", 21, min=3, max=1000),
+        Param(
+            "order_amount",
+            "decimal",
+            "Amount",
+            "Base currency bought on a cross up.",
+            Decimal("0.001"),
+            min=Decimal("0.00000001"),
+        ),
+    )
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        if values["fast"] >= values["slow"]:
+            raise ParamError("slow", "The slow window must be longer than the fast one.")
+
+    @staticmethod
+    def _average(values: tuple[Decimal, ...], window: int) -> Decimal:
+        return sum(values[-window:], Decimal(0)) / window
+
+    def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
+        decision = Decision(state=dict(state))
+        fast, slow = self.values["fast"], self.values["slow"]
+        if len(view.closes) < slow + 1:
+            return decision  # not enough history yet
+        now_above = self._average(view.closes, fast) > self._average(view.closes, slow)
+        before = view.closes[:-1]
+        was_above = self._average(before, fast) > self._average(before, slow)
+        crosses = int(state.get("crosses", 0))
+        if now_above and not was_above and view.base_position < self.values["order_amount"]:
+            decision.state["crosses"] = crosses + 1
+            decision.intents.append(
+                OrderIntent(view.symbol, "buy", "market", self.values["order_amount"], None, f"ma-up-{crosses}")
+            )
+        elif was_above and not now_above and view.base_position > 0:
+            decision.state["crosses"] = crosses + 1
+            decision.intents.append(
+                OrderIntent(view.symbol, "sell", "market", view.base_position, None, f"ma-down-{crosses}")
+            )
+        return decision
