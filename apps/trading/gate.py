@@ -1,0 +1,301 @@
+"""The order gate: the one place an order can reach an exchange from.
+
+Every order, live or paper, goes through `place_order`, which runs `gate_check` and only then
+calls the exchange. The checks read the database at the moment of ordering (never a cached
+flag), and `place_order` holds share locks on the global halt row and the bot's row while it
+checks and sends: an operator's halt waits for an order in flight, and no order starts after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from apps.audit.services import record
+from apps.bots.models import Bot
+from apps.bots.strategies.base import OrderIntent
+from apps.core.exceptions import ApplicationError
+from apps.exchanges import clients
+from apps.killswitch.alerts import alert_raise
+from apps.killswitch.models import Alert
+from apps.trading.halt import global_halt_active, global_halt_lock_shared
+from apps.trading.ids import client_order_id
+from apps.trading.ledger import Breach, ledger_for, loss_breach
+from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
+from apps.trading.sync import fetch_by_client_id, order_apply_exchange, ticker_price
+
+logger = logging.getLogger(__name__)
+Reason = GateRefusal.Reason
+RATE_WINDOW = dt.timedelta(seconds=60)
+ANOMALY_SAMPLE = 50  # the bot's last orders the size-anomaly median is taken over
+ANOMALY_MIN_ORDERS = 5  # below this there is no "usual size" to compare with
+
+
+def actor_of(bot: Bot) -> str:
+    return f"system:bot-{bot.pk}"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    allowed: bool
+    reason: str = ""
+    message: str = ""
+    notional: Decimal | None = None
+    refusal: GateRefusal | None = None
+
+
+class OrderRefused(ApplicationError):
+    """The gate refused the order; `decision` says why. Nothing was sent to the exchange."""
+
+    def __init__(self, decision: GateDecision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT halted, halt_reason FROM {Bot._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608
+            [bot.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return True, "The bot no longer exists."
+    return bool(row[0]), str(row[1])
+
+
+def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
+    """Halt one bot (a circuit breaker tripped): flag in the database, audit entry, critical alert."""
+    text = f"Bot {bot.name} halted: {message}"
+    with transaction.atomic():
+        changed = Bot.objects.filter(pk=bot.pk, halted=False).update(halted=True, halt_reason=text[:300])
+        bot.halted, bot.halt_reason = True, text[:300]
+        if changed:
+            record(actor=actor_of(bot), action="bot.halted", target=bot, data={"reason": reason, "message": message})
+            alert_raise(
+                kind="circuit_breaker", severity=Alert.Severity.CRITICAL, message=text, target=bot,
+                data={"bot": bot.pk, "reason": reason}, source=actor_of(bot),
+            )  # fmt: skip
+
+
+def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
+    if intent.side not in Order.Side.values:
+        return f"Unknown side {intent.side!r}."
+    if intent.type not in Order.Type.values:
+        return f"Unknown order type {intent.type!r}."
+    if not intent.amount.is_finite() or intent.amount <= 0:
+        return "The amount must be a positive number."
+    if intent.type == Order.Type.LIMIT and (intent.price is None or not intent.price.is_finite() or intent.price <= 0):
+        return "A limit order needs a positive price."
+    if price is None or not price.is_finite() or price <= 0:
+        return "No reference price to value the order at."
+    return None
+
+
+def _checks(bot: Bot, intent: OrderIntent, price: Decimal, halts: tuple[bool, str, bool, str]) -> Breach | None:
+    """The first rule the order breaks, or None. Order matters: halts first, then the breakers."""
+    global_active, global_reason, bot_halted, bot_reason = halts
+    if global_active:
+        return Breach(Reason.GLOBAL_HALT, f"Trading is halted everywhere: {global_reason or 'kill switch'}.")
+    if bot_halted:
+        return Breach(Reason.BOT_HALTED, f"The bot is halted: {bot_reason or 'no reason given'}.")
+    if intent.symbol not in bot.symbols:
+        return Breach(Reason.SYMBOL, f"{intent.symbol} is not one of the bot's symbols ({', '.join(bot.symbols)}).")
+    breach = loss_breach(bot=bot, ledger=ledger_for(bot))
+    if breach is not None:
+        return breach
+    notional = intent.amount * price
+    if notional > bot.max_order_notional:
+        return Breach(
+            Reason.ORDER_NOTIONAL, f"Order notional {notional:.2f} exceeds the limit {bot.max_order_notional:.2f}."
+        )
+    open_orders = Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES)
+    position = Position.objects.filter(bot=bot, symbol=intent.symbol).first()
+    held = position.base_quantity if position else ZERO
+    # Worst case: every resting order on the same side fills too.
+    pending = open_orders.filter(symbol=intent.symbol, side=intent.side).aggregate(s=Sum("amount"))["s"] or ZERO
+    sign = 1 if intent.side == Order.Side.BUY else -1
+    after = held + sign * (pending + intent.amount)
+    if abs(after) > abs(held) and abs(after) * price > bot.max_position_notional:
+        return Breach(
+            Reason.POSITION_NOTIONAL,
+            f"The position would reach {abs(after) * price:.2f} (with resting orders), beyond the limit "
+            f"{bot.max_position_notional:.2f}.",
+        )
+    if open_orders.count() >= bot.max_open_orders:
+        return Breach(Reason.OPEN_ORDERS, f"The bot already has {bot.max_open_orders} open orders, its limit.")
+    recent = Order.objects.filter(bot=bot, created_at__gte=timezone.now() - RATE_WINDOW).count()
+    if recent >= bot.max_orders_per_minute:
+        return Breach(Reason.RATE, f"{recent} orders in the last minute; the limit is {bot.max_orders_per_minute}.")
+    sizes = list(Order.objects.filter(bot=bot).order_by("-created_at", "-id").values_list("notional", flat=True)[:50])
+    if len(sizes) >= ANOMALY_MIN_ORDERS:
+        median = Decimal(statistics.median(sizes))
+        if median > 0 and notional > bot.size_anomaly_factor * median:
+            return Breach(
+                Reason.SIZE_ANOMALY,
+                f"Order notional {notional:.2f} is more than {bot.size_anomaly_factor}x the median {median:.2f} "
+                f"of the bot's last {len(sizes)} orders.",
+            )
+    return None
+
+
+def _refuse(bot: Bot, intent: OrderIntent, price: Decimal | None, breach: Breach) -> GateDecision:
+    notional = intent.amount * price if price is not None and intent.amount.is_finite() else None
+    refusal = GateRefusal.objects.create(
+        bot=bot, symbol=intent.symbol[:30], side=intent.side[:4], amount=intent.amount, price=price,
+        notional=notional, reason=breach.reason, message=breach.message[:500], intent_tag=intent.tag[:64],
+    )  # fmt: skip
+    record(
+        actor=actor_of(bot), action="gate.refused", target=bot,
+        data={"refusal": refusal.pk, "reason": breach.reason, "message": breach.message, "symbol": intent.symbol,
+              "side": intent.side, "type": intent.type, "amount": intent.amount, "price": price,
+              "notional": notional, "tag": intent.tag},
+    )  # fmt: skip
+    if breach.reason in (Reason.DAILY_LOSS, Reason.DRAWDOWN):
+        bot_halt(bot=bot, reason=breach.reason, message=breach.message)
+    logger.warning("gate refused bot %s %s %s: %s", bot.pk, intent.side, intent.symbol, breach.reason)
+    return GateDecision(False, breach.reason, breach.message, notional, refusal)
+
+
+def gate_check(*, bot: Bot, intent: OrderIntent, price: Decimal | None) -> GateDecision:
+    """Check one order against the halts and the bot's risk limits, reading the database now.
+
+    `price` values the order: the limit price, or the market price for a market order. A refusal
+    is stored (GateRefusal) and audited; a daily-loss or drawdown breach also halts the bot.
+    Called by `place_order` under its locks; on its own it is a dry run that still records refusals.
+    """
+    with transaction.atomic():
+        global_active, global_reason = global_halt_lock_shared()
+        bot_halted, bot_reason = _bot_halt_lock_shared(bot)
+        bot.halted, bot.halt_reason = bot_halted, bot_reason
+        problem = _invalid(intent, price)
+        if problem is not None:
+            breach: Breach | None = Breach(Reason.INVALID, problem)
+        else:
+            assert price is not None
+            breach = _checks(bot, intent, price, (global_active, global_reason, bot_halted, bot_reason))
+        if breach is not None:
+            return _refuse(bot, intent, price, breach)
+        return GateDecision(True, notional=intent.amount * price if price is not None else None)
+
+
+def _reference_price(intent: OrderIntent, client: Any, price: Decimal | None) -> Decimal | None:
+    if intent.type == Order.Type.LIMIT:
+        return intent.price
+    if price is not None:
+        return price
+    return ticker_price(client, intent.symbol)
+
+
+def _is_duplicate(exc: clients.ExchangeError) -> bool:
+    return "duplicate" in exc.message.lower()
+
+
+def _send_live(order: Order, intent: OrderIntent, client: Any) -> None:
+    """Send the order; a duplicate client order id means an earlier attempt got through, so adopt it."""
+    price = float(intent.price) if intent.price is not None else None
+    try:
+        raw: dict[str, Any] = clients.call(
+            client.create_order, intent.symbol, intent.type, intent.side, float(intent.amount), price,
+            {"newClientOrderId": order.client_order_id},
+        )  # fmt: skip
+    except clients.OrderRejected as exc:
+        if not _is_duplicate(exc):
+            order.status, order.error = Order.Status.REJECTED, exc.message[:300]
+            order.save(update_fields=["status", "error", "updated_at"])
+            return
+        raw = fetch_by_client_id(client, intent.symbol, order.client_order_id)
+    except clients.ExchangeUnavailable as exc:
+        # Maybe placed, maybe not: the row stays "new" and the next sync looks it up by client order id.
+        order.error = exc.message[:300]
+        order.save(update_fields=["error", "updated_at"])
+        return
+    order_apply_exchange(order, raw)
+
+
+def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | None = None) -> Order:
+    """Gate the intent, then place it (live: `client.create_order`; paper: the local simulator).
+
+    Returns the Order row; raises OrderRefused when the gate refuses (nothing is sent). The client
+    order id comes from (bot, intent tag, the bot's current tick generation), so placing the same
+    intent again in the same generation (a retried or re-run tick) returns the same order and
+    never doubles it on the exchange. `price` is the market price for valuing a market order;
+    without it the ticker is fetched.
+    """
+    ledger: BotLedger = ledger_for(bot)
+    cid = client_order_id(bot.pk, intent.tag, ledger.generation)
+    existing = Order.objects.filter(client_order_id=cid).first()
+    if existing is not None:
+        return existing
+    reference = _reference_price(intent, client, price) if _invalid(intent, Decimal(1)) is None else None
+    with transaction.atomic():
+        decision = gate_check(bot=bot, intent=intent, price=reference)
+        if decision.allowed:
+            assert reference is not None
+            paper = bot.mode == Bot.Mode.PAPER
+            order = Order.objects.create(
+                bot=bot, account_id=bot.account_id, symbol=intent.symbol, side=intent.side, type=intent.type,
+                amount=intent.amount, price=intent.price if intent.type == Order.Type.LIMIT else None,
+                notional=intent.amount * reference, client_order_id=cid, intent_tag=intent.tag[:64],
+                generation=ledger.generation, paper=paper,
+            )  # fmt: skip
+            if paper:
+                from apps.trading.paper import paper_place  # paper imports this module's helpers
+
+                paper_place(order=order, client=client, market_price=reference)
+            else:
+                # The halt row and the bot row stay share-locked until this transaction commits.
+                _send_live(order, intent, client)
+            record(
+                actor=actor_of(bot), action="order.placed", target=order,
+                data={"bot": bot.pk, "client_order_id": cid, "exchange_order_id": order.exchange_order_id,
+                      "symbol": order.symbol, "side": order.side, "type": order.type, "amount": order.amount,
+                      "price": order.price, "notional": order.notional, "status": order.status, "paper": paper,
+                      "tag": order.intent_tag},
+            )  # fmt: skip
+    if not decision.allowed:
+        raise OrderRefused(decision)
+    return order
+
+
+def order_cancel(*, order: Order, client: Any) -> Order:
+    """Cancel one of our open orders (cancelling needs no gate: it only ever reduces risk)."""
+    if not order.is_open:
+        return order
+    if order.paper:
+        order.status = Order.Status.CANCELED
+        order.save(update_fields=["status", "updated_at"])
+    else:
+        try:
+            raw: dict[str, Any] = clients.call(
+                client.cancel_order, order.exchange_order_id or "", order.symbol,
+                {} if order.exchange_order_id else {"origClientOrderId": order.client_order_id},
+            )  # fmt: skip
+            order_apply_exchange(order, raw)
+        except clients.OrderNotFound:
+            # Already gone (filled or canceled meanwhile): take the exchange's word for what happened.
+            order_apply_exchange(order, fetch_by_client_id(client, order.symbol, order.client_order_id))
+    record(
+        actor=actor_of(order.bot), action="order.canceled", target=order,
+        data={"client_order_id": order.client_order_id, "status": order.status},
+    )  # fmt: skip
+    return order
+
+
+__all__ = [
+    "GateDecision",
+    "OrderRefused",
+    "bot_halt",
+    "gate_check",
+    "global_halt_active",
+    "order_cancel",
+    "place_order",
+]

@@ -1,0 +1,115 @@
+"""Paper trading: orders filled by a local simulator against the exchange's real public market data.
+
+A paper bot never uses a key: its client is a public ccxt client of the account's exchange.
+Market orders fill at once at the touch (ask for a buy, bid for a sell); limit orders fill at
+their own price when placed marketable or later when the market crosses them. Fees follow
+Binance without BNB: the buyer pays in the base asset, the seller in the quote asset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from apps.bots.models import Bot
+from apps.exchanges import clients
+from apps.trading.ledger import fill_record, ledger_for, split_symbol
+from apps.trading.models import ZERO, Order, Position
+
+FEE_RATE = Decimal("0.001")
+
+
+def public_client(*, bot: Bot) -> Any:
+    """A client of the bot's exchange without credentials: market data only, it cannot place an order."""
+    return clients.build_client(exchange_id=bot.account.exchange_id, credentials={})
+
+
+def touch(client: Any, symbol: str) -> tuple[Decimal, Decimal]:
+    """(bid, ask) now, falling back to the last price when the exchange gives no book top."""
+    ticker: dict[str, Any] = clients.call(client.fetch_ticker, symbol)
+    last = ticker.get("last") or ticker.get("close")
+    bid, ask = ticker.get("bid") or last, ticker.get("ask") or last
+    if bid is None or ask is None:
+        raise clients.ExchangeError(f"No price for {symbol}.")
+    return Decimal(str(bid)), Decimal(str(ask))
+
+
+def _affordable(order: Order, price: Decimal) -> str | None:
+    ledger = ledger_for(order.bot)
+    if order.side == Order.Side.BUY:
+        cash = ledger.paper_quote if ledger.paper_quote is not None else order.bot.paper_balance
+        if price * order.amount > cash:
+            return f"Insufficient paper balance: {price * order.amount:.8f} needed, {cash:.8f} available."
+        return None
+    position = Position.objects.filter(bot=order.bot, symbol=order.symbol).first()
+    held = position.base_quantity if position else ZERO
+    if order.amount > held:
+        return f"Insufficient paper position: selling {order.amount}, holding {held}."
+    return None
+
+
+def _fill(order: Order, price: Decimal) -> None:
+    base, quote = split_symbol(order.symbol)
+    if order.side == Order.Side.BUY:
+        fee, fee_currency = order.amount * FEE_RATE, base
+    else:
+        fee, fee_currency = price * order.amount * FEE_RATE, quote
+    seq = itertools.count(order.fills.count() + 1)
+    fill_record(
+        order=order, trade_id=f"paper-{order.pk}-{next(seq)}", price=price, amount=order.amount, fee=fee,
+        fee_currency=fee_currency, timestamp=timezone.now(),
+    )  # fmt: skip
+    order.status, order.filled, order.average = Order.Status.FILLED, order.amount, price
+    order.save(update_fields=["status", "filled", "average", "updated_at"])
+
+
+def _crossing_price(order: Order, bid: Decimal, ask: Decimal) -> Decimal | None:
+    if order.type == Order.Type.MARKET:
+        return ask if order.side == Order.Side.BUY else bid
+    assert order.price is not None
+    if order.side == Order.Side.BUY and ask <= order.price:
+        return order.price
+    if order.side == Order.Side.SELL and bid >= order.price:
+        return order.price
+    return None
+
+
+def paper_place(*, order: Order, client: Any, market_price: Decimal | None = None) -> Order:
+    """Accept a paper order (called by the gate's place_order only): fill it now if it is marketable."""
+    order.exchange_order_id = f"paper-{order.pk}"
+    bid, ask = touch(client, order.symbol)
+    price = _crossing_price(order, bid, ask)
+    problem = _affordable(order, price if price is not None else order.price or market_price or ask)
+    if problem is not None:
+        order.status, order.error = Order.Status.REJECTED, problem
+        order.save(update_fields=["exchange_order_id", "status", "error", "updated_at"])
+        return order
+    order.status = Order.Status.OPEN
+    order.save(update_fields=["exchange_order_id", "status", "updated_at"])
+    if price is not None:
+        _fill(order, price)
+    return order
+
+
+def paper_match(*, bot: Bot, client: Any) -> int:
+    """Fill the bot's resting paper limit orders the market has crossed; returns how many filled."""
+    filled = 0
+    resting = Order.objects.filter(bot=bot, paper=True, status__in=Order.OPEN_STATUSES).select_related("bot")
+    touches: dict[str, tuple[Decimal, Decimal]] = {}
+    for order in resting.order_by("created_at", "id"):
+        if order.symbol not in touches:
+            touches[order.symbol] = touch(client, order.symbol)
+        price = _crossing_price(order, *touches[order.symbol])
+        if price is None:
+            continue
+        problem = _affordable(order, price)  # resting paper orders reserve nothing, so check again
+        if problem is not None:
+            order.status, order.error = Order.Status.CANCELED, problem[:300]
+            order.save(update_fields=["status", "error", "updated_at"])
+            continue
+        _fill(order, price)
+        filled += 1
+    return filled

@@ -1,0 +1,114 @@
+"""Reconciliation: does the exchange agree with the database about a bot's account?
+
+An open order that botconsole did not place means someone else is trading with the key: the
+usual cause is a stolen key, so it raises a critical alert at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from apps.audit.services import record
+from apps.bots.models import Bot
+from apps.exchanges import clients
+from apps.killswitch.alerts import alert_raise
+from apps.killswitch.models import Alert
+from apps.trading.gate import actor_of
+from apps.trading.ledger import split_symbol
+from apps.trading.models import ZERO, Order, Position
+from apps.trading.sync import fetch_by_client_id, order_apply_exchange
+
+FOREIGN_ORDER_MESSAGE = (
+    "An open order on exchange account {account} was not placed by botconsole ({side} {amount} {symbol} at "
+    "{price}, exchange order {id}). The usual cause is a stolen API key: revoke the key on the exchange now, "
+    "cancel the order, and check the account's trade history."
+)
+
+
+@dataclass
+class ReconcileReport:
+    checked_open: int = 0
+    foreign: list[str] = field(default_factory=list)  # exchange order ids
+    updated: list[str] = field(default_factory=list)  # our client order ids whose state changed
+    missing: list[str] = field(default_factory=list)  # ours, unknown to the exchange
+    balance_shortfalls: dict[str, str] = field(default_factory=dict)  # asset -> exchange total vs what bots hold
+
+
+def _open_orders(client: Any) -> list[dict[str, Any]]:
+    # Without a symbol: a thief trades whatever market they like. Binance charges more weight for
+    # this, which is why ccxt asks for the warning to be acknowledged.
+    client.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+    orders: list[dict[str, Any]] = clients.call(client.fetch_open_orders)
+    return orders
+
+
+def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
+    """Compare the exchange's open orders and balances with the database for a live bot's account."""
+    report = ReconcileReport()
+    if bot.mode == Bot.Mode.PAPER:
+        return report  # paper orders never reach the exchange
+    remote = _open_orders(client)
+    report.checked_open = len(remote)
+    remote_cids = {str(o.get("clientOrderId")) for o in remote}
+    known = set(
+        Order.objects.filter(account_id=bot.account_id, client_order_id__in=remote_cids).values_list(
+            "client_order_id", flat=True
+        )
+    )
+    for raw in remote:
+        if str(raw.get("clientOrderId")) in known:
+            continue
+        order_id = str(raw.get("id"))
+        report.foreign.append(order_id)
+        already = Alert.objects.filter(
+            kind="foreign_order", data__account=str(bot.account_id), data__exchange_order_id=order_id
+        ).exists()
+        if already:
+            continue
+        data = {"account": str(bot.account_id), "exchange_order_id": order_id, "bot": bot.pk,
+                "client_order_id": raw.get("clientOrderId"), "symbol": raw.get("symbol"), "side": raw.get("side"),
+                "amount": raw.get("amount"), "price": raw.get("price")}  # fmt: skip
+        record(actor=actor_of(bot), action="reconcile.foreign_order", target=bot.account, data=data)
+        alert_raise(
+            kind="foreign_order", severity=Alert.Severity.CRITICAL, target=bot.account, data=data,
+            source=actor_of(bot),
+            message=FOREIGN_ORDER_MESSAGE.format(
+                account=bot.account.label, side=raw.get("side"), amount=raw.get("amount"),
+                symbol=raw.get("symbol"), price=raw.get("price"), id=order_id,
+            ),
+        )  # fmt: skip
+
+    for order in Order.objects.filter(bot=bot, paper=False, status__in=Order.OPEN_STATUSES).exclude(
+        client_order_id__in=remote_cids
+    ):
+        try:
+            raw = fetch_by_client_id(client, order.symbol, order.client_order_id)
+        except clients.OrderNotFound:
+            report.missing.append(order.client_order_id)
+            if order.exchange_order_id is None:
+                order.status, order.error = Order.Status.REJECTED, "The exchange never received this order."
+                order.save(update_fields=["status", "error", "updated_at"])
+            continue
+        if order_apply_exchange(order, raw):
+            report.updated.append(order.client_order_id)
+
+    # Balances: the exchange must hold at least what the account's bots think they hold.
+    balance: dict[str, Any] = clients.call(client.fetch_balance)
+    totals = balance.get("total") or {}
+    held: dict[str, Decimal] = {}
+    for position in Position.objects.filter(bot__account_id=bot.account_id, bot__mode=Bot.Mode.LIVE):
+        base, _ = split_symbol(position.symbol)
+        held[base] = held.get(base, ZERO) + position.base_quantity
+    for asset, amount in held.items():
+        on_exchange = Decimal(str(totals.get(asset) or 0))
+        if amount > 0 and on_exchange < amount:
+            report.balance_shortfalls[asset] = f"{on_exchange} on the exchange, {amount} held by bots"
+    if report.balance_shortfalls:
+        alert_raise(
+            kind="balance_mismatch", severity=Alert.Severity.WARNING, target=bot.account, source=actor_of(bot),
+            message=f"Account {bot.account.label} holds less than its bots' positions: {report.balance_shortfalls}.",
+            data={"account": str(bot.account_id), "shortfalls": report.balance_shortfalls},
+        )  # fmt: skip
+    return report
