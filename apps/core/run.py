@@ -157,6 +157,7 @@ class Supervisor:
         self._spawn("sandbox", argv, key_env)
         self.wait_http("sandbox", f"{url}/api/v3/ping")
         self._manage("create_demo_account", quiet=True, extra_env={**key_env, **self._token_env("web")})
+        self._manage("create_demo_bots", quiet=True)
 
     def start_children(self) -> None:
         celery = [PYTHON, "-m", "celery", "-A", "botconsole"]
@@ -185,6 +186,8 @@ class Supervisor:
             ),
             # Beat only schedules; it needs no Vault access at all.
             ("beat", [*celery, "beat", "-s", str(self.run_dir / "celerybeat-schedule"), "--loglevel", "INFO"], {}),
+            # Last, so it stops first: it stops every bot worker (each in its own process group) on SIGTERM.
+            ("fleet", [PYTHON, str(BASE_DIR / "manage.py"), "runfleet"], self._token_env("fleet")),
         ]
         for name, argv, extra in specs:
             self._spawn(name, argv, extra)

@@ -192,6 +192,94 @@ class IssuedToken:
         return f"IssuedToken(accessor={self.accessor!r}, policies={self.policies!r})"
 
 
+# -- bot identities (fleet supervisor and bot workers) ------------------------------------------
+
+# Every call the fleet makes under auth/approle/role/bot-* must be response-wrapped: its policy
+# demands it (min_wrapping_ttl), so that the one response that carries a secret, a new SecretID,
+# can only ever reach the fleet wrapped. Writes answer 204, so wrapping changes nothing for them.
+FLEET_WRAP_TTL = "30s"
+SECRET_ID_WRAP_TTL_S = 60
+BOT_TOKEN_TTL = "15m"  # noqa: S105 - durations, not secrets
+BOT_TOKEN_MAX_TTL = "24h"  # noqa: S105
+BOT_SECRET_ID_TTL = "60s"  # noqa: S105
+
+
+def bot_role(bot_id: int) -> str:
+    return f"bot-{bot_id}"
+
+
+def bot_secret_id_path(bot_id: int) -> str:
+    """The creation path a bot worker insists on before it unwraps its SecretID."""
+    return f"auth/approle/role/{bot_role(bot_id)}/secret-id"
+
+
+def bot_policy_text(account_id: str) -> str:
+    """The bot-<id> policy: read one exchange account's secret, nothing else."""
+    text = (policies_dir() / "bot.hcl.tmpl").read_text()
+    # Account ids are UUIDs; refuse anything that could widen the path (a "*" or "+", "..", a quote).
+    if not account_id or not all(c.isalnum() or c == "-" for c in account_id):
+        raise VaultError("refusing to render a bot policy for a malformed account id")
+    return text.replace("{account_id}", account_id)
+
+
+@dataclass(frozen=True)
+class WrappedSecretId:
+    """A response-wrapped SecretID: the wrapping token is single-use and short-lived."""
+
+    wrapping_token: str
+    wrapping_accessor: str
+    secret_id_accessor: str
+    creation_path: str
+
+    def __repr__(self) -> str:  # keep the wrapping token out of reprs and logs
+        return f"WrappedSecretId(secret_id_accessor={self.secret_id_accessor!r}, path={self.creation_path!r})"
+
+
+@dataclass(frozen=True)
+class LoginToken:
+    token: str
+    accessor: str
+    policies: list[str]
+    ttl_s: int
+    renewable: bool
+
+    def __repr__(self) -> str:
+        return f"LoginToken(accessor={self.accessor!r}, policies={self.policies!r}, ttl_s={self.ttl_s})"
+
+
+def wrapping_lookup(addr: str, wrapping_token: str) -> dict[str, Any]:
+    """What a wrapping token wraps (creation path, TTL) without consuming it."""
+    with _errors():
+        result = _client(addr).adapter.post("/v1/sys/wrapping/lookup", json={"token": wrapping_token})
+    return dict(result["data"])
+
+
+def unwrap(addr: str, wrapping_token: str) -> dict[str, Any]:
+    """Consume a wrapping token and return the wrapped response's data (a second unwrap fails)."""
+    with _errors():
+        result = _client(addr, wrapping_token).adapter.post("/v1/sys/wrapping/unwrap")
+    return dict(result["data"])
+
+
+def approle_login(addr: str, role_id: str, secret_id: str) -> LoginToken:
+    with _errors():
+        result = _client(addr).auth.approle.login(role_id=role_id, secret_id=secret_id, use_token=False)
+    auth = result["auth"]
+    return LoginToken(
+        token=auth["client_token"],
+        accessor=auth["accessor"],
+        policies=list(auth["policies"]),
+        ttl_s=int(auth["lease_duration"]),
+        renewable=bool(auth["renewable"]),
+    )
+
+
+def token_lookup_accessor(addr: str, token: str, accessor: str) -> dict[str, Any]:
+    with _errors():
+        result = _client(addr, token).auth.token.lookup_accessor(accessor)
+    return dict(result["data"])
+
+
 # -- runtime client of this process ------------------------------------------------------------
 
 
@@ -261,6 +349,85 @@ class ProcessVault:
     def renew_self(self) -> None:
         with _errors():
             self._client.auth.token.renew_self()
+
+    # -- fleet supervisor: bot roles (its policy requires wrapping under auth/approle/role/bot-*) --
+
+    def _wrapped(self, method: str, path: str, **kwargs: Any) -> Any:
+        with _errors():
+            return self._client.adapter.request(method, f"/v1/{path}", wrap_ttl=FLEET_WRAP_TTL, **kwargs)
+
+    def policy_write(self, name: str, text: str) -> None:
+        with _errors():
+            self._client.sys.create_or_update_acl_policy(name=name, policy=text)
+
+    def policy_delete(self, name: str) -> None:
+        with _errors():
+            self._client.sys.delete_acl_policy(name=name)
+
+    def bot_role_write(self, bot_id: int) -> None:
+        """AppRole bot-<id> with the policy bot-<id>: short renewable tokens, single-use SecretIDs."""
+        role = bot_role(bot_id)
+        self._wrapped(
+            "POST",
+            f"auth/approle/role/{role}",
+            json={
+                "token_policies": [role],
+                "token_ttl": BOT_TOKEN_TTL,
+                "token_max_ttl": BOT_TOKEN_MAX_TTL,
+                "token_type": "service",  # service tokens can be renewed and revoked by accessor
+                "secret_id_num_uses": 1,
+                "secret_id_ttl": BOT_SECRET_ID_TTL,
+                "bind_secret_id": True,
+            },
+        )
+
+    def bot_role_delete(self, bot_id: int) -> None:
+        # With the role gone its tokens can no longer be renewed (AppRole checks on renewal).
+        self._wrapped("DELETE", f"auth/approle/role/{bot_role(bot_id)}")
+
+    def bot_role_id(self, bot_id: int) -> str:
+        """The role id (not a secret on its own); read wrapped, as the policy demands, then unwrapped."""
+        result = self._wrapped("GET", f"auth/approle/role/{bot_role(bot_id)}/role-id")
+        return str(unwrap(self.addr, result["wrap_info"]["token"])["role_id"])
+
+    def bot_secret_id_wrapped(self, bot_id: int, wrap_ttl_s: int = SECRET_ID_WRAP_TTL_S) -> WrappedSecretId:
+        """Issue a SecretID that only its recipient can unwrap; we keep its accessor to destroy it."""
+        with _errors():
+            result = self._client.adapter.request(
+                "POST", f"/v1/{bot_secret_id_path(bot_id)}", wrap_ttl=f"{int(wrap_ttl_s)}s"
+            )
+        info = result["wrap_info"]
+        return WrappedSecretId(
+            wrapping_token=info["token"],
+            wrapping_accessor=info["accessor"],
+            secret_id_accessor=info.get("wrapped_accessor", ""),
+            creation_path=info["creation_path"],
+        )
+
+    def bot_secret_id_destroy(self, bot_id: int, secret_id_accessor: str) -> None:
+        self._wrapped(
+            "POST",
+            f"auth/approle/role/{bot_role(bot_id)}/secret-id-accessor/destroy",
+            json={"secret_id_accessor": secret_id_accessor},
+        )
+
+    def token_revoke_accessor(self, accessor: str) -> None:
+        with _errors():
+            self._client.auth.token.revoke_accessor(accessor)
+
+    def token_lookup_accessor(self, accessor: str) -> dict[str, Any]:
+        with _errors():
+            return dict(self._client.auth.token.lookup_accessor(accessor)["data"])
+
+    def token_lookup_self(self) -> dict[str, Any]:
+        with _errors():
+            return dict(self._client.auth.token.lookup_self()["data"])
+
+    def token_renew_self(self) -> int:
+        """Renew this token; returns its new TTL in seconds."""
+        with _errors():
+            result = self._client.auth.token.renew_self()
+        return int(result["auth"]["lease_duration"])
 
 
 def from_settings() -> ProcessVault:

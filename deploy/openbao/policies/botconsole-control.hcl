@@ -16,11 +16,7 @@ path "transit/verify/audit-checkpoint" {
   capabilities = ["update"]
 }
 
-# Revoke bot tokens by accessor and destroy their SecretIDs during a kill.
+# Revoke bot tokens by accessor during a kill (each worker publishes its accessor; see apps/bots/fleet.py).
 path "auth/token/revoke-accessor" {
-  capabilities = ["update"]
-}
-
-path "auth/approle/role/bot-+/secret-id-accessor/destroy" {
   capabilities = ["update"]
 }

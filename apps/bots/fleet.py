@@ -1,0 +1,395 @@
+"""The fleet supervisor: one Celery worker process per running bot, each with its own Vault identity.
+
+`manage.py runfleet` calls `Fleet.run()`, which calls `sync_once()` about every second: it
+compares each bot's desired state with the processes it has started and starts, stops or
+restarts workers to match. For a live bot it first writes the policy and AppRole `bot-<id>`
+(read that one account's secret), then hands the new worker only the role id and a
+response-wrapped SecretID through its environment: the supervisor never sees a SecretID, never
+a bot token, and holds no exchange secret. Paper bots get a worker without any Vault identity.
+
+A worker that dies is restarted with exponential backoff (1, 2, 4 ... 60 s). A stopped bot's
+worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoked (by the
+accessor the worker reported) and its SecretIDs, role and policy are destroyed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from apps.audit.services import record
+from apps.bots.models import Bot
+from apps.vault import client as vault
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "system:fleet"
+BASE_DIR = Path(__file__).resolve().parents[2]
+GRACE_S = 10.0
+BACKOFF_MAX_S = 60.0
+# A worker alive this long is considered healthy again: its next crash starts backoff at 1 s.
+HEALTHY_AFTER_S = 60.0
+TOKEN_RENEW_EVERY_S = 3600.0
+# Credentials a bot worker must never inherit from the supervisor's own environment.
+WITHHELD_ENV = (
+    "VAULT_TOKEN",
+    "VAULT_BOOTSTRAP_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+    "VAULT_WRAPPED_SECRET_ID",
+    "SANDBOX_API_KEY",
+    "SANDBOX_API_SECRET",
+    "BOT_ID",
+)
+
+
+def token_accessor_key(bot_id: int) -> str:
+    """Redis key where a bot worker reports its token's accessor (never the token)."""
+    return f"botconsole:bot:{bot_id}:token-accessor"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def backoff_s(failures: int) -> float:
+    """1, 2, 4 ... seconds after the 1st, 2nd, 3rd ... consecutive crash, at most 60."""
+    return float(min(BACKOFF_MAX_S, 2 ** max(0, failures - 1)))
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright, its workers get SIGTERM instead of trading on
+    # unsupervised. (The supervisor runs no threads, so preexec_fn is safe.)
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Worker:
+    bot_id: int
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    live: bool
+    secret_id_accessor: str = ""
+    stop_deadline: float | None = None
+    stop_reason: str = ""
+    log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class Backoff:
+    failures: int = 0
+    next_start: float = 0.0
+
+
+@dataclass
+class Fleet:
+    """Starts and stops bot workers; not thread-safe, driven by one loop."""
+
+    process_vault: vault.ProcessVault | None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    grace_s: float = GRACE_S
+    log_dir: Path | None = None
+    workers: dict[int, Worker] = field(default_factory=dict)
+    backoff: dict[int, Backoff] = field(default_factory=dict)
+
+    # -- the reconcile loop ----------------------------------------------------------------
+
+    def sync_once(self) -> None:
+        """One pass: make the set of worker processes match the bots' desired states."""
+        close_old_connections()
+        bots = {bot.pk: bot for bot in Bot.objects.select_related("account")}
+        now = time.monotonic()
+        for bot_id, worker in list(self.workers.items()):
+            bot = bots.get(bot_id)
+            if worker.stop_deadline is not None:
+                self._continue_stop(worker, bot, now)
+            elif bot is None or not self.wants_worker(bot):
+                self._begin_stop(worker, bot, "deleted" if bot is None else "stopped")
+            elif worker.proc.poll() is not None:
+                self._crashed(worker, bot, now)
+            elif now - worker.started_at >= HEALTHY_AFTER_S:
+                self.backoff.pop(bot_id, None)
+        for bot_id, bot in bots.items():
+            if bot_id in self.workers or not self.wants_worker(bot):
+                if not self.wants_worker(bot) and bot_id not in self.workers:
+                    self.backoff.pop(bot_id, None)
+                    self._settle_stopped(bot)
+                continue
+            pending = self.backoff.get(bot_id)
+            if pending is not None and now < pending.next_start:
+                continue
+            self.start(bot, restart=pending is not None)
+
+    @staticmethod
+    def wants_worker(bot: Bot) -> bool:
+        return bot.desired_state == Bot.Desired.RUNNING and not bot.halted
+
+    def _settle_stopped(self, bot: Bot) -> None:
+        # A bot nobody runs: show it as stopped (or halted), unless the state already says so.
+        target = Bot.Observed.HALTED if bot.halted else Bot.Observed.STOPPED
+        if bot.observed_state != target:
+            Bot.objects.filter(pk=bot.pk).update(observed_state=target)
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, bot: Bot, *, restart: bool = False) -> Worker | None:
+        live = bot.mode == Bot.Mode.LIVE
+        extra: dict[str, str] = {"BOT_ID": str(bot.pk)}
+        secret_id_accessor = ""
+        try:
+            if live:
+                pv = self._vault()
+                # The policy first, so the role never points at a policy that does not exist.
+                pv.policy_write(bot.vault_role, vault.bot_policy_text(str(bot.account_id)))
+                pv.bot_role_write(bot.pk)
+                role_id = pv.bot_role_id(bot.pk)
+                wrapped = pv.bot_secret_id_wrapped(bot.pk)
+                secret_id_accessor = wrapped.secret_id_accessor
+                extra |= {"VAULT_ROLE_ID": role_id, "VAULT_WRAPPED_SECRET_ID": wrapped.wrapping_token}
+        except vault.VaultError as exc:
+            logger.error("bot %s: could not issue its Vault identity: %s", bot.pk, exc)
+            self._failed(bot, time.monotonic(), f"vault: {exc}")
+            return None
+        Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STARTING)
+        proc, log = self._spawn(bot.pk, extra)
+        worker = Worker(bot.pk, proc, time.monotonic(), live, secret_id_accessor=secret_id_accessor, log=log)
+        self.workers[bot.pk] = worker
+        record(
+            actor=ACTOR,
+            action="bot.worker_restarted" if restart else "bot.worker_started",
+            target=bot,
+            data={"pid": proc.pid, "mode": bot.mode, "vault_role": bot.vault_role if live else None},
+        )
+        logger.info("bot %s: worker started (pid %s, %s)", bot.pk, proc.pid, bot.mode)
+        return worker
+
+    def worker_argv(self, bot_id: int) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "botconsole", "worker",
+            "-Q", f"bot.{bot_id}", "-P", "solo", "-c", "1", "-n", f"bot-{bot_id}@%h",
+            # No mingle/gossip: a bot worker has nothing to learn from the others.
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        ]  # fmt: skip
+
+    def worker_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in self.env.items() if k not in WITHHELD_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env | dict(extra)
+
+    def _spawn(self, bot_id: int, extra: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
+        log: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / f"bot-{bot_id}.log", "ab")  # noqa: SIM115 - closed when the worker ends
+        proc = subprocess.Popen(
+            self.worker_argv(bot_id),
+            env=self.worker_env(extra),
+            cwd=BASE_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            # Own process group: stopping the worker stops anything it forked, and a Ctrl-C
+            # on the terminal reaches the supervisor only, which then stops workers in order.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        return proc, log
+
+    # -- crash and backoff -----------------------------------------------------------------
+
+    def _crashed(self, worker: Worker, bot: Bot, now: float) -> None:
+        code = worker.proc.returncode
+        self._forget(worker)
+        logger.warning("bot %s: worker (pid %s) exited with code %s", bot.pk, worker.pid, code)
+        self._failed(bot, now, f"worker exited with code {code}", pid=worker.pid, code=code)
+
+    def _failed(self, bot: Bot, now: float, reason: str, **data: Any) -> None:
+        state = self.backoff.setdefault(bot.pk, Backoff())
+        state.failures += 1
+        delay = backoff_s(state.failures)
+        state.next_start = now + delay
+        Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.ERROR)
+        record(
+            actor=ACTOR,
+            action="bot.worker_crashed",
+            target=bot,
+            data={**data, "reason": reason, "failures": state.failures, "restart_in_s": delay},
+        )
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def _begin_stop(self, worker: Worker, bot: Bot | None, reason: str) -> None:
+        worker.stop_reason = reason
+        worker.stop_deadline = time.monotonic() + self.grace_s
+        if bot is not None:
+            Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
+        self._signal(worker, signal.SIGTERM)
+
+    def _continue_stop(self, worker: Worker, bot: Bot | None, now: float) -> None:
+        if worker.proc.poll() is None:
+            if worker.stop_deadline is not None and now >= worker.stop_deadline:
+                self._signal(worker, signal.SIGKILL)
+                worker.proc.wait(timeout=5)
+            else:
+                return
+        self._finish_stop(worker, bot)
+
+    def _finish_stop(self, worker: Worker, bot: Bot | None) -> None:
+        self._forget(worker)
+        self.backoff.pop(worker.bot_id, None)
+        if bot is not None:
+            halted = bot.halted
+            Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.HALTED if halted else Bot.Observed.STOPPED)
+        record(
+            actor=ACTOR,
+            action="bot.worker_stopped",
+            target=bot if bot is not None else ("bots.bot", worker.bot_id),
+            data={"pid": worker.pid, "code": worker.proc.returncode, "reason": worker.stop_reason},
+        )
+        logger.info("bot %s: worker stopped (%s)", worker.bot_id, worker.stop_reason)
+
+    def stop(self, bot_id: int, reason: str = "stopped") -> None:
+        """Stop one worker now (blocking up to the grace period)."""
+        worker = self.workers.get(bot_id)
+        if worker is None:
+            return
+        bot = Bot.objects.filter(pk=bot_id).first()
+        if worker.stop_deadline is None:
+            self._begin_stop(worker, bot, reason)
+        self._wait_stopped([worker])
+
+    def shutdown(self) -> None:
+        """Stop every worker this supervisor started: SIGTERM all, then wait, then SIGKILL."""
+        close_old_connections()
+        workers = list(self.workers.values())
+        for worker in workers:
+            if worker.stop_deadline is None:
+                bot = Bot.objects.filter(pk=worker.bot_id).first()
+                # The bot stays desired-running; the next supervisor starts it again.
+                worker.stop_reason = "supervisor shutdown"
+                worker.stop_deadline = time.monotonic() + self.grace_s
+                self._signal(worker, signal.SIGTERM)
+                if bot is not None:
+                    Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
+        self._wait_stopped(workers)
+
+    def _wait_stopped(self, workers: list[Worker]) -> None:
+        while any(w.bot_id in self.workers for w in workers):
+            now = time.monotonic()
+            for worker in workers:
+                if worker.bot_id in self.workers:
+                    self._continue_stop(worker, Bot.objects.filter(pk=worker.bot_id).first(), now)
+            time.sleep(0.05)
+
+    def _signal(self, worker: Worker, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, sig)
+
+    def _forget(self, worker: Worker) -> None:
+        """The worker's process has ended: reap it and take away its Vault identity."""
+        self.workers.pop(worker.bot_id, None)
+        # Anything it forked into its group goes too.
+        self._signal(worker, signal.SIGKILL)
+        if worker.log is not None:
+            worker.log.close()
+        if worker.live:
+            self.revoke_identity(worker.bot_id, worker.secret_id_accessor)
+
+    def revoke_identity(self, bot_id: int, secret_id_accessor: str = "") -> None:
+        """Revoke the bot's token, destroy its SecretID, delete its role and policy.
+
+        Each step is attempted even if an earlier one fails; failures are logged (a token left
+        behind still expires within its 15 minute TTL and cannot be renewed without its role).
+        """
+        pv = self._vault()
+        accessor_key = token_accessor_key(bot_id)
+        try:
+            raw = redis_client().get(accessor_key)
+            accessor = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        except redis.RedisError as exc:
+            logger.error("bot %s: cannot read its token accessor: %s", bot_id, type(exc).__name__)
+            accessor = ""
+        role = vault.bot_role(bot_id)
+        steps: list[tuple[str, Any]] = []
+        if accessor:
+            steps.append(("revoke token", lambda: self._revoke_bot_token(pv, role, accessor)))
+        if secret_id_accessor:
+            steps.append(("destroy secret id", lambda: pv.bot_secret_id_destroy(bot_id, secret_id_accessor)))
+        steps += [
+            ("delete role", lambda: pv.bot_role_delete(bot_id)),
+            ("delete policy", lambda: pv.policy_delete(role)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except vault.VaultError as exc:
+                # A SecretID the worker logged in with is already gone (single use): expected.
+                level = logging.DEBUG if what == "destroy secret id" else logging.WARNING
+                logger.log(level, "bot %s: %s: %s", bot_id, what, exc)
+        with contextlib.suppress(redis.RedisError):
+            redis_client().delete(accessor_key)
+
+    @staticmethod
+    def _revoke_bot_token(pv: vault.ProcessVault, role: str, accessor: str) -> None:
+        # The accessor comes from the worker: make sure it names a token of this bot's role
+        # before revoking, or a compromised worker could have us revoke another process's token.
+        try:
+            info = pv.token_lookup_accessor(accessor)
+        except vault.VaultError:
+            return  # already revoked or expired
+        if (info.get("meta") or {}).get("role_name") != role:
+            logger.error("refusing to revoke a token that is not %s's (reported by its worker)", role)
+            return
+        pv.token_revoke_accessor(accessor)
+
+    def _vault(self) -> vault.ProcessVault:
+        if self.process_vault is None:
+            self.process_vault = vault.from_settings()
+        return self.process_vault
+
+    # -- the long-running loop -------------------------------------------------------------
+
+    def run(self, *, poll_s: float = 1.0, stop: threading.Event | None = None) -> None:
+        """Reconcile every poll_s seconds until `stop` is set (or a signal unwinds us)."""
+        stop = stop or threading.Event()
+        last_renew = time.monotonic()
+        try:
+            while not stop.is_set():
+                try:
+                    self.sync_once()
+                except Exception:  # one bad pass must not take every bot down
+                    logger.exception("fleet: reconcile pass failed")
+                if self.process_vault is not None and time.monotonic() - last_renew > TOKEN_RENEW_EVERY_S:
+                    with contextlib.suppress(vault.VaultError):
+                        self.process_vault.token_renew_self()
+                    last_renew = time.monotonic()
+                stop.wait(poll_s)
+        finally:
+            self.shutdown()
+
+
+def heartbeat_age_s(bot: Bot) -> float | None:
+    if bot.last_heartbeat is None:
+        return None
+    return (timezone.now() - bot.last_heartbeat).total_seconds()

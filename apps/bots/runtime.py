@@ -1,0 +1,188 @@
+"""Bot worker bootstrap: turn the wrapped SecretID the fleet handed us into an exchange client.
+
+Active only in a worker started by the fleet supervisor (BOT_ID set). When the worker is ready:
+look up the wrapping token and insist it was created at `auth/approle/role/bot-<BOT_ID>/secret-id`
+(a token wrapping anything else, e.g. another bot's SecretID, is refused and the worker exits),
+unwrap it, log in with AppRole, read this bot's account secret, build the ccxt client and keep it
+in this process's memory only. A background thread renews the token before it expires.
+
+The secret, the SecretID and the token are never logged, never put in a task, never written
+to the database or Redis; only the token's accessor is reported (so the fleet can revoke it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.utils import timezone
+
+from apps.vault import client as vault
+
+logger = logging.getLogger(__name__)
+
+EXIT_REFUSED = 78  # EX_CONFIG: the fleet sees a crash and restarts us with a fresh SecretID
+ACCESSOR_TTL_S = 24 * 3600  # the bot token's max TTL
+
+
+class BootstrapRefused(Exception):
+    """The worker's credentials are not what they must be; it refuses to run."""
+
+
+@dataclass
+class Runtime:
+    bot_id: int
+    client: Any = None
+    token_accessor: str = ""
+    chain: str = field(default_factory=lambda: uuid.uuid4().hex)
+    process_vault: vault.ProcessVault | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __repr__(self) -> str:  # never show the client (it holds the key) or the token
+        return f"Runtime(bot_id={self.bot_id}, token_accessor={self.token_accessor!r})"
+
+
+_runtime: Runtime | None = None
+
+
+def current() -> Runtime | None:
+    return _runtime
+
+
+def get_exchange_client() -> Any:
+    """This bot's ccxt client (live: with its key; paper: without credentials)."""
+    if _runtime is None or _runtime.client is None:
+        raise RuntimeError("this process is not a bootstrapped bot worker")
+    return _runtime.client
+
+
+def check_wrapping(info: dict[str, Any], bot_id: int) -> None:
+    """Refuse a wrapping token that was not created by issuing a SecretID for our own role."""
+    expected = vault.bot_secret_id_path(bot_id)
+    if info.get("creation_path") != expected:
+        raise BootstrapRefused(
+            f"the wrapping token was created at {info.get('creation_path')!r}, not {expected!r}; refusing it"
+        )
+
+
+def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> Runtime:
+    """Build this bot's runtime from its role id and wrapped SecretID (live bots)."""
+    from apps.bots.models import Bot
+    from apps.exchanges.clients import build_client
+
+    bot = Bot.objects.select_related("account").get(pk=bot_id)
+    runtime = Runtime(bot_id=bot_id)
+    if bot.mode != Bot.Mode.LIVE:
+        # Paper bots simulate fills; they need market data only, never a key.
+        runtime.client = build_client(exchange_id=bot.account.exchange_id, credentials={})
+        return runtime
+    if not (role_id and wrapping_token):
+        raise BootstrapRefused("a live bot worker needs VAULT_ROLE_ID and VAULT_WRAPPED_SECRET_ID")
+    # Look before unwrapping: unwrapping a token meant for another path would consume it.
+    check_wrapping(vault.wrapping_lookup(addr, wrapping_token), bot_id)
+    secret_id = str(vault.unwrap(addr, wrapping_token)["secret_id"])
+    login = vault.approle_login(addr, role_id, secret_id)
+    del secret_id
+    if vault.bot_role(bot_id) not in login.policies:
+        raise BootstrapRefused(f"the AppRole login did not yield the policy {vault.bot_role(bot_id)}")
+    pv = vault.ProcessVault(addr, login.token)
+    credentials = pv.kv_read(bot.account.vault_path)
+    runtime.client = build_client(exchange_id=bot.account.exchange_id, credentials=credentials)
+    del credentials
+    runtime.token_accessor = login.accessor
+    runtime.process_vault = pv
+    _report_accessor(bot_id, login.accessor)
+    _start_renewal(runtime, login.ttl_s)
+    return runtime
+
+
+def _report_accessor(bot_id: int, accessor: str) -> None:
+    from apps.bots.fleet import redis_client, token_accessor_key
+
+    redis_client().set(token_accessor_key(bot_id), accessor, ex=ACCESSOR_TTL_S)
+
+
+def _start_renewal(runtime: Runtime, ttl_s: int) -> None:
+    def renew() -> None:
+        ttl = ttl_s
+        while not runtime.stop.wait(max(5.0, ttl / 2)):
+            pv = runtime.process_vault
+            if pv is None:
+                return
+            try:
+                ttl = pv.token_renew_self()
+            except vault.VaultForbidden:
+                # Revoked (kill switch or stop): nothing more to renew; ticks will fail to trade.
+                logger.warning("bot %s: its Vault token was revoked", runtime.bot_id)
+                return
+            except vault.VaultError as exc:
+                logger.warning("bot %s: token renewal failed (%s); retrying", runtime.bot_id, type(exc).__name__)
+                ttl = 20
+
+    threading.Thread(target=renew, name=f"bot-{runtime.bot_id}-renew", daemon=True).start()
+
+
+def _mark_running(bot_id: int) -> None:
+    from apps.bots.models import Bot
+
+    Bot.objects.filter(pk=bot_id).update(observed_state=Bot.Observed.RUNNING, last_heartbeat=timezone.now())
+
+
+def _first_tick(runtime: Runtime) -> None:
+    from apps.bots.models import Bot
+    from apps.bots.tasks import bot_tick_task
+
+    bot = Bot.objects.select_related("account").get(pk=runtime.bot_id)
+    try:
+        from apps.trading import reconcile as reconciling
+    except ImportError:
+        reconciling = None  # type: ignore[assignment]  # apps.trading not there yet: nothing to reconcile
+    if reconciling is not None:
+        try:
+            reconciling.reconcile(bot=bot, client=runtime.client)
+        except Exception as exc:  # a failed reconcile must not stop the bot from starting
+            logger.warning("bot %s: reconcile at start failed (%s)", bot.pk, type(exc).__name__)
+    bot_tick_task.apply_async(args=(bot.pk,), kwargs={"chain": runtime.chain}, queue=bot.queue)
+
+
+@worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    global _runtime
+    raw = os.environ.get("BOT_ID")
+    if not raw:
+        return  # the control worker and others: not a bot
+    bot_id = int(raw)
+    try:
+        _runtime = bootstrap(
+            bot_id=bot_id,
+            addr=settings.VAULT_ADDR,
+            role_id=os.environ.get("VAULT_ROLE_ID", ""),
+            wrapping_token=os.environ.get("VAULT_WRAPPED_SECRET_ID", ""),
+        )
+    except (BootstrapRefused, vault.VaultError) as exc:
+        # The messages of both carry no secret (paths, policy names, error kinds only).
+        logger.error("bot %s: refusing to start: %s", bot_id, exc)
+        logging.shutdown()
+        os._exit(EXIT_REFUSED)
+    except Exception as exc:
+        logger.error("bot %s: bootstrap failed (%s)", bot_id, type(exc).__name__)
+        logging.shutdown()
+        os._exit(EXIT_REFUSED)
+    finally:
+        # Single-use and consumed now; keep it out of anything that copies os.environ later.
+        os.environ.pop("VAULT_WRAPPED_SECRET_ID", None)
+    _mark_running(bot_id)
+    _first_tick(_runtime)
+    logger.info("bot %s: worker ready (%s)", bot_id, "vault identity" if _runtime.token_accessor else "paper")
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.stop.set()

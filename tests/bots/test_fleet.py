@@ -1,0 +1,419 @@
+"""The fleet supervisor against real OpenBao, Redis and PostgreSQL, with real bot worker processes.
+
+The supervisor runs in this test process (`Fleet.sync_once()`), holding only the fleet token; the
+workers it starts are real `celery worker -Q bot.<id>` processes on the test database.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from apps.audit.models import AuditEntry
+from apps.bots import fleet as fleet_mod
+from apps.bots import runtime
+from apps.bots.fleet import Fleet
+from apps.bots.models import Bot
+from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.services import exchange_account_create
+from apps.vault import client as vault
+from tests.harness import Harness
+from tests.keys import Key
+
+START_TIMEOUT_S = 60.0
+
+
+@pytest.fixture
+def worker_env(services: Harness, sandbox_url: str, tmp_path: Path) -> dict[str, str]:
+    """What a supervisor started by `make run` would pass on, pointed at the test database."""
+    db = connection.settings_dict
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
+        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local",
+        "BOTCONSOLE_VAR_DIR": str(tmp_path),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "VAULT_ADDR": services.vault_addr,
+        # The supervisor's own token: it must not reach the workers.
+        "VAULT_TOKEN": services.tokens["fleet"].token,
+        "SANDBOX_URL": sandbox_url,
+    }
+
+
+@pytest.fixture
+def fleet_vault(services: Harness) -> vault.ProcessVault:
+    return vault.ProcessVault(services.vault_addr, services.tokens["fleet"].token)
+
+
+@pytest.fixture
+def fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
+    supervisor = Fleet(process_vault=fleet_vault, env=worker_env, grace_s=10, log_dir=tmp_path / "logs")
+    try:
+        yield supervisor
+    finally:
+        supervisor.shutdown()
+        for log in sorted((tmp_path / "logs").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def root_vault(services: Harness) -> vault.ProcessVault:
+    return vault.ProcessVault(services.vault_addr, services.admin_token)
+
+
+@pytest.fixture
+def account(new_key: Callable[..., Key]) -> Callable[[str], tuple[ExchangeAccount, Key]]:
+    def make(label: str) -> tuple[ExchangeAccount, Key]:
+        key = new_key()
+        acct, _ = exchange_account_create(
+            label=label, exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+            actor="system:test",
+        )  # fmt: skip
+        return acct, key
+
+    return make
+
+
+def make_bot(acct: ExchangeAccount, name: str, *, mode: str = "live", desired: str = "running") -> Bot:
+    return Bot.objects.create(
+        name=name, account=acct, strategy="grid", symbols=["BTC/USDT"], mode=mode, tick_interval_s=1,
+        max_order_notional=Decimal("100"), max_position_notional=Decimal("1000"),
+        daily_loss_limit=Decimal("100"), max_drawdown_pct=Decimal("10"), desired_state=desired,
+    )  # fmt: skip
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = START_TIMEOUT_S, fleet: Fleet | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fleet is not None:
+            fleet.sync_once()
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def observed(bot: Bot) -> str:
+    return str(Bot.objects.values_list("observed_state", flat=True).get(pk=bot.pk))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def redis_dump() -> str:
+    """Every value in the broker's Redis, with Celery message bodies base64-decoded."""
+    r: Any = redis.Redis.from_url(settings.REDIS_URL)
+    parts: list[str] = []
+    for key in r.scan_iter():
+        kind = r.type(key).decode()
+        values: list[Any] = []
+        if kind == "string":
+            values = [r.get(key) or b""]
+        elif kind == "list":
+            values = list(r.lrange(key, 0, -1))
+        elif kind == "hash":
+            values = [v for pair in r.hgetall(key).items() for v in pair]
+        elif kind == "set":
+            values = list(r.smembers(key))
+        elif kind == "zset":
+            values = list(r.zrange(key, 0, -1))
+        for value in values:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            parts.append(text)
+            parts.extend(_decoded_bodies(text))
+    return "\n".join(parts)
+
+
+def _decoded_bodies(text: str) -> list[str]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    found: list[str] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("body"), str):
+                with contextlib.suppress(ValueError):
+                    found.append(base64.b64decode(item["body"]).decode(errors="replace"))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def tick_messages(bot: Bot) -> list[Any]:
+    """The decoded bodies of this bot's task messages: queued, or held by its worker until their ETA."""
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    messages = [json.loads(m) for m in r.lrange(bot.queue, 0, -1)]
+    for value in r.hgetall("unacked").values():
+        message, _exchange, routing_key = json.loads(value)
+        if routing_key == bot.queue:
+            messages.append(message)
+    return [json.loads(base64.b64decode(m["body"])) for m in messages]
+
+
+# -- identity ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_both_away(
+    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]], root_vault: vault.ProcessVault
+) -> None:
+    acct, key = account("Fleet identity")
+    bot = make_bot(acct, "identity-bot")
+
+    fleet.sync_once()
+    worker = fleet.workers[bot.pk]
+    assert observed(bot) in ("starting", "running")
+    wait_for(lambda: observed(bot) == "running", "the worker to report in", fleet=fleet)
+    assert alive(worker.pid)
+    cmdline = Path(f"/proc/{worker.pid}/cmdline").read_text().split("\0")
+    assert cmdline[cmdline.index("-Q") + 1] == bot.queue and cmdline[cmdline.index("-P") + 1] == "solo"
+
+    # Its own token: issued by AppRole bot-<id>, holding the policy bot-<id> only.
+    r: Any = redis.Redis.from_url(settings.REDIS_URL)
+    accessor = wait_for(lambda: r.get(fleet_mod.token_accessor_key(bot.pk)), "the token accessor").decode()
+    info = root_vault.token_lookup_accessor(accessor)
+    assert info["meta"]["role_name"] == bot.vault_role
+    assert sorted(info["policies"]) == sorted(["default", bot.vault_role])
+
+    # Nothing it could misuse in its environment: no Vault token, no SecretID, no key.
+    environ = Path(f"/proc/{worker.pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    names = {item.split("=", 1)[0] for item in environ if "=" in item}
+    assert "VAULT_TOKEN" not in names and "VAULT_SECRET_ID" not in names
+    assert "BOT_ID" in names and "VAULT_ROLE_ID" in names
+    assert key.secret not in "\n".join(environ)
+    assert "CANARY" not in "\n".join(environ)
+
+    # A few ticks go round; no message (queued or held for its ETA) and no Redis value holds the secret.
+    time.sleep(2.5)
+    dump = redis_dump()
+    assert key.secret not in dump and "CANARY" not in dump
+    bodies = tick_messages(bot)
+    assert bodies, "no tick message in flight"
+    for args, kwargs, _embed in bodies:
+        assert args == [bot.pk] and set(kwargs) == {"chain"}
+
+    Bot.objects.filter(pk=bot.pk).update(desired_state="stopped")
+    wait_for(lambda: bot.pk not in fleet.workers, "the worker to stop", timeout=20, fleet=fleet)
+    assert not alive(worker.pid)
+    assert observed(bot) == "stopped"
+    with pytest.raises(vault.VaultError):
+        root_vault.token_lookup_accessor(accessor)  # revoked
+    with pytest.raises(Exception, match="None, on get"):
+        root_vault._client.auth.approle.read_role(role_name=bot.vault_role)  # role gone
+    actions = list(AuditEntry.objects.filter(actor="system:fleet").values_list("action", flat=True))
+    assert actions == ["bot.worker_started", "bot.worker_stopped"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bot_token_reads_its_own_account_secret_and_gets_403_on_another(
+    fleet_vault: vault.ProcessVault, account: Callable[[str], tuple[ExchangeAccount, Key]], services: Harness
+) -> None:
+    own, own_key = account("Own account")
+    other, _ = account("Other account")
+    bot = make_bot(own, "policy-bot", desired="stopped")
+    fleet_vault.policy_write(bot.vault_role, vault.bot_policy_text(str(own.id)))
+    fleet_vault.bot_role_write(bot.pk)
+    role_id = fleet_vault.bot_role_id(bot.pk)
+    wrapped = fleet_vault.bot_secret_id_wrapped(bot.pk)
+    assert wrapped.creation_path == vault.bot_secret_id_path(bot.pk) and wrapped.secret_id_accessor
+    try:
+        # What the worker does with it.
+        secret_id = vault.unwrap(services.vault_addr, wrapped.wrapping_token)["secret_id"]
+        login = vault.approle_login(services.vault_addr, role_id, secret_id)
+        assert login.ttl_s <= 15 * 60 and login.renewable
+        bot_vault = vault.ProcessVault(services.vault_addr, login.token)
+        assert bot_vault.kv_read(own.vault_path)["secret"] == own_key.secret
+        with pytest.raises(vault.VaultForbidden):
+            bot_vault.kv_read(other.vault_path)
+        # The SecretID was single-use.
+        with pytest.raises(vault.VaultError):
+            vault.approle_login(services.vault_addr, role_id, secret_id)
+        # The supervisor itself can read no secret and cannot get a SecretID unwrapped or of its choosing.
+        with pytest.raises(vault.VaultForbidden):
+            fleet_vault.kv_read(own.vault_path)
+        with pytest.raises(Exception, match="permission denied"):
+            fleet_vault._client.adapter.post(f"/v1/{vault.bot_secret_id_path(bot.pk)}")
+        with pytest.raises(Exception, match="permission denied"):
+            fleet_vault._client.adapter.post(
+                f"/v1/auth/approle/role/{bot.vault_role}/custom-secret-id", json={"secret_id": "mine"}, wrap_ttl="30s"
+            )
+        # Nor touch a role that is not a bot's.
+        with pytest.raises(vault.VaultForbidden):
+            fleet_vault.policy_write("botconsole-control", 'path "*" { capabilities = ["read"] }')
+    finally:
+        fleet_vault.bot_role_delete(bot.pk)
+        fleet_vault.policy_delete(bot.vault_role)
+
+
+def test_a_bot_policy_is_not_rendered_for_a_malformed_account_id() -> None:
+    with pytest.raises(vault.VaultError):
+        vault.bot_policy_text("*")
+    assert 'path "kv/data/exchange-accounts/0b3c-9"' in vault.bot_policy_text("0b3c-9")
+
+
+# -- bootstrap refuses a tampered wrapping token ---------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_refuses_a_wrapping_token_created_for_another_role(
+    fleet: Fleet, fleet_vault: vault.ProcessVault, account: Callable[[str], tuple[ExchangeAccount, Key]],
+    services: Harness, tmp_path: Path,
+) -> None:  # fmt: skip
+    acct, _ = account("Tamper")
+    mine = make_bot(acct, "tamper-mine", desired="stopped")
+    other = make_bot(acct, "tamper-other", desired="stopped")
+    for bot in (mine, other):
+        fleet_vault.policy_write(bot.vault_role, vault.bot_policy_text(str(acct.id)))
+        fleet_vault.bot_role_write(bot.pk)
+    try:
+        role_id = fleet_vault.bot_role_id(mine.pk)
+        foreign = fleet_vault.bot_secret_id_wrapped(other.pk)
+        # In process: refused before unwrapping, so the token is not even consumed.
+        with pytest.raises(runtime.BootstrapRefused, match="not 'auth/approle/role/bot-"):
+            runtime.bootstrap(
+                bot_id=mine.pk, addr=services.vault_addr, role_id=role_id, wrapping_token=foreign.wrapping_token
+            )
+        assert vault.wrapping_lookup(services.vault_addr, foreign.wrapping_token)["creation_path"].endswith(
+            f"bot-{other.pk}/secret-id"
+        )
+        # A real worker process handed that token exits without running.
+        proc = subprocess.Popen(
+            fleet.worker_argv(mine.pk),
+            env=fleet.worker_env(
+                {"BOT_ID": str(mine.pk), "VAULT_ROLE_ID": role_id, "VAULT_WRAPPED_SECRET_ID": foreign.wrapping_token}
+            ),
+            cwd=fleet_mod.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            output, _ = proc.communicate(timeout=START_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == runtime.EXIT_REFUSED, output[-2000:]
+        assert "refusing to start" in output and "wrapping token was created at" in output
+        assert foreign.wrapping_token not in output
+    finally:
+        for bot in (mine, other):
+            fleet_vault.bot_role_delete(bot.pk)
+            fleet_vault.policy_delete(bot.vault_role)
+
+
+# -- crash and restart ------------------------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_a_minute() -> None:
+    assert [fleet_mod.backoff_s(n) for n in range(1, 10)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_is_restarted_with_backoff_and_a_fresh_identity(
+    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]], root_vault: vault.ProcessVault
+) -> None:
+    acct, _ = account("Crash")
+    bot = make_bot(acct, "crash-bot")
+    r: Any = redis.Redis.from_url(settings.REDIS_URL)
+    fleet.sync_once()
+    wait_for(lambda: observed(bot) == "running", "the first worker", fleet=fleet)
+    first = fleet.workers[bot.pk]
+    first_accessor = wait_for(lambda: r.get(fleet_mod.token_accessor_key(bot.pk)), "its accessor").decode()
+
+    os.killpg(first.pid, signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    killed_at = time.monotonic()
+    fleet.sync_once()
+    assert bot.pk not in fleet.workers and observed(bot) == "error"
+    assert fleet.backoff[bot.pk].failures == 1
+    with pytest.raises(vault.VaultError):
+        root_vault.token_lookup_accessor(first_accessor)  # the dead worker's token is revoked at once
+
+    second = wait_for(lambda: fleet.workers.get(bot.pk), "the restart", timeout=10, fleet=fleet)
+    assert second.pid != first.pid
+    assert time.monotonic() - killed_at >= 0.9  # waited its 1 s backoff
+    wait_for(lambda: observed(bot) == "running", "the restarted worker to report in", fleet=fleet)
+
+    # A second crash in a row waits twice as long.
+    os.killpg(second.pid, signal.SIGKILL)
+    second.proc.wait(timeout=10)
+    fleet.sync_once()
+    assert fleet.backoff[bot.pk].failures == 2
+    assert 1.5 < fleet.backoff[bot.pk].next_start - time.monotonic() <= 2.0
+    actions = list(AuditEntry.objects.filter(actor="system:fleet").values_list("action", flat=True))
+    assert actions == ["bot.worker_started", "bot.worker_crashed", "bot.worker_restarted", "bot.worker_crashed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_paper_bot_gets_a_worker_without_any_vault_identity(
+    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]], root_vault: vault.ProcessVault
+) -> None:
+    acct, _ = account("Paper")
+    bot = make_bot(acct, "paper-bot", mode="paper")
+    fleet.sync_once()
+    worker = fleet.workers[bot.pk]
+    wait_for(lambda: observed(bot) == "running", "the paper worker", fleet=fleet)
+    environ = Path(f"/proc/{worker.pid}/environ").read_bytes().decode(errors="replace")
+    assert "VAULT_ROLE_ID" not in environ and "VAULT_WRAPPED_SECRET_ID" not in environ and "VAULT_TOKEN=" not in environ
+    with pytest.raises(Exception, match="None, on get"):
+        root_vault._client.auth.approle.read_role(role_name=bot.vault_role)
+    fleet.shutdown()
+    assert not alive(worker.pid) and observed(bot) == "stopped"
+
+
+# -- manage.py runfleet ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runfleet_starts_workers_and_sigterm_leaves_none_behind(
+    worker_env: dict[str, str], account: Callable[[str], tuple[ExchangeAccount, Key]], tmp_path: Path
+) -> None:
+    acct, _ = account("Runfleet")
+    live = make_bot(acct, "runfleet-live")
+    paper = make_bot(acct, "runfleet-paper", mode="paper")
+    proc = subprocess.Popen(
+        [sys.executable, str(fleet_mod.BASE_DIR / "manage.py"), "runfleet", "--poll", "0.5"],
+        cwd=fleet_mod.BASE_DIR, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: observed(live) == "running" and observed(paper) == "running", "both workers")
+        pids = [p for p in psutil.Process(proc.pid).children() if "celery" in " ".join(p.cmdline())]
+        assert len(pids) == 2
+        # A worker runs in its own process group: a Ctrl-C on the terminal reaches the supervisor only.
+        assert all(os.getpgid(p.pid) == p.pid for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output[-3000:]
+    assert not any(alive(p.pid) for p in pids)
+    assert observed(live) == "stopped" and observed(paper) == "stopped"
