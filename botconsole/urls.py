@@ -9,5 +9,6 @@ urlpatterns = [
     path("", include("apps.core.urls")),
     path("accounts/", include("apps.accounts.urls")),
     path("exchange-accounts/", include("apps.exchanges.urls")),
+    path("bots/", include("apps.bots.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -94,6 +94,8 @@ class Decision:
 
 
 class Strategy(ABC):
+    # Templates receive strategy classes; without this Django would try to instantiate them.
+    do_not_call_in_templates: ClassVar[bool] = True
     key: ClassVar[str]
     name: ClassVar[str]
     description: ClassVar[str]

@@ -1,0 +1,114 @@
+"""The bot form: base fields plus the chosen strategy's parameters, rendered from its schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from apps.bots.models import Bot
+from apps.bots.selectors import exchange_symbols
+from apps.bots.strategies import REGISTRY
+from apps.bots.strategies.base import Param, ParamError, Strategy
+from apps.exchanges.clients import ExchangeError
+
+PARAM_PREFIX = "param_"
+BASE_FIELDS = [
+    "name", "account", "symbols", "tick_interval_s", "paper_balance", "max_order_notional",
+    "max_position_notional", "max_open_orders", "max_orders_per_minute", "daily_loss_limit",
+    "max_drawdown_pct", "size_anomaly_factor",
+]  # fmt: skip
+
+
+def _param_field(param: Param) -> forms.Field:
+    common: dict[str, Any] = {"label": param.label, "help_text": param.help, "initial": param.default}
+    if param.kind == "choice":
+        return forms.ChoiceField(choices=[(c, c) for c in param.choices], **common)
+    if param.kind == "int":
+        return forms.IntegerField(min_value=param.min, max_value=param.max, **common)  # type: ignore[arg-type]
+    return forms.DecimalField(min_value=param.min, max_value=param.max, **common)
+
+
+class BotForm(forms.ModelForm):  # type: ignore[type-arg]
+    symbols = forms.CharField(
+        help_text="Comma-separated, as the exchange lists them, e.g. BTC/USDT, ETH/USDT.", max_length=500
+    )
+
+    class Meta:
+        model = Bot
+        fields = BASE_FIELDS
+        labels = {
+            "tick_interval_s": "Tick interval (seconds)",
+            "max_order_notional": "Max order size (quote)",
+            "max_position_notional": "Max position (quote)",
+            "daily_loss_limit": "Daily loss limit (quote)",
+            "max_drawdown_pct": "Max drawdown (%)",
+            "size_anomaly_factor": "Size anomaly factor",
+        }
+        help_texts = {
+            "paper_balance": "Quote currency the paper simulator starts with.",
+            "max_position_notional": "Largest position per symbol, in quote currency.",
+            "daily_loss_limit": "Halt the bot when today's loss reaches this, in quote currency.",
+            "max_drawdown_pct": "Halt the bot when equity falls this far below its peak, in percent.",
+            "size_anomaly_factor": "Refuse an order this many times larger than the bot's median order.",
+        }
+
+    def __init__(self, *args: Any, strategy: type[Strategy], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+        current = self.instance.params if self.instance.pk and self.instance.strategy == strategy.key else {}
+        for param in strategy.params:
+            field = _param_field(param)
+            if param.name in current:
+                field.initial = current[param.name]
+            self.fields[PARAM_PREFIX + param.name] = field
+        if self.instance.pk:
+            self.initial["symbols"] = ", ".join(self.instance.symbols)
+        self.fields["account"].empty_label = None  # type: ignore[attr-defined]
+
+    def param_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name.startswith(PARAM_PREFIX)]
+
+    def base_fields_bound(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if not name.startswith(PARAM_PREFIX)]
+
+    def clean_symbols(self) -> list[str]:
+        raw: str = self.cleaned_data["symbols"]
+        symbols = list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
+        if not symbols:
+            raise forms.ValidationError("Give at least one symbol.")
+        return symbols
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        account, symbols = data.get("account"), data.get("symbols")
+        if account is not None and symbols:
+            try:
+                known = exchange_symbols(account)
+            except ExchangeError as exc:
+                raise forms.ValidationError(f"Could not load the exchange's markets: {exc.message}") from None
+            unknown = [s for s in symbols if s not in known]
+            if unknown:
+                self.add_error("symbols", f"Not listed on {account.exchange_id}: {', '.join(unknown)}.")
+        raw = {p.name: data.get(PARAM_PREFIX + p.name) for p in self.strategy.params}
+        if all(v is not None for v in raw.values()):
+            try:
+                values = self.strategy.clean(raw)
+            except ParamError as exc:
+                self.add_error(PARAM_PREFIX + exc.field if exc.field else None, exc.message)
+            else:
+                self.instance.params = self.strategy.to_json(values)
+        self.instance.strategy = self.strategy.key
+        return data
+
+    def save(self, commit: bool = True) -> Bot:
+        bot: Bot = super().save(commit=False)
+        bot.symbols = self.cleaned_data["symbols"]
+        if commit:
+            bot.save()
+        return bot
+
+
+def strategy_from(request_data: Any, default: str = "grid") -> type[Strategy]:
+    key = str(request_data.get("strategy", default))
+    return REGISTRY.get(key) or REGISTRY[default]

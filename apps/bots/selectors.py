@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Sum
+from django.utils import timezone
+
+from apps.bots.models import Bot
+from apps.exchanges import clients
+from apps.exchanges.models import ExchangeAccount
+
+
+def exchange_symbols(account: ExchangeAccount) -> set[str]:
+    """The spot symbols the account's exchange lists (public data, cached ten minutes)."""
+    cache_key = f"bots:symbols:{account.exchange_id}"
+    symbols: set[str] | None = cache.get(cache_key)
+    if symbols is None:
+        client = clients.build_client(exchange_id=account.exchange_id, credentials={})
+        markets = clients.call(client.load_markets)
+        symbols = {s for s, m in markets.items() if m.get("spot") and m.get("active", True) is not False}
+        cache.set(cache_key, symbols, 600)
+    return symbols
+
+
+def bot_pnl(bot: Bot) -> dict[str, Decimal]:
+    from apps.trading.models import Position
+
+    totals = Position.objects.filter(bot=bot).aggregate(realized=Sum("realized_pnl"), unrealized=Sum("unrealized_pnl"))
+    realized, unrealized = totals["realized"] or Decimal(0), totals["unrealized"] or Decimal(0)
+    return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
+
+
+def bot_rows() -> list[dict[str, Any]]:
+    """The bots list: each bot with its PnL and heartbeat age."""
+    now = timezone.now()
+    rows = []
+    for bot in Bot.objects.select_related("account").order_by("name"):
+        age = (now - bot.last_heartbeat).total_seconds() if bot.last_heartbeat else None
+        stale = age is None or age > max(3 * bot.tick_interval_s, 30)
+        rows.append({"bot": bot, "pnl": bot_pnl(bot), "heartbeat_age": age, "stale": stale})
+    return rows
+
+
+def bot_activity(bot: Bot) -> dict[str, Any]:
+    """The bot page: open orders, recent fills, recent gate refusals, PnL."""
+    from apps.trading.models import Fill, GateRefusal, Order
+
+    return {
+        "open_orders": Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES).order_by("-created_at")[:100],
+        "fills": Fill.objects.filter(order__bot=bot).select_related("order").order_by("-timestamp")[:50],
+        "refusals": GateRefusal.objects.filter(bot=bot).order_by("-created_at")[:50],
+        "pnl": bot_pnl(bot),
+    }
+
+
+def global_halt_reason() -> str | None:
+    """Why every bot is halted (the kill switch), read from the database; None when trading may run."""
+    from apps.trading.halt import global_halt_state
+
+    halt = global_halt_state()
+    return (halt.reason or "halted") if halt.active else None

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from apps.bots import views
+
+app_name = "bots"
+urlpatterns = [
+    path("", views.bot_list_view, name="list"),
+    path("new/", views.bot_create_view, name="create"),
+    path("<int:bot_id>/", views.bot_detail_view, name="detail"),
+    path("<int:bot_id>/edit/", views.bot_edit_view, name="edit"),
+    path("<int:bot_id>/live/", views.bot_go_live_view, name="go_live"),
+    path("<int:bot_id>/<slug:action>/", views.bot_action_view, name="action"),
+]
