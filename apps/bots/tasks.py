@@ -8,24 +8,17 @@ another chain id and is dropped, so one bot never runs two tick chains. Never a 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import shared_task
 from django.utils import timezone
 
 from apps.bots import runtime
 from apps.bots.models import Bot
+from apps.trading.reconcile import reconcile
+from apps.trading.tick import tick_run
 
 logger = logging.getLogger(__name__)
-
-
-def _tick_run() -> Any:
-    # Imported lazily: the trading app is developed alongside and may not be there yet.
-    try:
-        from apps.trading.tick import tick_run
-    except ImportError:
-        return None
-    return tick_run
+RECONCILE_EVERY_TICKS = 20
 
 
 @shared_task(name="apps.bots.tasks.bot_tick_task", ignore_result=True)
@@ -39,11 +32,13 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
         logger.info("bot %s: not running any more; ticks stop", bot_id)
         return
     Bot.objects.filter(pk=bot_id).update(last_heartbeat=timezone.now())
-    tick_run = _tick_run()
-    if tick_run is not None:
-        try:
-            tick_run(bot=bot, client=runtime.get_exchange_client())
-        except Exception as exc:
-            # Error kind only: exchange errors may quote request details; the next tick retries.
-            logger.warning("bot %s: tick failed (%s)", bot_id, type(exc).__name__)
+    client = runtime.get_exchange_client()
+    try:
+        result = tick_run(bot=bot, client=client)
+        if result.generation % RECONCILE_EVERY_TICKS == 0:
+            # Besides the reconciliation at worker start: a stolen key is found while the bot runs.
+            reconcile(bot=bot, client=client)
+    except Exception as exc:
+        # Error kind only: exchange errors may quote request details; the next tick retries.
+        logger.warning("bot %s: tick failed (%s)", bot_id, type(exc).__name__)
     bot_tick_task.apply_async(args=(bot_id,), kwargs={"chain": chain}, queue=bot.queue, countdown=bot.tick_interval_s)
