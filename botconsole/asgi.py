@@ -1,14 +1,20 @@
-"""ASGI entry point for the web process (Django HTTP; Channels websockets join here)."""
+"""ASGI entry point for the web process: Django for HTTP, Channels for the live websocket."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botconsole.settings.local")
+# Set up Django (apps, settings) before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from apps.live.middleware import OTPVerifiedMiddleware  # noqa: E402
+from apps.live.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = django_asgi_app
 if settings.DEBUG:
@@ -17,4 +23,13 @@ if settings.DEBUG:
 
     http_app = ASGIStaticFilesHandler(django_asgi_app)
 
-application = ProtocolTypeRouter({"http": http_app})
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        # Outermost first: a foreign Origin (cross-site websocket hijacking) is refused before the
+        # session is even read; then only an OTP-verified session reaches the router.
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(OTPVerifiedMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)

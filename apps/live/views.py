@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from apps.accounts.models import User
+from apps.bots.models import Bot
+from apps.live.selectors import VIEW_PERM, visible_events
+from apps.live.services import event_json
+
+
+def _bad(message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+@never_cache
+@require_GET
+def events(request: HttpRequest) -> JsonResponse:
+    """Catch-up after a reconnect: events after `after` (and of `bot`), that this user may see."""
+    user = request.user
+    assert isinstance(user, User)  # RequireVerifiedMiddleware let only verified users through
+    if not user.has_perm(VIEW_PERM):
+        return _bad("You may not view the console.", status=403)
+    raw_after, raw_bot = request.GET.get("after", "0"), request.GET.get("bot")
+    if not raw_after.isdigit():
+        return _bad("`after` must be a non-negative whole number (the last seq you received).")
+    after = int(raw_after)
+    bot_id: int | None = None
+    if raw_bot is not None:
+        if not raw_bot.isdigit():
+            return _bad("`bot` must be a bot id.")
+        bot_id = int(raw_bot)
+        if not Bot.objects.filter(pk=bot_id).exists():
+            return _bad("No such bot.", status=404)
+    found = visible_events(user, after=after, bot_id=bot_id)
+    return JsonResponse({"events": [event_json(e) for e in found], "last": found[-1].seq if found else after})
