@@ -10,5 +10,6 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("exchange-accounts/", include("apps.exchanges.urls")),
     path("bots/", include("apps.bots.urls")),
+    path("live/", include("apps.live.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from apps.audit.services import record
 from apps.bots.models import Bot
+from apps.trading import events as bot_events
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Fleet:
         target = Bot.Observed.HALTED if bot.halted else Bot.Observed.STOPPED
         if bot.observed_state != target:
             Bot.objects.filter(pk=bot.pk).update(observed_state=target)
+            bot_events.bot_state(bot.pk)
 
     # -- start -----------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class Fleet:
             self._failed(bot, time.monotonic(), f"vault: {exc}")
             return None
         Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STARTING)
+        bot_events.bot_state(bot.pk)
         proc, log = self._spawn(bot.pk, extra)
         worker = Worker(bot.pk, proc, time.monotonic(), live, secret_id_accessor=secret_id_accessor, log=log)
         self.workers[bot.pk] = worker
@@ -230,6 +233,7 @@ class Fleet:
         delay = backoff_s(state.failures)
         state.next_start = now + delay
         Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.ERROR)
+        bot_events.bot_state(bot.pk)
         record(
             actor=ACTOR,
             action="bot.worker_crashed",
@@ -244,6 +248,7 @@ class Fleet:
         worker.stop_deadline = time.monotonic() + self.grace_s
         if bot is not None:
             Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
+            bot_events.bot_state(bot.pk)
         self._signal(worker, signal.SIGTERM)
 
     def _continue_stop(self, worker: Worker, bot: Bot | None, now: float) -> None:
@@ -261,6 +266,7 @@ class Fleet:
         if bot is not None:
             halted = bot.halted
             Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.HALTED if halted else Bot.Observed.STOPPED)
+            bot_events.bot_state(bot.pk)
         record(
             actor=ACTOR,
             action="bot.worker_stopped",
@@ -292,6 +298,7 @@ class Fleet:
                 self._signal(worker, signal.SIGTERM)
                 if bot is not None:
                     Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
+                    bot_events.bot_state(bot.pk)
         self._wait_stopped(workers)
 
     def _wait_stopped(self, workers: list[Worker]) -> None:

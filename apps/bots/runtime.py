@@ -130,8 +130,10 @@ def _start_renewal(runtime: Runtime, ttl_s: int) -> None:
 
 def _mark_running(bot_id: int) -> None:
     from apps.bots.models import Bot
+    from apps.trading import events as bot_events
 
     Bot.objects.filter(pk=bot_id).update(observed_state=Bot.Observed.RUNNING, last_heartbeat=timezone.now())
+    bot_events.bot_state(bot_id)
 
 
 def _first_tick(runtime: Runtime) -> None:

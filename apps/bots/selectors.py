@@ -4,7 +4,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 from apps.bots.models import Bot
@@ -61,3 +61,10 @@ def global_halt_reason() -> str | None:
 
     halt = global_halt_state()
     return (halt.reason or "halted") if halt.active else None
+
+
+def event_cursor() -> int:
+    """The newest live event's sequence number: the page's starting cursor for live updates."""
+    from apps.live.models import Event
+
+    return int(Event.objects.aggregate(last=Max("seq"))["last"] or 0)

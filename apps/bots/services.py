@@ -14,6 +14,7 @@ from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.bots.selectors import global_halt_reason
 from apps.core.exceptions import ApplicationError
+from apps.trading import events as bot_events
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (
@@ -84,6 +85,7 @@ def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
     with transaction.atomic():
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)
         record(actor=actor, action="bot.start_requested", target=bot, request=request, data={"mode": bot.mode})
+        bot_events.bot_state(bot.pk)
     bot.refresh_from_db()
 
 
@@ -91,6 +93,7 @@ def bot_stop(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> N
     with transaction.atomic():
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.STOPPED)
         record(actor=actor, action="bot.stop_requested", target=bot, request=request)
+        bot_events.bot_state(bot.pk)
     bot.refresh_from_db()
 
 

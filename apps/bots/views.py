@@ -38,6 +38,7 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = get_object_or_404(Bot.objects.select_related("account"), pk=bot_id)
     context = {
         "bot": bot, "strategy": REGISTRY[bot.strategy], **selectors.bot_activity(bot),
+        "cursor": selectors.event_cursor(),
         "can_operate": request.user.has_perm(OPERATE), "can_live": request.user.has_perm(LIVE),
     }  # fmt: skip
     return render(request, "bots/detail.html", context)

@@ -1,8 +1,11 @@
+from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from apps.accounts.models import User
+from apps.core import selectors
 from apps.core.health import health_check
 
 
@@ -15,5 +18,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if not down else 503)
 
 
+@permission_required("accounts.view_console", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "core/dashboard.html")
+    assert isinstance(request.user, User)
+    return render(request, "core/dashboard.html", selectors.dashboard(request.user))

@@ -11,8 +11,10 @@ from django.core.mail import send_mail
 from apps.accounts.notifications import admin_emails
 from apps.audit.services import Target, record
 from apps.killswitch.models import Alert
+from apps.live.services import publish
 
 logger = logging.getLogger(__name__)
+ADMIN_ALERTS = frozenset({"key_check_failed", "login_locked_out", "foreign_order", "balance_mismatch"})
 
 
 def alert_raise(
@@ -26,6 +28,12 @@ def alert_raise(
         target=target,
         data={"alert": alert.pk, "message": message, **(data or {})},
     )
+    # Security alerts (keys, logins, foreign orders) go to admins only; trading ones to every viewer.
+    audience = "admin" if kind in ADMIN_ALERTS else "all"
+    publish(
+        kind="alert", bot_id=None,
+        data={"id": alert.pk, "kind": kind, "severity": severity, "message": message, "audience": audience},
+    )  # fmt: skip
     recipients = admin_emails()
     logger.warning("alert %s: %s", kind, message)
     if recipients:

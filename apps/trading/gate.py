@@ -26,6 +26,7 @@ from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert
+from apps.trading import events
 from apps.trading.halt import global_halt_active, global_halt_lock_shared
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import Breach, ledger_for, loss_breach
@@ -80,6 +81,7 @@ def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
         bot.halted, bot.halt_reason = True, text[:300]
         if changed:
             record(actor=actor_of(bot), action="bot.halted", target=bot, data={"reason": reason, "message": message})
+            events.bot_state(bot.pk)
             alert_raise(
                 kind="circuit_breaker", severity=Alert.Severity.CRITICAL, message=text, target=bot,
                 data={"bot": bot.pk, "reason": reason}, source=actor_of(bot),
@@ -159,6 +161,7 @@ def _refuse(bot: Bot, intent: OrderIntent, price: Decimal | None, breach: Breach
               "side": intent.side, "type": intent.type, "amount": intent.amount, "price": price,
               "notional": notional, "tag": intent.tag},
     )  # fmt: skip
+    events.gate_refusal(refusal)
     if breach.reason in (Reason.DAILY_LOSS, Reason.DRAWDOWN):
         bot_halt(bot=bot, reason=breach.reason, message=breach.message)
     logger.warning("gate refused bot %s %s %s: %s", bot.pk, intent.side, intent.symbol, breach.reason)
@@ -261,6 +264,7 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
                       "price": order.price, "notional": order.notional, "status": order.status, "paper": paper,
                       "tag": order.intent_tag},
             )  # fmt: skip
+            events.order_new(order)
     if not decision.allowed:
         raise OrderRefused(decision)
     return order
@@ -273,6 +277,7 @@ def order_cancel(*, order: Order, client: Any) -> Order:
     if order.paper:
         order.status = Order.Status.CANCELED
         order.save(update_fields=["status", "updated_at"])
+        events.order_update(order)
     else:
         try:
             raw: dict[str, Any] = clients.call(

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.bots.models import Bot
+from apps.trading import events
 from apps.trading.models import ZERO, BotLedger, Fill, Order, Position
 
 
@@ -84,6 +85,7 @@ def fill_record(
             delta = -price * amount if order.side == Order.Side.BUY else price * amount - fee_in_quote
             ledger.paper_quote = (ledger.paper_quote or ZERO) + delta
             ledger.save(update_fields=["paper_quote", "updated_at"])
+        events.fill(fill, position)
         return fill
 
 

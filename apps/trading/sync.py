@@ -10,6 +10,7 @@ from typing import Any
 
 from apps.bots.models import Bot
 from apps.exchanges import clients
+from apps.trading import events
 from apps.trading.ledger import fill_record, ledger_for
 from apps.trading.models import BotLedger, Order
 
@@ -53,6 +54,7 @@ def order_apply_exchange(order: Order, raw: dict[str, Any]) -> bool:
     if changed:
         order.status, order.filled, order.average, order.exchange_order_id = status, filled, average, exchange_id
         order.save(update_fields=["status", "filled", "average", "exchange_order_id", "updated_at"])
+        events.order_update(order)
     return changed
 
 
@@ -99,6 +101,7 @@ def _sync_orders(bot: Bot, client: Any, symbol: str, result: SyncResult) -> None
                 if order.exchange_order_id is None:
                     order.status, order.error = Order.Status.REJECTED, "The exchange never received this order."
                     order.save(update_fields=["status", "error", "updated_at"])
+                    events.order_update(order)
                     result.orders_updated += 1
                 continue
         result.orders_updated += order_apply_exchange(order, raw)

@@ -21,6 +21,7 @@ from apps.bots.models import Bot
 from apps.bots.strategies import get_strategy
 from apps.bots.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.exchanges import clients
+from apps.trading import events
 from apps.trading.gate import OrderRefused, bot_halt, order_cancel, place_order
 from apps.trading.halt import global_halt_active
 from apps.trading.ledger import (
@@ -161,5 +162,6 @@ def tick_run(*, bot: Bot, client: Any) -> TickResult:
     # 4. Done: heartbeat and state with update() (never save(): it would overwrite a halt set
     # meanwhile), then the next generation.
     Bot.objects.filter(pk=bot.pk).update(last_heartbeat=timezone.now(), strategy_state=state)
+    events.heartbeat(bot.pk, equity=result.equity)
     BotLedger.objects.filter(pk=ledger.pk, generation=result.generation).update(generation=F("generation") + 1)
     return result

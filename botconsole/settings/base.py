@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "apps.bots",
     "apps.trading",
     "apps.killswitch",
+    "apps.live",
     "apps.sandbox",
 ]
 
@@ -136,10 +137,15 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Every LIVE_RECHECK_S seconds an open websocket re-checks its session, user and OTP verification.
+LIVE_RECHECK_S = env.int("LIVE_RECHECK_S", default=30)
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # A busy dashboard socket may fall behind for a moment; past `capacity` unread messages
+        # channels_redis drops them silently (catch-up repairs that only on reconnect).
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 2000, "expiry": 60},
     },
 }
 

@@ -1,0 +1,141 @@
+// Live updates for the dashboard and the bot page (loaded as a module; no inline script, CSP stays strict).
+// The page is complete without this file; it only keeps it current. Every event carries a sequence
+// number: after a reconnect the page fetches what it missed, so nothing is lost when a socket drops.
+
+const root = document.querySelector("[data-live]");
+if (root) start(root);
+
+function start(root) {
+  const bot = root.dataset.bot || "";
+  const eventsUrl = root.dataset.eventsUrl;
+  const status = document.getElementById("live-status");
+  let cursor = Number(root.dataset.after || 0);
+  let socket = null;
+  let retry = 0;
+
+  function setStatus(text, state) {
+    if (!status) return;
+    status.textContent = text;
+    status.dataset.state = state;
+  }
+
+  async function catchUp() {
+    // Fetch in pages until we hold everything after our cursor.
+    for (;;) {
+      const url = `${eventsUrl}?after=${cursor}` + (bot ? `&bot=${bot}` : "");
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`catch-up failed: ${response.status}`);
+      const body = await response.json();
+      body.events.forEach(apply);
+      if (body.events.length < 500) return;
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/live/` + (bot ? `?bot=${bot}` : ""));
+    setStatus("Connecting…", "connecting");
+    socket.addEventListener("open", async () => {
+      retry = 0;
+      try {
+        await catchUp();
+        setStatus("Live", "live");
+      } catch (error) {
+        setStatus("Live (catch-up failed)", "degraded");
+      }
+    });
+    socket.addEventListener("message", (message) => apply(JSON.parse(message.data)));
+    socket.addEventListener("close", (closed) => {
+      if (closed.code === 4001 || closed.code === 4003) {
+        // The server ended this session (logout, timeout, deactivation): retrying cannot help.
+        setStatus("Session ended: reload the page to log in again", "down");
+        return;
+      }
+      // Back off 1, 2, 4 … 30 s so a console left open does not hammer a server that is down.
+      const delay = Math.min(30000, 1000 * 2 ** retry);
+      retry += 1;
+      setStatus(`Reconnecting in ${Math.round(delay / 1000)} s…`, "down");
+      setTimeout(connect, delay);
+    });
+  }
+
+  function apply(event) {
+    if (event.seq <= cursor) return; // already shown (catch-up and socket can overlap)
+    cursor = event.seq;
+    root.dataset.after = String(cursor);
+    const handler = handlers[event.kind];
+    if (handler) handler(event);
+  }
+
+  const handlers = {
+    order_new: (e) => feed(e, `${e.data.side.toUpperCase()} ${e.data.amount} ${e.data.symbol}` +
+      (e.data.price ? ` @ ${e.data.price}` : " at market") + (e.data.paper ? " (paper)" : ""), "order"),
+    order_update: (e) => feed(e, `Order ${e.data.client_order_id}: ${e.data.status.replace("_", " ")}` +
+      (Number(e.data.filled) > 0 ? `, filled ${e.data.filled}` : ""), "order"),
+    fill: (e) => feed(e, `FILL ${e.data.side.toUpperCase()} ${e.data.amount} ${e.data.symbol} @ ${e.data.price}`, "fill"),
+    gate_refusal: (e) => feed(e, `Refused ${e.data.side} ${e.data.symbol}: ${e.data.message}`, "refusal"),
+    alert: (e) => {
+      const list = document.getElementById("alerts");
+      if (!list) return;
+      list.querySelector(".empty")?.remove();
+      const item = document.createElement("li");
+      item.className = `alert ${e.data.severity}`;
+      item.textContent = e.data.message;
+      list.prepend(item);
+    },
+    kill_switch: (e) => feed(e, `Kill switch: ${e.data.stage || ""} ${e.data.message || ""}`, "alert"),
+    bot_state: (e) => {
+      const row = botRow(e.bot);
+      if (!row) return;
+      const cell = row.querySelector("[data-field=state]");
+      if (cell) cell.textContent = e.data.halted ? `${e.data.observed_state} (halted)` : e.data.observed_state;
+      row.dataset.desired = e.data.desired_state;
+    },
+    heartbeat: (e) => {
+      const row = botRow(e.bot);
+      if (row) row.dataset.heartbeat = e.at;
+      tickAges();
+    },
+    pnl: (e) => {
+      const row = botRow(e.bot);
+      const cell = row && row.querySelector("[data-field=pnl]");
+      if (cell) cell.textContent = Number(e.data.total).toFixed(2);
+    },
+  };
+
+  function botRow(id) {
+    return id == null ? null : document.querySelector(`[data-bot-row="${id}"]`);
+  }
+
+  function feed(event, text, kind) {
+    const list = document.getElementById("feed");
+    if (!list) return;
+    list.querySelector(".empty")?.remove();
+    const item = document.createElement("li");
+    item.className = `event ${kind}`;
+    item.dataset.seq = String(event.seq);
+    const time = document.createElement("time");
+    time.dateTime = event.at;
+    time.textContent = new Date(event.at).toLocaleTimeString();
+    const row = botRow(event.bot);
+    const who = row ? ` [${row.dataset.name}]` : "";
+    item.append(time, ` ${text}${who}`);
+    list.prepend(item);
+    while (list.children.length > 200) list.lastElementChild.remove();
+  }
+
+  function tickAges() {
+    const now = Date.now();
+    document.querySelectorAll("[data-bot-row]").forEach((row) => {
+      const cell = row.querySelector("[data-field=heartbeat]");
+      if (!cell || !row.dataset.heartbeat) return;
+      const age = Math.max(0, Math.round((now - Date.parse(row.dataset.heartbeat)) / 1000));
+      cell.textContent = `${age} s ago`;
+      const stale = row.dataset.desired === "running" && age > Math.max(3 * Number(row.dataset.interval || 5), 30);
+      cell.classList.toggle("stale", stale);
+    });
+  }
+
+  setInterval(tickAges, 1000);
+  connect();
+}
