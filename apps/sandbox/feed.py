@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from apps.sandbox.decimals import ZERO, floor_to
+from apps.sandbox.ids import ID_BASE
 from apps.sandbox.symbols import SYMBOLS, SymbolSpec
 
 BOOK_LEVELS = 50
@@ -99,7 +100,7 @@ class Market:
         self.price = spec.start_price
         self.held = False
         self.update_id = 1
-        self.next_trade_id = 1
+        self.next_trade_id = ID_BASE + 1
         self.last_trade: PublicTrade | None = None
         self.trades: deque[PublicTrade] = deque(maxlen=1000)
         self.candles: deque[Candle] = deque(maxlen=HISTORY_MINUTES + 2 * 24 * 60)
@@ -243,7 +244,7 @@ class Market:
             candle.taker_buy_quote = candle.taker_buy_base * candle.close
             self.candles.append(candle)
         # Trade ids continue from the history, so 24h first/last ids and counts agree.
-        self.next_trade_id = sum(c.trades for c in self.candles) + 1
+        self.next_trade_id = ID_BASE + sum(c.trades for c in self.candles) + 1
         self.candles.append(Candle(minute, self.price, self.price, self.price, self.price))
 
 

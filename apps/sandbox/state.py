@@ -14,6 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from apps.sandbox.decimals import ZERO
+from apps.sandbox.ids import ID_BASE
 
 DEFAULT_BALANCES: dict[str, Decimal] = {"USDT": Decimal(10000), "BTC": Decimal(1)}
 DEFAULT_RATE_LIMIT = 1200  # requests per minute per key (or per IP without a key)
@@ -172,7 +173,7 @@ class ExchangeState:
     def reset(self, now_ms: int) -> None:
         self.accounts: dict[str, Account] = {}
         self.open_orders: dict[str, dict[int, Order]] = {}
-        self.next_order_id = 1
+        self.next_order_id = ID_BASE + 1
         self.default_rate_limit = self.initial_rate_limit
         self.orders_received: Counter[str] = Counter()
         self.test_orders_received: Counter[str] = Counter()

@@ -145,7 +145,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # A busy dashboard socket may fall behind for a moment; past `capacity` unread messages
         # channels_redis drops them silently (catch-up repairs that only on reconnect).
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 2000, "expiry": 60},
+        # redis-py 8 reads with a 5 s socket timeout by default, which aborts channels_redis's blocking
+        # receive (also 5 s) on every idle socket; allow the blocking read to finish.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 2000, "expiry": 60},
     },
 }
 

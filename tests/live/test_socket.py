@@ -218,3 +218,21 @@ def test_a_live_session_stays_connected_across_rechecks(logged_in: Login, settin
         await ws.disconnect()
 
     run(scenario)
+
+
+def test_an_idle_socket_outlives_the_redis_client_read_timeout(
+    logged_in: Login, make_bot: Callable[[str], Bot]
+) -> None:
+    """redis-py 8 reads with a 5 s socket timeout by default; the layer's blocking receive must survive it."""
+    client, _ = logged_in("viewer")
+    bot = make_bot("quiet")
+
+    async def scenario() -> None:
+        ws = socket(client)
+        assert (await ws.connect(timeout=3))[0]
+        assert await ws.receive_nothing(timeout=7)  # idle longer than 5 s
+        event = await apublish(kind="order_new", bot_id=bot.pk, data=ORDER)
+        assert (await ws.receive_json_from(timeout=3))["seq"] == event.seq
+        await ws.disconnect()
+
+    run(scenario)

@@ -10,6 +10,7 @@ import pytest
 from apps.sandbox import errors
 from apps.sandbox.context import Options, Sandbox
 from apps.sandbox.feed import Feed, Market
+from apps.sandbox.ids import ID_BASE
 from apps.sandbox.orders import parse_new_order
 from apps.sandbox.state import KeySpec, Status, new_key_material
 from apps.sandbox.symbols import SYMBOLS
@@ -85,4 +86,4 @@ def test_an_unsupported_order_type_is_refused_before_anything_happens(sandbox: S
     with pytest.raises(errors.BinanceError) as caught:
         order(sandbox, symbol="BTCUSDT", side="BUY", type="STOP_LOSS", quantity="0.01")
     assert caught.value.code == -1013
-    assert sandbox.state.next_order_id == 1
+    assert sandbox.state.next_order_id == ID_BASE + 1
