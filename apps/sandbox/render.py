@@ -19,6 +19,21 @@ from apps.sandbox.symbols import ASSETS, MAKER_RATE, TAKER_RATE
 STP_MODE = "EXPIRE_MAKER"
 
 
+def _state(o: Order) -> dict[str, Any]:
+    """The fields every rendering of an order carries: its price, quantities, status and kind."""
+    return {
+        "price": fmt(o.price),
+        "origQty": fmt(o.orig_qty),
+        "executedQty": fmt(o.executed_qty),
+        "origQuoteOrderQty": fmt(o.orig_quote_qty),
+        "cummulativeQuoteQty": fmt(o.cumm_quote_qty),
+        "status": o.status.value,
+        "timeInForce": o.time_in_force,
+        "type": o.type,
+        "side": o.side.value,
+    }
+
+
 def order(o: Order) -> dict[str, Any]:
     """GET /api/v3/order (and the order entries of openOrders / allOrders)."""
     return {
@@ -26,21 +41,13 @@ def order(o: Order) -> dict[str, Any]:
         "orderId": o.order_id,
         "orderListId": -1,
         "clientOrderId": o.client_order_id,
-        "price": fmt(o.price),
-        "origQty": fmt(o.orig_qty),
-        "executedQty": fmt(o.executed_qty),
-        "cummulativeQuoteQty": fmt(o.cumm_quote_qty),
-        "status": o.status.value,
-        "timeInForce": o.time_in_force,
-        "type": o.type,
-        "side": o.side.value,
+        **_state(o),
         "stopPrice": fmt(ZERO),
         "icebergQty": fmt(ZERO),
         "time": o.time,
         "updateTime": o.update_time,
         "isWorking": True,
         "workingTime": o.time,
-        "origQuoteOrderQty": fmt(o.orig_quote_qty),
         "selfTradePreventionMode": STP_MODE,
     }
 
@@ -68,15 +75,7 @@ def new_order(o: Order, response_type: str) -> dict[str, Any]:
         return ack
     result = {
         **ack,
-        "price": fmt(o.price),
-        "origQty": fmt(o.orig_qty),
-        "executedQty": fmt(o.executed_qty),
-        "origQuoteOrderQty": fmt(o.orig_quote_qty),
-        "cummulativeQuoteQty": fmt(o.cumm_quote_qty),
-        "status": o.status.value,
-        "timeInForce": o.time_in_force,
-        "type": o.type,
-        "side": o.side.value,
+        **_state(o),
         "workingTime": o.time,
         "selfTradePreventionMode": STP_MODE,
     }
@@ -94,15 +93,7 @@ def canceled(o: Order, cancel_client_id: str) -> dict[str, Any]:
         "orderListId": -1,
         "clientOrderId": cancel_client_id,
         "transactTime": o.update_time,
-        "price": fmt(o.price),
-        "origQty": fmt(o.orig_qty),
-        "executedQty": fmt(o.executed_qty),
-        "origQuoteOrderQty": fmt(o.orig_quote_qty),
-        "cummulativeQuoteQty": fmt(o.cumm_quote_qty),
-        "status": o.status.value,
-        "timeInForce": o.time_in_force,
-        "type": o.type,
-        "side": o.side.value,
+        **_state(o),
         "selfTradePreventionMode": STP_MODE,
     }
 
