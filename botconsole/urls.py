@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("exchange-accounts/", include("apps.exchanges.urls")),
     path("bots/", include("apps.bots.urls")),
+    path("killswitch/", include("apps.killswitch.urls")),
     path("live/", include("apps.live.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -6,8 +6,14 @@ from apps.core.otp import is_verified
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
-    """What the page chrome needs: the role-aware menu only for a verified session."""
+    """What the page chrome needs: the role-aware menu, the panic button and the halt banner."""
     user = getattr(request, "user", None)
     if user is None or not is_verified(user):
         return {"nav_verified": False, "nav_perms": {}}
-    return {"nav_verified": True, "nav_perms": {"manage_users": user.has_perm("accounts.manage_users")}}
+    from apps.bots.selectors import global_halt_reason
+
+    perms = {
+        name: user.has_perm(f"accounts.{name}")
+        for name in ("manage_users", "trigger_killswitch", "resume_after_kill")
+    }
+    return {"nav_verified": True, "nav_perms": perms, "nav_halt_reason": global_halt_reason()}

@@ -83,7 +83,7 @@ function start(root) {
       item.textContent = e.data.message;
       list.prepend(item);
     },
-    kill_switch: (e) => feed(e, `Kill switch: ${e.data.stage || ""} ${e.data.message || ""}`, "alert"),
+    kill_switch: (e) => feed(e, `Kill switch ${e.data.stage || ""}: ${e.data.step || ""} ${e.data.detail || e.data.message || ""}`.trim(), "alert"),
     bot_state: (e) => {
       const row = botRow(e.bot);
       if (!row) return;

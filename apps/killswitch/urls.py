@@ -1,0 +1,12 @@
+from django.urls import path
+
+from apps.killswitch import views
+
+app_name = "killswitch"
+urlpatterns = [
+    path("", views.kill_view, name="kill"),
+    path("runs/", views.run_list_view, name="runs"),
+    path("runs/<int:run_id>/", views.run_detail_view, name="run"),
+    path("alerts/", views.alert_list_view, name="alerts"),
+    path("resume/", views.resume_view, name="resume"),
+]
