@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.decorators import require_step_up
+from apps.accounts.decorators import require_step_up, safe_next
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.bots.selectors import event_cursor, global_halt_reason
@@ -30,7 +30,7 @@ def kill_view(request: HttpRequest) -> HttpResponse:
         run = kill_request(actor=_actor(request), reason=request.POST.get("reason", ""), bot=bot, request=request)
     except ApplicationError as exc:
         messages.error(request, exc.message)
-        return redirect(request.META.get("HTTP_REFERER") or "core:dashboard")
+        return redirect(safe_next(request, request.META.get("HTTP_REFERER"), "/"))
     return redirect("killswitch:run", run_id=run.pk)
 
 

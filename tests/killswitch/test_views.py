@@ -36,7 +36,7 @@ def bots(new_key: Callable[..., Key]) -> list[Bot]:
             max_position_notional=Decimal(1000),
             daily_loss_limit=Decimal(100),
             max_drawdown_pct=Decimal(10),
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
 
@@ -111,3 +111,9 @@ def test_resume_needs_an_admin_a_fresh_code_and_a_reason(
     assert not global_halt_active()
     assert set(Bot.objects.values_list("desired_state", flat=True)) == {"stopped"}  # bots stay stopped
     assert AuditEntry.objects.filter(action="killswitch.resumed", data__reason="key rotated, audit reviewed").exists()
+
+
+def test_a_refused_kill_never_redirects_off_site(logged_in: Callable[[str], tuple[Client, Person]]) -> None:
+    client, _ = logged_in("operator")
+    response = client.post("/killswitch/", {"reason": ""}, HTTP_REFERER="https://evil.example/phish")
+    assert response["Location"] == "/"
