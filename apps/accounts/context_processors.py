@@ -13,7 +13,6 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     from apps.bots.selectors import global_halt_reason
 
     perms = {
-        name: user.has_perm(f"accounts.{name}")
-        for name in ("manage_users", "trigger_killswitch", "resume_after_kill")
+        name: user.has_perm(f"accounts.{name}") for name in ("manage_users", "trigger_killswitch", "resume_after_kill")
     }
     return {"nav_verified": True, "nav_perms": perms, "nav_halt_reason": global_halt_reason()}
