@@ -8,6 +8,7 @@ moment, whatever happens to Redis, the workers or the exchanges afterwards.
 from __future__ import annotations
 
 import logging
+import threading
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -45,7 +46,9 @@ def kill_request(
             actor=actor, action="killswitch.pressed", target=run, request=request,
             data={"scope": run.scope, "bot": bot.pk if bot else None, "reason": reason, "via": via},
         )  # fmt: skip
-        transaction.on_commit(lambda: _enqueue(run.pk))
+        # In a thread: with the broker down, queueing blocks for seconds, and the operator's page must not
+        # wait for it (the halt is already committed; the control worker's poller picks the run anyway).
+        transaction.on_commit(lambda: threading.Thread(target=_enqueue, args=(run.pk,), daemon=True).start())
     return run
 
 

@@ -1,0 +1,80 @@
+"""Control-worker tasks for the kill switch, and the database poller that runs kills without a broker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.db import close_old_connections
+
+from apps.killswitch.engine import kill_execute, kill_pending
+from apps.killswitch.models import KillRun
+
+logger = logging.getLogger(__name__)
+
+CONTROL_QUEUE = "control"
+POLL_EVERY_S = 1.0
+_poller_started = threading.Event()
+
+
+@shared_task
+def kill_execute_task(run_id: int) -> str:
+    if not KillRun.objects.filter(pk=int(run_id)).exists():  # e.g. a stale message after a database reset
+        return "missing"
+    return str(kill_execute(run_id=int(run_id)).status)
+
+
+@shared_task
+def kill_pending_task() -> int:
+    return kill_pending()
+
+
+def consumes_control_queue(sender: Any) -> bool:
+    """Whether the Celery worker `sender` (a WorkController or its consumer) consumes the control queue."""
+    consumer = getattr(sender, "consumer", sender)
+    task_consumer = getattr(consumer, "task_consumer", None)
+    queues = getattr(task_consumer, "queues", None) or []
+    names = {getattr(q, "name", "") for q in queues}
+    if not names:
+        app = getattr(sender, "app", None)
+        select = getattr(getattr(app, "amqp", None), "queues", None)
+        names = set(getattr(select, "consume_from", {}) or {}) if select is not None else set()
+    return CONTROL_QUEUE in names
+
+
+def _poll_forever(stop: threading.Event, every_s: float = POLL_EVERY_S) -> None:
+    failing = False
+    while not stop.wait(every_s):
+        try:
+            close_old_connections()
+            kill_pending()
+            if failing:
+                logger.warning("kill poller: the database answers again")
+            failing = False
+        except Exception:  # keep polling: the next second may find the database back
+            if not failing:  # one traceback per outage, not one a second
+                logger.exception("kill poller: executing pending runs failed")
+            failing = True
+        finally:
+            close_old_connections()
+
+
+def start_poller(stop: threading.Event | None = None) -> threading.Thread | None:
+    """Start the pending-kill poller once per process; returns the thread (None if already started)."""
+    if _poller_started.is_set():
+        return None
+    _poller_started.set()
+    thread = threading.Thread(target=_poll_forever, args=(stop or threading.Event(),), name="kill-poller", daemon=True)
+    thread.start()
+    return thread
+
+
+@worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    # Only the control worker executes kills; bot workers (queue bot.<id>) must not.
+    if sender is not None and consumes_control_queue(sender):
+        start_poller()
+        logger.info("kill poller started: pending kill runs are executed even without the broker")

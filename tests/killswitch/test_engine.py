@@ -1,0 +1,227 @@
+"""The kill switch against the real sandbox exchange and the real OpenBao: every order gone, fast."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from apps.bots.models import Bot
+from apps.bots.strategies.base import OrderIntent
+from apps.exchanges import clients
+from apps.exchanges.services import exchange_account_create
+from apps.killswitch.engine import kill_execute, kill_pending
+from apps.killswitch.models import Alert, KillRun
+from apps.killswitch.services import kill_request
+from apps.killswitch.tasks import _poll_forever, consumes_control_queue
+from apps.trading.gate import OrderRefused, place_order
+from apps.trading.halt import global_halt_active
+from apps.vault import client as vault
+from tests.harness import Harness
+from tests.keys import Key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOL = "BTC/USDT"
+STEPS = ["revoke", "stop", "purge", "cancel", "verify", "balances"]
+_names = itertools.count(1)
+
+
+@dataclass
+class Trader:
+    key: Key
+    bot: Bot
+    client: Any
+
+
+@pytest.fixture
+def pinned_price(sandbox: Any) -> Iterator[None]:
+    sandbox.admin.set_price(SYMBOL, "60000", hold=True)
+    yield
+    sandbox.admin.release_price(SYMBOL)
+
+
+@pytest.fixture
+def traders(new_key: Callable[..., Key], pinned_price: None) -> Callable[[int], list[Trader]]:
+    def make(n: int) -> list[Trader]:
+        made = []
+        for _ in range(n):
+            key = new_key()
+            account, _ = exchange_account_create(
+                label=f"kill-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
+                attested_no_withdrawals=False, actor="system:test",
+            )  # fmt: skip
+            bot = Bot.objects.create(
+                name=f"kill-bot-{next(_names)}-{key.api_key[-6:]}", account=account, strategy="grid",
+                params={"lower": "55000", "upper": "65000", "levels": 5, "order_amount": "0.001"},
+                symbols=[SYMBOL], mode=Bot.Mode.LIVE, max_order_notional=Decimal("1000"),
+                max_position_notional=Decimal("5000"), max_open_orders=50, max_orders_per_minute=100,
+                daily_loss_limit=Decimal("100000"), max_drawdown_pct=Decimal("90"),
+                desired_state=Bot.Desired.RUNNING,
+            )  # fmt: skip
+            made.append(Trader(key, bot, clients.build_client(exchange_id="sandbox", credentials=key.form())))
+        return made
+
+    return make
+
+
+def rest_orders(traders: list[Trader], n: int) -> None:
+    """n resting buys per key, far below the price, placed directly on the sandbox (keys in parallel)."""
+
+    def place(trader: Trader) -> None:
+        for _ in range(n):
+            trader.client.create_order(SYMBOL, "limit", "buy", 0.01, 1000)
+
+    with ThreadPoolExecutor(len(traders)) as pool:
+        list(pool.map(place, traders))
+
+
+def open_orders(sandbox: Any, trader: Trader) -> list[dict[str, Any]]:
+    return list(sandbox.admin.open_orders(trader.key.api_key))
+
+
+def test_a_kill_cancels_every_order_on_five_accounts_and_the_gate_refuses_all(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault
+) -> None:
+    team = traders(5)
+    rest_orders(team, 20)
+    assert all(len(open_orders(sandbox, t)) == 20 for t in team)
+
+    run = kill_request(actor="system:test", reason="test")
+    assert global_halt_active()
+    run = kill_execute(run_id=run.pk, process_vault=control_vault)
+
+    assert run.started_at is not None
+    queued_ms = int((run.started_at - run.created_at).total_seconds() * 1000)
+    steps = [(s["name"], s["ms"]) for s in run.steps]
+    print(f"kill of 5x20 orders: {run.duration_ms} ms ({queued_ms} ms before execution began); steps {steps}")
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert run.orders_cancelled == 100 and run.orders_still_open == 0
+    assert [s["name"] for s in run.steps] == STEPS
+    assert all(isinstance(s["ms"], int) and s["detail"] for s in run.steps)
+    assert all(open_orders(sandbox, t) == [] for t in team)
+    assert run.finished_at is not None and run.duration_ms is not None
+    assert len(run.balances_after) == 5 and all(v["total"].get("USDT") for v in run.balances_after.values())
+    assert Alert.objects.filter(kind="kill_switch", severity=Alert.Severity.CRITICAL).count() == 1
+    assert set(Bot.objects.values_list("desired_state", flat=True)) == {Bot.Desired.STOPPED}
+
+    # While halted, the gate refuses every bot and nothing reaches the exchange.
+    before = sandbox.admin.order_count().total
+    for i, t in enumerate(team):
+        intent = OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("1000"), f"after-kill-{i}")
+        with pytest.raises(OrderRefused):
+            place_order(bot=t.bot, intent=intent, client=t.client, price=Decimal("60000"))
+    assert sandbox.admin.order_count().total == before
+
+    # Executing a finished run again changes nothing; a second kill is harmless.
+    assert kill_execute(run_id=run.pk, process_vault=control_vault).steps == run.steps
+    second = kill_request(actor="system:test", reason="again")
+    second = kill_execute(run_id=second.pk, process_vault=control_vault)
+    assert second.status == KillRun.Status.DONE and second.orders_cancelled == 0 and second.orders_still_open == 0
+    assert kill_pending() == 0
+
+
+def test_a_run_claimed_by_someone_else_is_left_alone(control_vault: vault.ProcessVault) -> None:
+    run = kill_request(actor="system:test", reason="test")
+    KillRun.objects.filter(pk=run.pk).update(status=KillRun.Status.RUNNING)
+    again = kill_execute(run_id=run.pk, process_vault=control_vault)
+    assert again.status == KillRun.Status.RUNNING and again.steps == []
+
+
+def test_a_per_bot_kill_cancels_only_that_bots_account(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault
+) -> None:
+    target, other = traders(2)
+    rest_orders([target, other], 3)
+    run = kill_request(actor="system:test", reason="one bot", bot=target.bot)
+    run = kill_execute(run_id=run.pk, process_vault=control_vault)
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert run.orders_cancelled == 3
+    assert open_orders(sandbox, target) == [] and len(open_orders(sandbox, other)) == 3
+    target.bot.refresh_from_db()
+    other.bot.refresh_from_db()
+    assert target.bot.halted and target.bot.desired_state == Bot.Desired.STOPPED
+    assert not other.bot.halted and other.bot.desired_state == Bot.Desired.RUNNING
+    assert not global_halt_active()
+
+
+def test_the_shell_command_works_with_redis_down(
+    sandbox: Any, sandbox_url: str, services: Harness, traders: Callable[[int], list[Trader]], tmp_path: Path
+) -> None:
+    team = traders(2)
+    rest_orders(team, 5)
+    db = connection.settings_dict
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
+        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local",
+        "BOTCONSOLE_VAR_DIR": str(tmp_path),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens there: Redis is "stopped"
+        "VAULT_ADDR": services.vault_addr,
+        "VAULT_TOKEN": services.tokens["control"].token,
+        "SANDBOX_URL": sandbox_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "killswitch", "--reason", "redis is down"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    print(done.stdout, done.stderr[-3000:])
+    assert done.returncode == 0
+    assert "Orders cancelled: 10" in done.stdout and "Orders still open: 0" in done.stdout
+    assert all(open_orders(sandbox, t) == [] for t in team)
+    run = KillRun.objects.get()
+    assert run.requested_via == "shell" and run.status == KillRun.Status.DONE
+    assert "Redis unavailable" in run.steps[0]["detail"]
+    assert global_halt_active()
+
+
+def test_the_control_worker_poller_executes_pending_runs_from_the_database(
+    sandbox: Any, traders: Callable[[int], list[Trader]], services: Harness, settings: Any
+) -> None:
+    (trader,) = traders(1)
+    rest_orders([trader], 2)
+    settings.VAULT_TOKEN = services.tokens["control"].token  # what the control worker runs with
+    settings.VAULT_ADDR = services.vault_addr
+    run = KillRun.objects.create(scope=KillRun.Scope.ALL, reason="queued while the broker was down")
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_forever, args=(stop, 0.1), daemon=True)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            if run.status in (KillRun.Status.DONE, KillRun.Status.FAILED):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert run.orders_cancelled == 2 and open_orders(sandbox, trader) == []
+
+
+def _worker(*queues: str) -> Any:
+    return SimpleNamespace(consumer=SimpleNamespace(task_consumer=SimpleNamespace(
+        queues=[SimpleNamespace(name=q) for q in queues])))  # fmt: skip
+
+
+def test_only_the_control_worker_polls_for_kills() -> None:
+    assert consumes_control_queue(_worker("control"))
+    assert consumes_control_queue(_worker("celery", "control"))
+    assert not consumes_control_queue(_worker("bot.7"))
