@@ -60,7 +60,8 @@ def _notify(seq: int, bot_id: int | None) -> None:
     except Exception:
         # The trade, fill or alert already committed; failing it now would be worse than a late
         # dashboard. The row stays and clients pick it up through the catch-up endpoint.
-        logger.warning("live event %s stored but not announced: channel layer unavailable", seq, exc_info=True)
+        # No traceback: with Redis down every event would print one; the row is there for catch-up.
+        logger.warning("live event %s stored but not announced: channel layer unavailable", seq)
 
 
 async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
