@@ -149,3 +149,22 @@ def test_an_account_used_by_a_bot_cannot_be_deleted(account: ExchangeAccount, se
     with pytest.raises(ApplicationError, match="used by a bot"):
         exchange_account_delete(account=account, actor="system:test")
     assert ExchangeAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_the_accounts_page_counts_bots_not_orders(
+    logged_in: Callable[[str], tuple[Client, Person]], account: ExchangeAccount
+) -> None:
+    from apps.exchanges.selectors import bots_using
+
+    for name in ("a", "b"):
+        Bot.objects.create(
+            name=name, account=account, strategy="grid", params={}, symbols=["BTC/USDT"], max_order_notional=1,
+            max_position_notional=1, daily_loss_limit=1, max_drawdown_pct=1,
+        )  # fmt: skip
+    from apps.trading.models import Order
+
+    Order.objects.create(
+        bot=Bot.objects.get(name="a"), account=account, symbol="BTC/USDT", side="buy", type="limit",
+        amount=1, price=1, client_order_id="t-1", intent_tag="t",
+    )  # fmt: skip
+    assert [b.name for b in bots_using(account)] == ["a", "b"]  # the order references the account too
