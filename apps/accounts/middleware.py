@@ -33,7 +33,7 @@ class SessionPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
-            reason = services.session_expiry_reason(request)
+            reason = services.session_expiry_reason(request.session)
             if reason is not None:
                 services.session_logout(request=request, reason=reason)
                 messages.info(request, "Your session ended; please log in again.")

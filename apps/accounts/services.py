@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -399,11 +400,14 @@ def session_touch(*, request: HttpRequest) -> None:
         )
 
 
-def session_expiry_reason(request: HttpRequest) -> str | None:
-    """Why the current session must end now (idle or absolute timeout), or None."""
+def session_expiry_reason(session: Mapping[str, Any]) -> str | None:
+    """Why a session must end now (idle or absolute timeout), or None.
+
+    Takes the session's data, so the HTTP middleware and the live sockets apply one rule.
+    """
     now = _now_ts()
-    login_at = request.session.get(SESSION_LOGIN_AT)
-    last_seen = request.session.get(SESSION_LAST_SEEN)
+    login_at = session.get(SESSION_LOGIN_AT)
+    last_seen = session.get(SESSION_LAST_SEEN)
     if login_at is not None and now - float(login_at) > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
         return UserSession.EndReason.ABSOLUTE
     if last_seen is not None and now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():

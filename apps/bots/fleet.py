@@ -31,7 +31,6 @@ from typing import IO, Any
 import redis
 from django.conf import settings
 from django.db import close_old_connections
-from django.utils import timezone
 
 from apps.audit.services import record
 from apps.bots.models import Bot
@@ -394,9 +393,3 @@ class Fleet:
                 stop.wait(poll_s)
         finally:
             self.shutdown()
-
-
-def heartbeat_age_s(bot: Bot) -> float | None:
-    if bot.last_heartbeat is None:
-        return None
-    return (timezone.now() - bot.last_heartbeat).total_seconds()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.utils import timezone
 
 from apps.bots import runtime
 from apps.bots.models import Bot
@@ -31,7 +30,6 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
     if bot is None or bot.desired_state != Bot.Desired.RUNNING or bot.halted:
         logger.info("bot %s: not running any more; ticks stop", bot_id)
         return
-    Bot.objects.filter(pk=bot_id).update(last_heartbeat=timezone.now())
     client = runtime.get_exchange_client()
     try:
         result = tick_run(bot=bot, client=client)

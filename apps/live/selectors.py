@@ -7,13 +7,12 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.models import Device
 
 from apps.accounts.models import User
-from apps.accounts.services import SESSION_LAST_SEEN, SESSION_LOGIN_AT
+from apps.accounts.services import session_expiry_reason
 from apps.live.models import Event
 
 VIEW_PERM = "accounts.view_console"
@@ -58,15 +57,6 @@ def _session_data(session_key: str) -> dict[str, object]:
     return data
 
 
-def _session_expired(data: dict[str, object]) -> bool:
-    # The same timeouts the HTTP middleware applies: a socket must not outlive its session.
-    now = timezone.now().timestamp()
-    login_at, last_seen = data.get(SESSION_LOGIN_AT), data.get(SESSION_LAST_SEEN)
-    if isinstance(login_at, int | float) and now - login_at > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
-        return True
-    return isinstance(last_seen, int | float) and now - last_seen > settings.SESSION_IDLE_TIMEOUT.total_seconds()
-
-
 def socket_user(*, session_key: str | None, user_id: int | None) -> User | None:
     """The user a live socket may serve, read fresh from the database, or None to refuse/close.
 
@@ -77,7 +67,7 @@ def socket_user(*, session_key: str | None, user_id: int | None) -> User | None:
     if not session_key or user_id is None:
         return None
     data = _session_data(session_key)
-    if not data or str(data.get(SESSION_KEY)) != str(user_id) or _session_expired(data):
+    if not data or str(data.get(SESSION_KEY)) != str(user_id) or session_expiry_reason(data) is not None:
         return None
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None:
