@@ -24,6 +24,12 @@ def web_vault(services: Harness) -> vault.ProcessVault:
 
 
 @pytest.fixture
+def root_vault(services: Harness) -> vault.ProcessVault:
+    """Vault as its administrator (the harness's admin token): for checks no process may make."""
+    return vault.ProcessVault(services.vault_addr, services.admin_token)
+
+
+@pytest.fixture
 def control_vault(services: Harness) -> vault.ProcessVault:
     return vault.ProcessVault(services.vault_addr, services.tokens["control"].token)
 

@@ -26,7 +26,10 @@ class Person:
     def code(self, steps_ahead: int = 0) -> str:
         """The TOTP code an authenticator app would show (steps_ahead=1: the next 30 s window)."""
         assert self.seed is not None
-        totp = TOTP(self.seed, step=30, t0=0, digits=6)
+        # django-otp learns the clock drift of a device from accepted codes; count from where the
+        # server now is, or a login just across a 30 s boundary would push step-ups out of tolerance.
+        drift = SealedTOTPDevice.objects.filter(user=self.user).values_list("drift", flat=True).first() or 0
+        totp = TOTP(self.seed, step=30, t0=0, digits=6, drift=drift)
         totp.time = time.time() + 30 * steps_ahead
         return f"{totp.token():06d}"
 

@@ -1,27 +1,15 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from apps.accounts.models import BackupCodeDevice
 from apps.accounts.services import user_create_first_admin
 from apps.audit.models import AuditEntry
-from apps.core.embedded import pg_bin
+from tests.leaks import pg_dump
 from tests.people import Person
-
-
-def pg_dump() -> str:
-    params = connection.get_connection_params()
-    result = subprocess.run(
-        [str(pg_bin("pg_dump")), "--data-only", "-h", params["host"], "-p", str(params["port"]),
-         "-U", params["user"], params["dbname"]],
-        env={"PGPASSWORD": params["password"]}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return result.stdout
 
 
 @pytest.mark.django_db(transaction=True)

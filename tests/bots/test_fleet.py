@@ -7,7 +7,6 @@ workers it starts are real `celery worker -Q bot.<id>` processes on the test dat
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -23,7 +22,6 @@ import psutil
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 
 from apps.audit.models import AuditEntry
 from apps.bots import fleet as fleet_mod
@@ -35,6 +33,8 @@ from apps.exchanges.services import exchange_account_create
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key
+from tests.leaks import redis_dump
+from tests.processes import process_env
 
 START_TIMEOUT_S = 60.0
 
@@ -42,19 +42,8 @@ START_TIMEOUT_S = 60.0
 @pytest.fixture
 def worker_env(services: Harness, sandbox_url: str, tmp_path: Path) -> dict[str, str]:
     """What a supervisor started by `make run` would pass on, pointed at the test database."""
-    db = connection.settings_dict
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
-        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local",
-        "BOTCONSOLE_VAR_DIR": str(tmp_path),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "VAULT_ADDR": services.vault_addr,
-        # The supervisor's own token: it must not reach the workers.
-        "VAULT_TOKEN": services.tokens["fleet"].token,
-        "SANDBOX_URL": sandbox_url,
-    }
+    # The supervisor's own token: it must not reach the workers.
+    return process_env(services, token=services.tokens["fleet"].token, var_dir=tmp_path, sandbox_url=sandbox_url)
 
 
 @pytest.fixture
@@ -71,11 +60,6 @@ def fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path:
         supervisor.shutdown()
         for log in sorted((tmp_path / "logs").glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-
-
-@pytest.fixture
-def root_vault(services: Harness) -> vault.ProcessVault:
-    return vault.ProcessVault(services.vault_addr, services.admin_token)
 
 
 @pytest.fixture
@@ -123,49 +107,6 @@ def alive(pid: int) -> bool:
     # A zombie is dead for our purposes.
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().split(")")[-1].split()[0] != "Z"
-
-
-def redis_dump() -> str:
-    """Every value in the broker's Redis, with Celery message bodies base64-decoded."""
-    r: Any = redis.Redis.from_url(settings.REDIS_URL)
-    parts: list[str] = []
-    for key in r.scan_iter():
-        kind = r.type(key).decode()
-        values: list[Any] = []
-        if kind == "string":
-            values = [r.get(key) or b""]
-        elif kind == "list":
-            values = list(r.lrange(key, 0, -1))
-        elif kind == "hash":
-            values = [v for pair in r.hgetall(key).items() for v in pair]
-        elif kind == "set":
-            values = list(r.smembers(key))
-        elif kind == "zset":
-            values = list(r.zrange(key, 0, -1))
-        for value in values:
-            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-            parts.append(text)
-            parts.extend(_decoded_bodies(text))
-    return "\n".join(parts)
-
-
-def _decoded_bodies(text: str) -> list[str]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return []
-    found: list[str] = []
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("body"), str):
-                with contextlib.suppress(ValueError):
-                    found.append(base64.b64decode(item["body"]).decode(errors="replace"))
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
 
 
 def tick_messages(bot: Bot) -> list[Any]:

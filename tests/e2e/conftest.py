@@ -95,3 +95,15 @@ def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> It
             except Exception as exc:  # a broken page must not hide the real failure
                 print(f"\nno screenshot: {exc}")
         context.close()
+
+
+def browser_login(page: Page, base: str, username: str, code: str, password: str | None = None) -> None:
+    """Log in through the two login pages (password, then the authenticator code)."""
+    from tests.people import PASSWORD
+
+    page.goto(f"{base}/accounts/login/")
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill(password or PASSWORD)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.locator("input[name=code]").fill(code)
+    page.get_by_role("button", name="Verify", exact=True).click()

@@ -9,8 +9,9 @@ from pytest_django.live_server_helper import LiveServer
 
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
+from tests.e2e.conftest import browser_login
 from tests.keys import Key
-from tests.people import PASSWORD, make_person
+from tests.people import make_person
 
 
 def test_an_operator_configures_and_starts_a_bot(
@@ -23,12 +24,7 @@ def test_an_operator_configures_and_starts_a_bot(
         actor="system:test",
     )  # fmt: skip
     who = make_person("olga", "operator")
-    page.goto(f"{base}/accounts/login/")
-    page.locator("input[name=username]").fill("olga")
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in", exact=True).click()
-    page.locator("input[name=code]").fill(who.code())
-    page.get_by_role("button", name="Verify", exact=True).click()
+    browser_login(page, base, "olga", who.code())
 
     page.get_by_role("link", name="Bots", exact=True).click()
     page.get_by_role("link", name="New bot").click()

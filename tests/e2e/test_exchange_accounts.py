@@ -8,8 +8,9 @@ from collections.abc import Callable
 from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
 
+from tests.e2e.conftest import browser_login
 from tests.keys import Key
-from tests.people import PASSWORD, make_person
+from tests.people import make_person
 
 
 def test_an_admin_adds_a_sandbox_account_and_a_withdrawing_key_is_refused(
@@ -17,12 +18,7 @@ def test_an_admin_adds_a_sandbox_account_and_a_withdrawing_key_is_refused(
 ) -> None:
     base = live_server.url
     admin = make_person("erin", "admin")
-    page.goto(f"{base}/accounts/login/")
-    page.locator("input[name=username]").fill("erin")
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in", exact=True).click()
-    page.locator("input[name=code]").fill(admin.code())
-    page.get_by_role("button", name="Verify", exact=True).click()
+    browser_login(page, base, "erin", admin.code())
     expect(page.locator("h1")).to_have_text("Dashboard")
 
     page.get_by_role("link", name="Exchange accounts").click()

@@ -30,9 +30,11 @@ from apps.exchanges.services import exchange_account_create
 from apps.live.services import publish
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
+from tests.e2e.conftest import browser_login
 from tests.harness import Harness
 from tests.keys import Key
-from tests.people import PASSWORD, make_person
+from tests.people import make_person
+from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,15 +90,9 @@ class AsgiServer:
 def asgi_server(services: Harness, sandbox_url: str, tmp_path: Path, settings: Any) -> Iterator[AsgiServer]:
     # The server runs the production password hasher; store the test user's password with it too.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    db = connection.settings_dict
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
-        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local", "DEBUG": "true",
-        "BOTCONSOLE_VAR_DIR": str(tmp_path), "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL, "VAULT_ADDR": services.vault_addr,
-        "VAULT_TOKEN": services.tokens["web"].token, "SANDBOX_URL": sandbox_url,
-    }  # fmt: skip
+    env = process_env(
+        services, token=services.tokens["web"].token, var_dir=tmp_path, sandbox_url=sandbox_url, DEBUG="true"
+    )
     server = AsgiServer(env, free_port())
     server.start()
     yield server
@@ -120,12 +116,7 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     )  # fmt: skip
     who = make_person("vera", "viewer")
     base = asgi_server.url
-    page.goto(f"{base}/accounts/login/")
-    page.locator("input[name=username]").fill("vera")
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.get_by_role("button", name="Log in", exact=True).click()
-    page.locator("input[name=code]").fill(who.code())
-    page.get_by_role("button", name="Verify", exact=True).click()
+    browser_login(page, base, "vera", who.code())
     expect(page.locator("h1")).to_have_text("Dashboard")
     expect(page.locator("#live-status")).to_have_text("Live")
     page.evaluate("window.__sameDocument = 42")  # survives only if the page is never reloaded

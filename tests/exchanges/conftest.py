@@ -3,14 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from apps.vault import client as vault
-from tests.harness import Harness
 from tests.people import Person, full_login, make_person
-
-
-@pytest.fixture
-def root_vault(services: Harness) -> vault.ProcessVault:
-    return vault.ProcessVault(services.vault_addr, services.admin_token)
 
 
 @pytest.fixture

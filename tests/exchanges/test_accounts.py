@@ -25,8 +25,8 @@ from apps.exchanges.services import (
 )
 from apps.killswitch.models import Alert
 from apps.vault import client as vault
-from tests.accounts.test_secrets_at_rest import pg_dump
 from tests.keys import Key
+from tests.leaks import pg_dump, redis_dump
 from tests.people import Person, full_login, make_person
 
 pytestmark = pytest.mark.django_db
@@ -39,27 +39,6 @@ def add(client: Client, key: Key, label: str = "Main", **extra: str) -> Any:
 
 def stored_paths(root_vault: vault.ProcessVault) -> list[str]:
     return root_vault.kv_list("exchange-accounts")
-
-
-def redis_dump() -> str:
-    """Every key and value in the broker / channel-layer Redis, decoded as far as possible."""
-    r = redis.Redis.from_url(settings.REDIS_URL)
-    parts: list[str] = []
-    for name in r.scan_iter(count=1000):
-        raw_kind = r.type(name)
-        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
-        values: list[Any] = []
-        if kind == "string":
-            values = [r.get(name)]
-        elif kind == "list":
-            values = r.lrange(name, 0, -1)
-        elif kind == "hash":
-            values = list(r.hgetall(name).values())
-        elif kind in ("set", "zset"):
-            values = list(r.smembers(name)) if kind == "set" else r.zrange(name, 0, -1)
-        parts.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
-        parts.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values)
-    return "\n".join(parts)
 
 
 @pytest.mark.django_db(transaction=True)

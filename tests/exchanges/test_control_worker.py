@@ -11,32 +11,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
 from apps.exchanges.tasks import exchange_account_check_task
 from tests.harness import Harness
 from tests.keys import Key
+from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def control_worker(services: Harness, sandbox_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    db = connection.settings_dict
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
-        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local",
-        "BOTCONSOLE_VAR_DIR": str(tmp_path),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "VAULT_ADDR": services.vault_addr,
-        "VAULT_TOKEN": services.tokens["control"].token,
-        "SANDBOX_URL": sandbox_url,
-    }
+    env = process_env(services, token=services.tokens["control"].token, var_dir=tmp_path, sandbox_url=sandbox_url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "botconsole", "worker", "-Q", "control", "-P", "solo",
          "-n", f"test-control-{os.getpid()}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],

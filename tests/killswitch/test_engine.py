@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
 import threading
@@ -17,8 +16,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from apps.bots.models import Bot
 from apps.bots.strategies.base import OrderIntent
@@ -33,6 +30,7 @@ from apps.trading.halt import global_halt_active
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key
+from tests.processes import process_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -165,18 +163,13 @@ def test_the_shell_command_works_with_redis_down(
 ) -> None:
     team = traders(2)
     rest_orders(team, 5)
-    db = connection.settings_dict
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DJANGO_"))},
-        "DJANGO_SETTINGS_MODULE": "botconsole.settings.local",
-        "BOTCONSOLE_VAR_DIR": str(tmp_path),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens there: Redis is "stopped"
-        "VAULT_ADDR": services.vault_addr,
-        "VAULT_TOKEN": services.tokens["control"].token,
-        "SANDBOX_URL": sandbox_url,
-    }
+    env = process_env(
+        services,
+        token=services.tokens["control"].token,
+        var_dir=tmp_path,
+        sandbox_url=sandbox_url,
+        REDIS_URL="redis://127.0.0.1:9/0",  # nothing listens there: Redis is "stopped"
+    )
     done = subprocess.run(
         [sys.executable, "manage.py", "killswitch", "--reason", "redis is down"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
