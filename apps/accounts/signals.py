@@ -39,6 +39,13 @@ def audit_lockout(
         data={"username": username or "", "ip": ip_address},
     )  # fmt: skip
     notifications.lockout(username=username or "", ip=ip_address)
+    from apps.killswitch.alerts import alert_raise  # late: killswitch imports accounts
+
+    # Already mailed above (to the admins and the user); the alert adds the history and the webhook.
+    alert_raise(
+        kind="login_locked_out", source="system:auth", mail=False, data={"username": username or "", "ip": ip_address},
+        message=f"Account {username or '?'!r} locked after repeated failed sign-ins from {ip_address or 'unknown'}.",
+    )  # fmt: skip
 
 
 @receiver(post_save, sender=LogEntry)

@@ -9,7 +9,8 @@ a bot token, and holds no exchange secret. Paper bots get a worker without any V
 
 A worker that dies is restarted with exponential backoff (1, 2, 4 ... 60 s). A stopped bot's
 worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoked (by the
-accessor the worker reported) and its SecretIDs, role and policy are destroyed.
+accessor the worker reported, kept in the database) and its SecretIDs, role and policy are
+destroyed. Only then is the bot shown as stopped, which the kill switch waits for.
 """
 
 from __future__ import annotations
@@ -64,8 +65,35 @@ def token_accessor_key(bot_id: int) -> str:
     return f"botconsole:bot:{bot_id}:token-accessor"
 
 
+def token_accessor_report(bot_id: int, accessor: str, *, ttl_s: int) -> None:
+    """A bot worker reports its token's accessor once logged in (never the token).
+
+    The database copy is the one that counts: the kill switch and the supervisor revoke by it even
+    with Redis down. The Redis copy (expiring with the token) is kept for tools that look there.
+    """
+    Bot.objects.filter(pk=bot_id).update(vault_token_accessor=accessor)
+    try:
+        redis_client().set(token_accessor_key(bot_id), accessor, ex=ttl_s)
+    except redis.RedisError as exc:
+        logger.warning("bot %s: token accessor not copied to Redis (%s)", bot_id, type(exc).__name__)
+
+
+def token_accessor_of(bot_id: int) -> str:
+    """The accessor the bot's worker reported: from the database, else from Redis (empty if none)."""
+    stored = Bot.objects.filter(pk=bot_id).values_list("vault_token_accessor", flat=True).first()
+    if stored:
+        return str(stored)
+    try:
+        raw = redis_client().get(token_accessor_key(bot_id))
+    except redis.RedisError as exc:
+        logger.warning("bot %s: cannot read its token accessor from Redis: %s", bot_id, type(exc).__name__)
+        return ""
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    # Bounded: with Redis unreachable, a worker's bootstrap and the supervisor's loop go on without it.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2.0, socket_timeout=5.0)
 
 
 def backoff_s(failures: int) -> float:
@@ -123,7 +151,7 @@ class Fleet:
         for bot_id, worker in list(self.workers.items()):
             bot = bots.get(bot_id)
             if worker.stop_deadline is not None:
-                self._continue_stop(worker, bot, now)
+                self._continue_stop(worker, bot or Bot.objects.filter(pk=bot_id).first(), now)
             elif bot is None or not self.wants_worker(bot):
                 self._begin_stop(worker, bot, "deleted" if bot is None else "stopped")
             elif worker.proc.poll() is not None:
@@ -329,13 +357,7 @@ class Fleet:
         behind still expires within its 15 minute TTL and cannot be renewed without its role).
         """
         pv = self._vault()
-        accessor_key = token_accessor_key(bot_id)
-        try:
-            raw = redis_client().get(accessor_key)
-            accessor = raw.decode() if isinstance(raw, bytes) else str(raw or "")
-        except redis.RedisError as exc:
-            logger.error("bot %s: cannot read its token accessor: %s", bot_id, type(exc).__name__)
-            accessor = ""
+        accessor = token_accessor_of(bot_id)
         role = vault.bot_role(bot_id)
         steps: list[tuple[str, Any]] = []
         if accessor:
@@ -353,8 +375,11 @@ class Fleet:
                 # A SecretID the worker logged in with is already gone (single use): expected.
                 level = logging.DEBUG if what == "destroy secret id" else logging.WARNING
                 logger.log(level, "bot %s: %s: %s", bot_id, what, exc)
+        if accessor:
+            # Only the accessor revoked here: a newer worker may have reported its own meanwhile.
+            Bot.objects.filter(pk=bot_id, vault_token_accessor=accessor).update(vault_token_accessor="")
         with contextlib.suppress(redis.RedisError):
-            redis_client().delete(accessor_key)
+            redis_client().delete(token_accessor_key(bot_id))
 
     @staticmethod
     def _revoke_bot_token(pv: vault.ProcessVault, role: str, accessor: str) -> None:

@@ -109,6 +109,19 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
         return bot
 
 
+class FlattenOnKillForm(forms.Form):
+    """What the kill switch does with the bot's position once every order is cancelled (admins only)."""
+
+    flatten_on_kill = forms.TypedChoiceField(
+        label="When the kill switch fires",
+        choices=[("off", "Leave the bot's position as it is"), ("on", "Market-sell the bot's position")],
+        coerce=lambda value: value == "on",
+        widget=forms.RadioSelect,
+        help_text="Selling happens after every order is cancelled and checked, on the bot's own symbols, for live "
+        "bots only; the amount is the bot's recorded position.",
+    )
+
+
 def strategy_from(request_data: Any, default: str = "grid") -> type[Strategy]:
     key = str(request_data.get("strategy", default))
     return REGISTRY.get(key) or REGISTRY[default]

@@ -61,7 +61,13 @@ class Bot(models.Model):
     halted = models.BooleanField(default=False)
     halt_reason = models.CharField(max_length=300, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # The accessor of the running worker's Vault token (never the token: an accessor can only look
+    # up or revoke it). The worker writes it at bootstrap; the kill switch revokes by it without Redis.
+    vault_token_accessor = models.CharField(max_length=100, blank=True, editable=False)
     strategy_state = models.JSONField(default=dict)
+    # Set by an admin beforehand (with step-up, audited): when the kill switch fires, after every order is
+    # cancelled, the kill market-sells this live bot's base position on its symbols. Off by default.
+    flatten_on_kill = models.BooleanField(default=False, editable=False)
 
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")

@@ -4,7 +4,8 @@ Active only in a worker started by the fleet supervisor (BOT_ID set). When the w
 look up the wrapping token and insist it was created at `auth/approle/role/bot-<BOT_ID>/secret-id`
 (a token wrapping anything else, e.g. another bot's SecretID, is refused and the worker exits),
 unwrap it, log in with AppRole, read this bot's account secret, build the ccxt client and keep it
-in this process's memory only. A background thread renews the token before it expires.
+in this process's memory only. A background thread renews the token before it expires, and
+another keeps the exchange's dead-man's switch armed (apps.bots.deadman) where the exchange has one.
 
 The secret, the SecretID and the token are never logged, never put in a task, never written
 to the database or Redis; only the token's accessor is reported (so the fleet can revoke it).
@@ -23,6 +24,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.utils import timezone
 
+from apps.bots.deadman import DeadmanSwitch, State, report_state
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class Runtime:
     chain: str = field(default_factory=lambda: uuid.uuid4().hex)
     process_vault: vault.ProcessVault | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    # The dead-man's switch thread's own ccxt client (same key): never shared with the tick path.
+    deadman_client: Any = None
+    deadman: DeadmanSwitch | None = None
 
     def __repr__(self) -> str:  # never show the client (it holds the key) or the token
         return f"Runtime(bot_id={self.bot_id}, token_accessor={self.token_accessor!r})"
@@ -74,7 +79,7 @@ def check_wrapping(info: dict[str, Any], bot_id: int) -> None:
 def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> Runtime:
     """Build this bot's runtime from its role id and wrapped SecretID (live bots)."""
     from apps.bots.models import Bot
-    from apps.exchanges.clients import build_client
+    from apps.exchanges.clients import build_client, deadman_available
 
     bot = Bot.objects.select_related("account").get(pk=bot_id)
     runtime = Runtime(bot_id=bot_id)
@@ -94,6 +99,8 @@ def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> R
     pv = vault.ProcessVault(addr, login.token)
     credentials = pv.kv_read(bot.account.vault_path)
     runtime.client = build_client(exchange_id=bot.account.exchange_id, credentials=credentials)
+    if deadman_available(runtime.client, exchange_id=bot.account.exchange_id):
+        runtime.deadman_client = build_client(exchange_id=bot.account.exchange_id, credentials=credentials)
     del credentials
     runtime.token_accessor = login.accessor
     runtime.process_vault = pv
@@ -103,9 +110,9 @@ def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> R
 
 
 def _report_accessor(bot_id: int, accessor: str) -> None:
-    from apps.bots.fleet import redis_client, token_accessor_key
+    from apps.bots.fleet import token_accessor_report
 
-    redis_client().set(token_accessor_key(bot_id), accessor, ex=ACCESSOR_TTL_S)
+    token_accessor_report(bot_id, accessor, ttl_s=ACCESSOR_TTL_S)  # the database first: kills need no Redis
 
 
 def _start_renewal(runtime: Runtime, ttl_s: int) -> None:
@@ -126,6 +133,53 @@ def _start_renewal(runtime: Runtime, ttl_s: int) -> None:
                 ttl = 20
 
     threading.Thread(target=renew, name=f"bot-{runtime.bot_id}-renew", daemon=True).start()
+
+
+def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
+    """Arm the exchange's dead-man's switch for a live bot and keep it armed (paper bots: nothing)."""
+    from apps.bots.models import Bot
+
+    bot = Bot.objects.select_related("account").get(pk=runtime.bot_id)
+    if bot.mode != Bot.Mode.LIVE:
+        return None
+    exchange_id = bot.account.exchange_id
+    if runtime.deadman_client is None:
+        logger.warning(
+            "bot %s: %s offers no dead-man's switch (cancelAllOrdersAfter): if the console dies, "
+            "its open orders stay on the exchange",
+            bot.pk, exchange_id,
+        )  # fmt: skip
+        report_state(bot.pk, state=State.UNAVAILABLE, exchange=exchange_id)
+        return None
+
+    def symbols() -> list[str]:
+        return list(Bot.objects.values_list("symbols", flat=True).get(pk=bot.pk) or [])
+
+    switch = DeadmanSwitch(
+        bot_id=bot.pk, bot_name=bot.name, exchange_id=exchange_id, client=runtime.deadman_client, symbols=symbols,
+        refresh_s=settings.DEADMAN_REFRESH_S, timeout_s=settings.DEADMAN_TIMEOUT_S,
+    )  # fmt: skip
+    switch.start()
+    return switch
+
+
+def _stopped_deliberately(bot_id: int) -> bool:
+    """True when someone stopped (or deleted) the bot; False while it is wanted running or halted.
+
+    A halted bot's orders are the kill switch's to cancel; leaving its countdown armed only adds a
+    second line of defence. When the database cannot tell, the countdown stays armed too.
+    """
+    from django.db import close_old_connections
+
+    from apps.bots.models import Bot
+
+    try:
+        close_old_connections()
+        row = Bot.objects.filter(pk=bot_id).values("desired_state", "halted").first()
+    except Exception as exc:
+        logger.warning("bot %s: cannot read its desired state at shutdown (%s)", bot_id, type(exc).__name__)
+        return False
+    return row is None or (row["desired_state"] != Bot.Desired.RUNNING and not row["halted"])
 
 
 def _mark_running(bot_id: int) -> None:
@@ -179,6 +233,11 @@ def _on_worker_ready(**_: Any) -> None:
     finally:
         # Single-use and consumed now; keep it out of anything that copies os.environ later.
         os.environ.pop("VAULT_WRAPPED_SECRET_ID", None)
+    try:
+        # Before the first tick: no order of this worker ever rests without the countdown.
+        _runtime.deadman = _start_deadman(_runtime)
+    except Exception as exc:  # the bot still runs; the page shows no armed switch
+        logger.error("bot %s: could not start the dead-man's switch (%s)", bot_id, type(exc).__name__)
     _mark_running(bot_id)
     _first_tick(_runtime)
     logger.info("bot %s: worker ready (%s)", bot_id, "vault identity" if _runtime.token_accessor else "paper")
@@ -188,3 +247,5 @@ def _on_worker_ready(**_: Any) -> None:
 def _on_worker_shutdown(**_: Any) -> None:
     if _runtime is not None:
         _runtime.stop.set()
+        if _runtime.deadman is not None:
+            _runtime.deadman.shutdown(disarm=_stopped_deliberately(_runtime.bot_id))

@@ -113,3 +113,19 @@ def bot_set_mode(*, bot: Bot, mode: str, actor: Actor, request: HttpRequest | No
             data={"before": {"mode": before}, "after": {"mode": mode}},
         )  # fmt: skip
     bot.refresh_from_db()
+
+
+def bot_set_flatten_on_kill(*, bot: Bot, flatten: bool, actor: Actor, request: HttpRequest | None = None) -> None:
+    """Whether the kill switch market-sells this bot's position. Admins only (the view also asks for step-up)."""
+    if not (isinstance(actor, User) and actor.has_perm("accounts.enable_live_mode")):
+        raise ApplicationError("Only an admin can change what the kill switch does with a bot's position.")
+    before = bot.flatten_on_kill
+    if before == flatten:
+        return
+    with transaction.atomic():
+        Bot.objects.filter(pk=bot.pk).update(flatten_on_kill=flatten)
+        record(
+            actor=actor, action="bot.flatten_on_kill_changed", target=bot, request=request,
+            data={"before": {"flatten_on_kill": before}, "after": {"flatten_on_kill": flatten}},
+        )  # fmt: skip
+    bot.refresh_from_db()

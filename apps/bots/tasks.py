@@ -13,6 +13,8 @@ from celery import shared_task
 
 from apps.bots import runtime
 from apps.bots.models import Bot
+from apps.exchanges import clients
+from apps.killswitch.breakers import auth_failure_note
 from apps.trading.reconcile import reconcile
 from apps.trading.tick import tick_run
 
@@ -39,4 +41,6 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
     except Exception as exc:
         # Error kind only: exchange errors may quote request details; the next tick retries.
         logger.warning("bot %s: tick failed (%s)", bot_id, type(exc).__name__)
+        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+            auth_failure_note(account_id=bot.account_id, bot_id=bot.pk, error=exc)  # the auth-errors breaker
     bot_tick_task.apply_async(args=(bot_id,), kwargs={"chain": chain}, queue=bot.queue, countdown=bot.tick_interval_s)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.accounts.decorators import require_step_up
 from apps.accounts.models import User
 from apps.bots import selectors, services
-from apps.bots.forms import BotForm, strategy_from
+from apps.bots.forms import BotForm, FlattenOnKillForm, strategy_from
 from apps.bots.models import Bot
 from apps.bots.strategies import REGISTRY
 from apps.core.exceptions import ApplicationError
@@ -76,6 +76,8 @@ def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         "strategies": REGISTRY.values(),
         "title": f"Edit {bot.name}",
         "bot": bot,
+        "can_live": request.user.has_perm(LIVE),
+        "flatten_form": FlattenOnKillForm(initial={"flatten_on_kill": "on" if bot.flatten_on_kill else "off"}),
     }
     return render(request, "bots/form.html", context, status=400 if form.errors else 200)
 
@@ -117,3 +119,30 @@ def bot_action_view(request: HttpRequest, bot_id: int, action: str) -> HttpRespo
 @require_step_up
 def bot_go_live_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     return _act(request, bot_id, "live")
+
+
+@never_cache
+@permission_required(LIVE, raise_exception=True)
+@require_POST
+@require_step_up
+def bot_flatten_on_kill_view(request: HttpRequest, bot_id: int) -> HttpResponse:
+    bot = get_object_or_404(Bot, pk=bot_id)
+    form = FlattenOnKillForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request, "Choose whether the kill switch sells the bot's position or leaves it; nothing changed."
+        )
+        return redirect("bots:edit", bot_id=bot.pk)
+    flatten = bool(form.cleaned_data["flatten_on_kill"])
+    try:
+        services.bot_set_flatten_on_kill(bot=bot, flatten=flatten, actor=_actor(request), request=request)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"A kill now market-sells {bot.name}'s position."
+            if flatten
+            else f"A kill now leaves {bot.name}'s position.",
+        )
+    return redirect("bots:edit", bot_id=bot.pk)

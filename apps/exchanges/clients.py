@@ -140,3 +140,66 @@ def call(fn: Callable[..., T], *args: Any, retries: int | None = None, **kwargs:
                 continue
             raise translate(exc) from None
     raise AssertionError("unreachable")
+
+
+# -- dead-man's switch ---------------------------------------------------------------------
+# A countdown the exchange keeps: unless it is set again before it runs out, the exchange
+# cancels the open orders itself. The sandbox offers Binance's `countdownCancelAll` on spot
+# (one countdown per symbol; ccxt's binance has no method for it on spot, hence the raw signed
+# request); other exchanges through ccxt's `cancel_all_orders_after`, where the class has it.
+
+# Classes whose `cancel_all_orders_after` defaults to derivatives: our bots trade spot.
+_DEADMAN_PARAMS: dict[str, dict[str, str]] = {
+    "bybit": {"type": "spot"},
+    "bybiteu": {"type": "spot"},
+    "bybitid": {"type": "spot"},
+    "bingx": {"type": "spot"},
+}
+# Classes whose `cancel_all_orders_after` needs a symbol: one countdown per market.
+_DEADMAN_PER_SYMBOL = frozenset({"whitebit"})
+
+
+def deadman_available(client: Any, *, exchange_id: str) -> bool:
+    """Whether the exchange can cancel the account's open orders by itself when a countdown runs out."""
+    return exchange_id == SANDBOX or bool(client.has.get("cancelAllOrdersAfter"))
+
+
+def deadman_arm(
+    client: Any, *, exchange_id: str, symbols: list[str], timeout_ms: int, retries: int | None = None
+) -> None:
+    """Set (or push back) the exchange's countdown: it cancels the open orders in `timeout_ms` unless set again.
+
+    On the sandbox one countdown per symbol; elsewhere the exchange's own scope (most often the
+    whole account). Raises ExchangeError, also when the exchange has no such switch. `retries` as
+    in `call()`: a caller that sets it again every few seconds may prefer to fail fast.
+    """
+    if timeout_ms <= 0:
+        raise ExchangeError("The dead-man's switch needs a positive timeout; use deadman_disarm to switch it off.")
+    _deadman_set(client, exchange_id=exchange_id, symbols=symbols, timeout_ms=timeout_ms, retries=retries)
+
+
+def deadman_disarm(client: Any, *, exchange_id: str, symbols: list[str]) -> None:
+    """Switch the countdown off, so that the exchange leaves the open orders alone."""
+    _deadman_set(client, exchange_id=exchange_id, symbols=symbols, timeout_ms=0, retries=None)
+
+
+def _deadman_set(client: Any, *, exchange_id: str, symbols: list[str], timeout_ms: int, retries: int | None) -> None:
+    if not deadman_available(client, exchange_id=exchange_id):
+        raise ExchangeError(f"{exchange_id} offers no dead-man's switch (cancelAllOrdersAfter).")
+    if exchange_id == SANDBOX:
+        if client.markets is None:
+            call(client.load_markets)
+        for symbol in symbols:
+            try:
+                market_id = client.market_id(symbol)
+            except ccxt.BaseError as exc:
+                raise translate(exc) from None
+            params = {"symbol": market_id, "countdownTime": int(timeout_ms)}
+            call(client.request, "countdownCancelAll", ["private"], "POST", params, retries=retries)
+        return
+    extra = _DEADMAN_PARAMS.get(exchange_id, {})
+    if exchange_id in _DEADMAN_PER_SYMBOL:
+        for symbol in symbols:
+            call(client.cancel_all_orders_after, int(timeout_ms), {**extra, "symbol": symbol}, retries=retries)
+        return
+    call(client.cancel_all_orders_after, int(timeout_ms), dict(extra), retries=retries)

@@ -216,6 +216,10 @@ def exchange_account_check(*, account: ExchangeAccount, process_vault: vault.Pro
     except (clients.ExchangeError, vault.VaultError) as exc:
         problems.append(str(exc))
         check = None
+        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+            from apps.killswitch.breakers import auth_failure_note
+
+            auth_failure_note(account_id=account.pk, bot_id=None, error=exc)
     if check is not None:
         if check.can_withdraw:
             problems.append("The key can now withdraw funds. Disable withdrawals for it on the exchange at once.")

@@ -1,10 +1,20 @@
-"""Executing a kill run: revoke, stop, purge, cancel everywhere in parallel, verify, report.
+"""Executing a kill run: revoke, stop, purge, cancel everywhere in parallel, verify, flatten (opt-in), report.
 
 The halt is already committed when a run exists (see services.kill_request), so nothing here is
 needed to stop new orders: this cleans up what is already out there and writes the report. Every
 step is best effort and timed; a failing step adds a problem and the run ends "failed" instead of
 "done", but the following steps still run. Redis may be down: only PostgreSQL, Vault and the
-exchanges are required.
+exchanges are required (bot token accessors are read from the database, not from Redis).
+
+"revoke" comes first (a few Vault calls per bot, 8 bots at a time; run beside the exchange steps it
+was measured to slow them, Vault and the exchange calls competing for the same CPUs). "stop" is the
+fleet supervisor's work (kill_request set every affected bot to stopped): the engine waits, in a
+thread beside the exchange steps so that cancelling is never delayed, until the fleet reports each
+bot's worker stopped (which it does once the process has ended and its token is revoked), and
+reports how many are left after STOP_WAIT_S. "flatten" appears only when an admin flagged a live bot
+beforehand (Bot.flatten_on_kill): once everything is cancelled and checked, it market-sells those bots'
+recorded positions (see flatten_plan). Each step in the report has its duration ("ms") and when it
+ended, counted from the click ("at_ms").
 """
 
 from __future__ import annotations
@@ -12,32 +22,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import ccxt
+import certifi
 import redis
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from apps.audit.services import record
-from apps.bots.fleet import token_accessor_key
+from apps.bots.fleet import GRACE_S
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert, KillRun
 from apps.live.services import publish
+from apps.trading.ids import client_order_id
+from apps.trading.ledger import fill_record, ledger_for, split_symbol
+from apps.trading.models import Order, Position
+from apps.trading.sync import order_apply_exchange
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
 
 ACTOR = "system:killswitch"
 VERIFY_ATTEMPTS = 3
+# The fleet polls about every second and gives a worker GRACE_S to finish its tick before SIGKILL.
+STOP_WAIT_S = GRACE_S + 5.0
+STOP_POLL_S = 0.1
+REVOKE_THREADS = 8
+STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
+FLATTEN_TAG = "kill-flatten"
+_STOPPED = (Bot.Observed.STOPPED, Bot.Observed.HALTED)
 # kombu's Redis transport keeps a queue as a list named after it, plus one list per priority step.
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
@@ -55,9 +82,26 @@ def _publish(run: KillRun, stage: str, **data: Any) -> None:
 
 
 @dataclass
+class FlattenSale:
+    """One market sell of a flagged bot's position; its Order row exists before it is sent."""
+
+    order_id: int
+    bot_id: int
+    bot_name: str
+    symbol: str
+    amount: Decimal  # the bot's recorded position
+    client_order_id: str
+    sold: Decimal = Decimal(0)
+    raw: dict[str, Any] | None = None
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
 class AccountTarget:
     account: ExchangeAccount
     symbols: list[str]
+    flatten: list[FlattenSale] = field(default_factory=list)
 
 
 @dataclass
@@ -71,13 +115,23 @@ class AccountResult:
 
 
 @dataclass
+class _RevokeOutcome:
+    revocation: str = ""  # "revoked", "gone" (expired or revoked already), "refused" (not this bot's), "" (none)
+    secret_ids: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Runner:
     run: KillRun
     bots: list[Bot]
     process_vault: vault.ProcessVault | None
     problems: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)  # accessors the revoke step dealt with
+    _beside: dict[str, threading.Thread] = field(default_factory=dict)
+    _beside_done: dict[str, tuple[int, str, datetime]] = field(default_factory=dict)
 
-    def step(self, name: str, fn: Callable[[], str]) -> None:
+    def _timed(self, name: str, fn: Callable[[], str]) -> tuple[int, str]:
         started = time.monotonic()
         try:
             detail = fn()
@@ -85,10 +139,42 @@ class _Runner:
             logger.exception("kill run %s: step %s failed", self.run.pk, name)
             detail = f"failed: {type(exc).__name__}: {exc}"[:300]
             self.problems.append(f"{name}: {detail}")
-        self.add_step(name, int((time.monotonic() - started) * 1000), detail)
+        return int((time.monotonic() - started) * 1000), detail
 
-    def add_step(self, name: str, ms: int, detail: str) -> None:
-        self.run.steps = [*self.run.steps, {"name": name, "ms": ms, "detail": detail}]
+    def step(self, name: str, fn: Callable[[], str]) -> None:
+        self.add_step(name, *self._timed(name, fn))
+
+    def begin_beside(self, name: str, fn: Callable[[], str]) -> None:
+        """Start a step in its own thread, beside the exchange steps (which it must not delay)."""
+
+        def body() -> None:
+            try:
+                ms, detail = self._timed(name, fn)
+                self._beside_done[name] = (ms, detail, timezone.now())
+            finally:
+                connection.close()  # this thread's own database connection
+
+        thread = threading.Thread(target=body, name=f"kill-{self.run.pk}-{name}", daemon=True)
+        self._beside[name] = thread
+        thread.start()
+
+    def end_beside(self, name: str, timeout: float) -> None:
+        """Wait for a step started with begin_beside and record it."""
+        self._beside[name].join(timeout)
+        done = self._beside_done.get(name)
+        if done is None:
+            detail = f"failed: no answer within {timeout:.0f} s"
+            self.problems.append(f"{name}: {detail}")
+            done = (int(timeout * 1000), detail, timezone.now())
+        self.add_step(name, done[0], done[1], done[2])
+
+    def add_step(self, name: str, ms: int, detail: str, finished: datetime | None = None) -> None:
+        # at_ms: when the step ended, counted from the click (the run's creation): the report's timeline.
+        at_ms = int(((finished or timezone.now()) - self.run.created_at).total_seconds() * 1000)
+        # Stored in the order of the procedure, whatever order the concurrent steps finish in.
+        steps = [*self.run.steps, {"name": name, "ms": ms, "at_ms": at_ms, "detail": detail}]
+        rank = {n: i for i, n in enumerate(STEP_ORDER)}
+        self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
         KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
         _publish(self.run, "progress", step=name, ms=ms, detail=detail)
 
@@ -100,28 +186,71 @@ class _Runner:
     # -- a. revoke ---------------------------------------------------------------------------
 
     def revoke(self) -> str:
-        try:
-            r = _redis()
-            accessors = {bot.pk: r.get(token_accessor_key(bot.pk)) for bot in self.bots}
-        except redis.RedisError:
-            return "skipped: Redis unavailable (the fleet revokes when it stops each worker)"
+        """Revoke each bot's token by the accessor its worker stored in the database; destroy its SecretIDs."""
+        bots = [b for b in self.bots if b.mode == Bot.Mode.LIVE or b.vault_token_accessor]
+        if not bots:
+            return "no live bot"
+        pv = self.vault()
+        with ThreadPoolExecutor(min(REVOKE_THREADS, len(bots)), thread_name_prefix="kill-revoke") as pool:
+            outcomes = list(pool.map(lambda bot: _revoke_bot(pv, bot), bots))
+        for bot, outcome in zip(bots, outcomes, strict=True):
+            self.revoked.add(bot.vault_token_accessor)
+            self.problems.extend(outcome.problems)
+        tokens = [o.revocation for o in outcomes]
+        detail = f"{tokens.count('revoked')} bot token(s) revoked"
+        if tokens.count("gone"):
+            detail += f", {tokens.count('gone')} already revoked or expired"
+        if tokens.count("refused"):
+            detail += f", {tokens.count('refused')} accessor(s) refused (not the bot's token)"
+        detail += f"; {sum(o.secret_ids for o in outcomes)} unused SecretID(s) destroyed"
+        failed = sum(1 for o in outcomes if o.problems)
+        return detail + (f"; {failed} bot(s) not fully revoked" if failed else "")
+
+    # -- b. stop (the fleet's work; this waits for its word) --------------------------------
+
+    def stop_wait(self) -> str:
+        started = time.monotonic()
+        ids = [b.pk for b in self.bots]
+        had = [b.pk for b in self.bots if b.observed_state not in _STOPPED]
+        if not had:
+            return f"no bot worker was running ({len(ids)} bot(s) already stopped)"
+        deadline = started + STOP_WAIT_S
+        while True:
+            remaining = list(
+                Bot.objects.filter(pk__in=ids).exclude(observed_state__in=_STOPPED).values_list("pk", "observed_state")
+            )
+            if not remaining or time.monotonic() >= deadline:
+                break
+            time.sleep(STOP_POLL_S)
+        late = self._revoke_late(ids)
+        waited = time.monotonic() - started
+        if not remaining:
+            detail = (
+                f"{len(had)} bot worker(s) were running; the fleet reported all stopped after {waited:.1f} s; "
+                "0 worker processes remain"
+            )
+        else:
+            states = ", ".join(f"bot #{pk} {state}" for pk, state in remaining)
+            detail = (
+                f"{len(had)} bot worker(s) were running; {len(remaining)} worker process(es) remain after "
+                f"{waited:.0f} s ({states}): is the fleet supervisor running?"
+            )
+            self.problems.append(f"stop: {len(remaining)} bot worker(s) not reported stopped ({states})"[:300])
+        return detail + (f"; {late} token(s) reported after the revoke step revoked" if late else "")
+
+    def _revoke_late(self, ids: list[int]) -> int:
+        """Revoke tokens of workers that logged in after the revoke step read the accessors."""
+        late = [
+            b for b in Bot.objects.filter(pk__in=ids).exclude(vault_token_accessor="")
+            if b.vault_token_accessor not in self.revoked
+        ]  # fmt: skip
+        pv = self.vault()
         revoked = 0
-        for bot_id, raw in accessors.items():
-            if not raw:
-                continue
-            accessor = raw.decode() if isinstance(raw, bytes) else str(raw)
-            try:
-                self.vault().token_revoke_accessor(accessor)
-                revoked += 1
-            except vault.VaultError as exc:  # already expired or revoked by the fleet
-                logger.info("kill run %s: token of bot %s not revoked (%s)", self.run.pk, bot_id, type(exc).__name__)
-        return f"{revoked} bot token(s) revoked"
-
-    # -- b. stop -----------------------------------------------------------------------------
-
-    def stop(self) -> str:
-        running = [b for b in self.bots if b.observed_state in (Bot.Observed.RUNNING, Bot.Observed.STARTING)]
-        return f"{len(running)} of {len(self.bots)} bot(s) were running; the fleet stops their workers"
+        for bot in late:
+            outcome = _revoke_bot(pv, bot, secret_ids=False)
+            self.problems.extend(outcome.problems)
+            revoked += outcome.revocation == "revoked"
+        return revoked
 
     # -- c. purge ----------------------------------------------------------------------------
 
@@ -145,6 +274,41 @@ class _Runner:
         return f"{sum(int(n) for n in lengths)} queued message(s) purged from {len(self.bots)} queue(s)"
 
 
+def _revoke_bot(pv: vault.ProcessVault, bot: Bot, *, secret_ids: bool = True) -> _RevokeOutcome:
+    outcome = _RevokeOutcome()
+    accessor = bot.vault_token_accessor
+    if accessor:
+        outcome.revocation = _revoke_token(pv, bot, accessor, outcome.problems)
+    if secret_ids and bot.mode == Bot.Mode.LIVE:
+        try:
+            outcome.secret_ids = pv.bot_secret_ids_destroy(bot.pk)
+        except vault.VaultError as exc:
+            outcome.problems.append(f"revoke: SecretIDs of bot #{bot.pk} not destroyed: {exc}"[:300])
+    return outcome
+
+
+def _revoke_token(pv: vault.ProcessVault, bot: Bot, accessor: str, problems: list[str]) -> str:
+    # The accessor is written by the bot's worker: make sure it names a token of this bot's role before
+    # revoking, or a compromised worker could have the kill revoke another process's token.
+    try:
+        info = pv.token_lookup_accessor(accessor)
+    except (vault.VaultForbidden, vault.VaultUnavailable) as exc:
+        problems.append(f"revoke: token of bot #{bot.pk} not revoked: {exc}"[:300])
+        return ""
+    except vault.VaultError:
+        return "gone"  # expired, or revoked by the fleet already
+    if (info.get("meta") or {}).get("role_name") != bot.vault_role:
+        logger.error("kill: bot %s's stored accessor is not a token of %s; not revoking it", bot.pk, bot.vault_role)
+        problems.append(f"revoke: bot #{bot.pk}'s stored token accessor is not its own; refused")
+        return "refused"
+    try:
+        pv.token_revoke_accessor(accessor)
+    except vault.VaultError as exc:
+        problems.append(f"revoke: token of bot #{bot.pk} not revoked: {exc}"[:300])
+        return ""
+    return "revoked"
+
+
 def affected_bots(run: KillRun) -> list[Bot]:
     qs = Bot.objects.select_related("account")
     if run.scope == KillRun.Scope.BOT:
@@ -165,6 +329,104 @@ def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
     return list(targets.values())
 
 
+# -- optional flatten: plan (database), sell (exchange, in the loop), record (database) ---------------
+
+
+def flatten_plan(run: KillRun, bots: Iterable[Bot], targets: list[AccountTarget]) -> int:
+    """Create the Order rows of the sells the kill will send; returns how many bots are flagged.
+
+    Only live bots an admin flagged (flatten_on_kill) and only their own recorded long positions on
+    their own symbols: other holdings of the account are never touched. These orders do not go
+    through the order gate (it refuses everything while halted): they are the kill's own, decided
+    beforehand by an admin, and recorded and audited like any order.
+    """
+    by_account = {str(t.account.pk): t for t in targets}
+    flagged = [b for b in bots if b.mode == Bot.Mode.LIVE and b.flatten_on_kill]
+    for bot in flagged:
+        generation = ledger_for(bot).generation
+        positions = Position.objects.filter(bot=bot, symbol__in=bot.symbols, base_quantity__gt=0).order_by("symbol")
+        for position in positions:
+            tag = f"{FLATTEN_TAG}-{run.pk}-{bot.symbols.index(position.symbol)}"
+            order = Order.objects.create(
+                bot=bot, account_id=bot.account_id, symbol=position.symbol, side=Order.Side.SELL,
+                type=Order.Type.MARKET, amount=position.base_quantity,
+                notional=position.base_quantity * (position.last_price or 0),
+                client_order_id=client_order_id(bot.pk, tag, generation), intent_tag=tag, generation=generation,
+            )  # fmt: skip
+            by_account[str(bot.account_id)].flatten.append(
+                FlattenSale(order.pk, bot.pk, bot.name, position.symbol, position.base_quantity, order.client_order_id)
+            )
+    return len(flagged)
+
+
+async def _account_flatten(target: AccountTarget, client: Any) -> None:
+    if not target.flatten:
+        return
+    try:
+        free = (await client.fetch_balance()).get("free") or {}
+    except Exception as exc:
+        for sale in target.flatten:
+            sale.error = f"balance not read: {_reason(exc)}"
+        return
+    for sale in target.flatten:
+        try:
+            base, _ = split_symbol(sale.symbol)
+            # The recorded position, but never more than the account holds (fees, fills not yet seen).
+            wanted = min(sale.amount, Decimal(str(free.get(base) or 0)))
+            amount = Decimal(client.amount_to_precision(sale.symbol, float(wanted))) if wanted > 0 else Decimal(0)
+            if amount <= 0:
+                sale.error = f"nothing to sell ({base} free: {free.get(base) or 0})"
+                continue
+            since = client.milliseconds() - 5000
+            sale.raw = await client.create_order(
+                sale.symbol, "market", "sell", float(amount), None, {"newClientOrderId": sale.client_order_id}
+            )
+            sale.sold = amount
+            order_id = str(sale.raw.get("id"))
+            sale.trades = [
+                t for t in await client.fetch_my_trades(sale.symbol, since) if str(t.get("order")) == order_id
+            ]
+        except Exception as exc:
+            sale.error = _reason(exc)
+
+
+def flatten_record(targets: list[AccountTarget]) -> tuple[str, list[str]]:
+    """Store what the sells did (order state, fills and so positions), audit each; returns (detail, problems)."""
+    sold: list[str] = []
+    problems: list[str] = []
+    for sale in (sale for target in targets for sale in target.flatten):
+        order = Order.objects.select_related("bot").get(pk=sale.order_id)
+        if sale.raw is not None:
+            Order.objects.filter(pk=order.pk).update(amount=sale.sold)
+            order.amount = sale.sold
+            order_apply_exchange(order, sale.raw)
+            for trade in sale.trades:
+                fee = trade.get("fee") or {}
+                fill_record(
+                    order=order, trade_id=str(trade["id"]), price=Decimal(str(trade["price"])),
+                    amount=Decimal(str(trade["amount"])), fee=Decimal(str(fee.get("cost") or 0)),
+                    fee_currency=str(fee.get("currency") or ""),
+                    timestamp=datetime.fromtimestamp(int(trade["timestamp"]) / 1000, tz=UTC),
+                )  # fmt: skip
+            left = sale.amount - sale.sold
+            sold.append(
+                f"{sale.bot_name} sold {sale.sold.normalize():f} {sale.symbol} (average {order.average})"
+                + (f", {left.normalize():f} left (below the lot size, or not in the account)" if left > 0 else "")
+            )
+        else:
+            sale.error = sale.error or "not sent (no exchange client, or the exchange steps failed before)"
+            Order.objects.filter(pk=order.pk).update(status=Order.Status.REJECTED, error=sale.error[:300])
+            problems.append(f"flatten: {sale.bot_name} {sale.symbol}: {sale.error}"[:300])
+        record(
+            actor=ACTOR, action="killswitch.flatten_sold" if sale.raw is not None else "killswitch.flatten_failed",
+            target=order,
+            data={"bot": sale.bot_id, "symbol": sale.symbol, "position": sale.amount, "sold": sale.sold,
+                  "client_order_id": sale.client_order_id, "exchange_order_id": order.exchange_order_id,
+                  "average": order.average, "error": sale.error},
+        )  # fmt: skip
+    return ("; ".join(sold) if sold else "no position sold"), problems
+
+
 # -- d/e/f: the exchanges, in parallel ---------------------------------------------------------
 
 
@@ -177,21 +439,74 @@ async def _cancel(client: Any, symbol: str) -> None:
         await client.cancel_all_orders(symbol)
 
 
+def _reason(exc: Exception) -> str:
+    return clients.translate(exc).message if isinstance(exc, ccxt.BaseError) else f"{type(exc).__name__}: {exc}"
+
+
 def _problem(result: AccountResult, what: str, exc: Exception) -> None:
-    reason = clients.translate(exc).message if isinstance(exc, ccxt.BaseError) else f"{type(exc).__name__}: {exc}"
-    result.problems.append(f"{result.label}: {what}: {reason}"[:300])
+    result.problems.append(f"{result.label}: {what}: {_reason(exc)}"[:300])
 
 
-async def _account_cancel(target: AccountTarget, pv: vault.ProcessVault) -> tuple[AccountResult, Any]:
+@dataclass
+class _Shared:
+    """What the accounts of one kill share, so that 20 accounts cost little more than one.
+
+    One HTTP session (keep-alive connections, one TLS context; no cookie is kept, so none passes from
+    one account to another) and, per exchange, the markets the first client loaded: each ccxt client
+    would otherwise build its own TLS context and fetch and parse the exchange's markets itself.
+    """
+
+    session: aiohttp.ClientSession
+    cafile: str
+    markets: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls) -> _Shared:
+        cafile = certifi.where()
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=cafile), enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        return cls(session=session, cafile=cafile)
+
+    def attach(self, client: Any) -> None:
+        if client.verify is not True or client.cafile != self.cafile:
+            return  # configured differently: it keeps a session of its own
+        client.session, client.own_session = self.session, False
+        client.timeout_on_exit = 0  # its close() then only forgets the shared session, closed once at the end
+
+    async def load_markets(self, client: Any, exchange_id: str) -> None:
+        loading = self.markets.get(exchange_id)
+        if loading is None:  # the first client of this exchange loads them for all
+            loading = self.markets[exchange_id] = asyncio.get_running_loop().create_future()
+            try:
+                await client.load_markets()
+            finally:
+                loading.set_result(client if client.markets else None)
+            return
+        source = await loading
+        if source is None:
+            await client.load_markets()
+        else:
+            client.set_markets_from_exchange(source)
+
+    async def close(self) -> None:
+        await self.session.close()  # waits until its connections are closed (aiohttp >= 3.12)
+
+
+async def _account_cancel(target: AccountTarget, pv: vault.ProcessVault, shared: _Shared) -> tuple[AccountResult, Any]:
     result = AccountResult(label=target.account.label)
     started = time.monotonic()
+    client = None
     try:
         secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
         client = clients.build_client(
             exchange_id=target.account.exchange_id, credentials={k: str(v) for k, v in secret.items()}, flavor="async"
         )
+        shared.attach(client)
+        await shared.load_markets(client, target.account.exchange_id)
     except Exception as exc:
         _problem(result, "no client", exc)
+        if client is not None:
+            await _close(client)
         return result, None
     for symbol in target.symbols:
         try:
@@ -243,30 +558,37 @@ async def _close(client: Any) -> None:
 
 
 async def _exchanges(
-    targets: list[AccountTarget], pv: vault.ProcessVault, steps: list[tuple[str, int, str]]
+    targets: list[AccountTarget], pv: vault.ProcessVault, steps: list[tuple[str, int, str, datetime]]
 ) -> list[AccountResult]:
     # Runs inside an event loop: steps are collected here and stored once the loop is done.
     def add_step(name: str, ms: int, detail: str) -> None:
-        steps.append((name, ms, detail))
+        steps.append((name, ms, detail, timezone.now()))
 
     t0 = time.monotonic()
-    pairs = await asyncio.gather(*(_account_cancel(t, pv) for t in targets))
-    results = [r for r, _ in pairs]
-    add_step(
-        "cancel", int((time.monotonic() - t0) * 1000),
-        f"{sum(r.cancelled for r in results)} order(s) cancelled on {len(targets)} account(s)",
-    )  # fmt: skip
+    shared = _Shared.open()
+    pairs: list[tuple[AccountResult, Any]] = []
     try:
+        pairs = await asyncio.gather(*(_account_cancel(t, pv, shared) for t in targets))
+        results = [r for r, _ in pairs]
+        add_step(
+            "cancel", int((time.monotonic() - t0) * 1000),
+            f"{sum(r.cancelled for r in results)} order(s) cancelled on {len(targets)} account(s)",
+        )  # fmt: skip
         t1 = time.monotonic()
         live = [(t, r, c) for t, (r, c) in zip(targets, pairs, strict=True) if c is not None]
         await asyncio.gather(*(_account_verify(t, r, c) for t, r, c in live))
         add_step("verify", int((time.monotonic() - t1) * 1000), f"{sum(r.still_open for r in results)} still open")
+        if any(t.flatten for t in targets):
+            t_flatten = time.monotonic()
+            await asyncio.gather(*(_account_flatten(t, c) for t, _, c in live))
+            add_step("flatten", int((time.monotonic() - t_flatten) * 1000), "")  # detail written after the loop
         t2 = time.monotonic()
         await asyncio.gather(*(_account_balances(r, c) for _, r, c in live))
         add_step("balances", int((time.monotonic() - t2) * 1000), f"balances of {len(live)} account(s) read")
     finally:
-        # Closing is cleanup (ccxt lingers about 250 ms per client): close them all at once.
+        # Cleanup, after the report's figures: the clients, then the session they share.
         await asyncio.gather(*(_close(c) for _, c in pairs if c is not None))
+        await shared.close()
     return results
 
 
@@ -294,12 +616,18 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     _publish(run, "started", scope=run.scope, bot=run.bot_id, reason=run.reason)
 
     runner.step("revoke", runner.revoke)
-    runner.step("stop", runner.stop)
+    runner.begin_beside("stop", runner.stop_wait)  # the fleet is not needed to cancel
     runner.step("purge", runner.purge)
 
     targets = account_targets(bots)
+    flagged = 0
+    try:
+        flagged = flatten_plan(run, bots, targets)
+    except Exception as exc:
+        logger.exception("kill run %s: flatten not planned", run.pk)
+        runner.problems.append(f"flatten: not planned: {type(exc).__name__}: {exc}"[:300])
     results: list[AccountResult] = []
-    steps_done: list[tuple[str, int, str]] = []
+    steps_done: list[tuple[str, int, str, datetime]] = []
     started = time.monotonic()
     try:
         if targets:
@@ -307,13 +635,23 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         runner.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
-    for name, ms, detail in steps_done:
-        runner.add_step(name, ms, detail)
-    done_names = {name for name, _, _ in steps_done}
+    for name, ms, detail, finished in steps_done:
+        if name != "flatten":
+            runner.add_step(name, ms, detail, finished)
+    if flagged:
+        done = next(((ms, at) for n, ms, _, at in steps_done if n == "flatten"), None)
+        detail, problems = _flatten_outcome(targets) if any(t.flatten for t in targets) else ("", [])
+        runner.problems.extend(problems)
+        runner.add_step(
+            "flatten", done[0] if done else 0, detail or f"{flagged} bot(s) flagged; no position to sell",
+            done[1] if done else None,
+        )  # fmt: skip
+    done_names = {name for name, *_ in steps_done}
     for name in ("cancel", "verify", "balances"):
         if name not in done_names:
             detail = "no live accounts" if not targets else "not reached"
             runner.add_step(name, 0 if not targets else int((time.monotonic() - started) * 1000), detail)
+    runner.end_beside("stop", STOP_WAIT_S + 10)
 
     for result in results:
         runner.problems.extend(result.problems)
@@ -332,12 +670,21 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     return run
 
 
+def _flatten_outcome(targets: list[AccountTarget]) -> tuple[str, list[str]]:
+    try:
+        return flatten_record(targets)
+    except Exception as exc:
+        logger.exception("flatten results not recorded")
+        detail = f"failed to record: {type(exc).__name__}: {exc}"[:300]
+        return detail, [f"flatten: {detail}"]
+
+
 def report_summary(run: KillRun) -> dict[str, Any]:
     return {
         "run": run.pk, "scope": run.scope, "bot": run.bot_id, "status": run.status, "reason": run.reason,
         "duration_ms": run.duration_ms, "orders_cancelled": run.orders_cancelled,
         "orders_still_open": run.orders_still_open, "problems": run.problems,
-        "steps": [{"name": s["name"], "ms": s["ms"]} for s in run.steps],
+        "steps": [{"name": s["name"], "ms": s["ms"], "at_ms": s.get("at_ms")} for s in run.steps],
     }  # fmt: skip
 
 

@@ -8,17 +8,56 @@ class Alert(models.Model):
         WARNING = "warning", "Warning"
         CRITICAL = "critical", "Critical"
 
+    class WebhookStatus(models.TextChoices):
+        NONE = "none", "Not sent (no webhook)"
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     kind = models.CharField(max_length=50)
     severity = models.CharField(max_length=10, choices=Severity.choices)
     message = models.TextField()
     data = models.JSONField(default=dict)
+    # Webhook outbox: the control worker posts pending alerts (apps.killswitch.webhook_services).
+    webhook_status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.NONE)
+    webhook_attempts = models.PositiveSmallIntegerField(default=0)
+    webhook_next_at = models.DateTimeField(null=True, blank=True)
+    webhook_last_error = models.CharField(max_length=300, blank=True)
+    webhook_delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["webhook_next_at"], condition=models.Q(webhook_status="pending"), name="alert_webhook_due"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.kind}"
+
+
+class AlertWebhook(models.Model):
+    """Where alerts are posted by webhook (a single row, pk 1).
+
+    The signing secret lives only in Vault (the web process may write it, only the control worker
+    may read it); this row says only whether and when one was set.
+    """
+
+    url = models.URLField(max_length=500, blank=True)
+    enabled = models.BooleanField(default=False)
+    secret_set_at = models.DateTimeField(null=True, blank=True)
+    secret_version = models.PositiveIntegerField(default=0)  # the KV version written last
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    def __str__(self) -> str:
+        return f"alert webhook ({'on' if self.active else 'off'})"
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.url) and self.secret_set_at is not None
 
 
 class KillRun(models.Model):
@@ -64,3 +103,90 @@ class KillRun(models.Model):
         if self.finished_at is None:
             return None
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+
+class BreakerRule(models.Model):
+    """A circuit breaker checked by the control worker, and what it does when it trips.
+
+    The order gate has its own per-order checks; these run every few seconds beside it and also
+    catch what no single order shows: the fleet's loss, an order-rate spike, foreign orders, a
+    key the exchange keeps rejecting, an unreachable Vault. Every trip raises an alert and is
+    audited; the action then decides whether the affected bots are halted or everything is killed.
+    """
+
+    class Kind(models.TextChoices):
+        BOT_DAILY_LOSS = "bot_daily_loss", "Daily loss of a bot (beyond the bot's own limit)"
+        BOT_DRAWDOWN = "bot_drawdown", "Drawdown of a bot from its peak (beyond the bot's own limit)"
+        FLEET_DAILY_LOSS = "fleet_daily_loss", "Daily loss across all live accounts"
+        FLEET_DRAWDOWN = "fleet_drawdown", "Drawdown from peak across all live accounts"
+        ORDER_RATE = "order_rate", "Order-rate spike across the fleet"
+        FOREIGN_ORDERS = "foreign_orders", "Foreign orders found by reconciliation"
+        AUTH_ERRORS = "auth_errors", "Repeated authentication errors from an exchange"
+        VAULT_UNREACHABLE = "vault_unreachable", "Vault unreachable"
+
+    class Action(models.TextChoices):
+        ALERT = "alert", "Alert only"
+        HALT_BOT = "halt_bot", "Halt the affected bots"
+        KILL_ALL = "kill_all", "Kill everything"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
+    enabled = models.BooleanField(default=True)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    # Meaning depends on the kind (see apps.killswitch.breakers.THRESHOLDS); unused by the per-bot
+    # kinds, which use each bot's own limits.
+    threshold = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
+    window_s = models.PositiveIntegerField(default=60)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return f"breaker {self.kind} -> {self.action}"
+
+
+class BreakerTrip(models.Model):
+    """One trip of a breaker for one subject ("fleet", "bot:<id>", "account:<uuid>", "vault").
+
+    A trip stays open while its condition holds, so a condition that persists trips once; it is
+    closed when the condition clears, and the next breach trips again.
+    """
+
+    kind = models.CharField(max_length=20, choices=BreakerRule.Kind.choices)
+    subject = models.CharField(max_length=60)
+    action = models.CharField(max_length=10, choices=BreakerRule.Action.choices)
+    message = models.TextField()
+    data = models.JSONField(default=dict)
+    tripped_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-tripped_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="one_open_trip_per_subject",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"trip {self.kind} {self.subject}"
+
+
+class ExchangeAuthFailure(models.Model):
+    """An exchange refused an account's key (authentication or permission). Counted by a breaker.
+
+    Only the error kind is kept (never the request, which may quote signed parameters).
+    """
+
+    account = models.ForeignKey("exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="+")
+    bot = models.ForeignKey("bots.Bot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.CharField(max_length=60)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"auth failure on {self.account_id}: {self.error}"

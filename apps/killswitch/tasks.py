@@ -12,6 +12,7 @@ from django.db import close_old_connections
 
 from apps.killswitch.engine import kill_execute, kill_pending
 from apps.killswitch.models import KillRun
+from apps.killswitch.webhook_services import webhook_deliver_start
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def _poll_forever(stop: threading.Event, every_s: float = POLL_EVERY_S) -> None:
         try:
             close_old_connections()
             kill_pending()
+            webhook_deliver_start()  # posts due alerts in its own thread; never waits here
             if failing:
                 logger.warning("kill poller: the database answers again")
             failing = False

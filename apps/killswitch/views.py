@@ -12,7 +12,7 @@ from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.bots.selectors import event_cursor, global_halt_reason
 from apps.core.exceptions import ApplicationError
-from apps.killswitch.models import Alert, KillRun
+from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, KillRun
 from apps.killswitch.services import kill_request, trading_resume
 
 
@@ -77,3 +77,33 @@ def resume_view(request: HttpRequest) -> HttpResponse:
             return redirect("core:dashboard")
     context = {"halt_reason": global_halt_reason(), "reason": reason, "error": error}
     return render(request, "killswitch/resume.html", context, status=400 if error else 200)
+
+
+@never_cache
+@permission_required("accounts.view_console", raise_exception=True)
+def breakers_view(request: HttpRequest) -> HttpResponse:
+    from apps.killswitch.breakers import rules_for_page
+
+    context = {
+        "rules": rules_for_page(),
+        "actions": BreakerRule.Action.choices,
+        "trips": BreakerTrip.objects.all()[:50],
+        "can_edit": request.user.has_perm("accounts.resume_after_kill"),
+    }
+    return render(request, "killswitch/breakers.html", context)
+
+
+@never_cache
+@permission_required("accounts.resume_after_kill", raise_exception=True)
+@require_POST
+@require_step_up
+def breaker_update_view(request: HttpRequest, kind: str) -> HttpResponse:
+    from apps.killswitch.breakers import breaker_rule_update_from_input
+
+    try:
+        breaker_rule_update_from_input(actor=_actor(request), kind=kind, data=request.POST, request=request)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Circuit breaker {kind} saved.")
+    return redirect("killswitch:breakers")

@@ -411,6 +411,30 @@ class ProcessVault:
             json={"secret_id_accessor": secret_id_accessor},
         )
 
+    # -- control worker (kill switch): take a bot's SecretIDs away; it never issues one --------
+
+    def bot_secret_id_accessors(self, bot_id: int) -> list[str]:
+        """Accessors (never the SecretIDs) of bot-<id>'s unused SecretIDs; empty when none or no role."""
+        try:
+            with _errors():
+                result = self._client.adapter.list(f"/v1/auth/approle/role/{bot_role(bot_id)}/secret-id")
+        except VaultError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath | hvac.exceptions.InvalidRequest):
+                return []
+            raise
+        return [str(k) for k in ((result or {}).get("data") or {}).get("keys") or []]
+
+    def bot_secret_ids_destroy(self, bot_id: int) -> int:
+        """Destroy every unused SecretID of bot-<id> (by accessor); returns how many."""
+        accessors = self.bot_secret_id_accessors(bot_id)
+        for accessor in accessors:
+            with _errors():
+                self._client.adapter.post(
+                    f"/v1/auth/approle/role/{bot_role(bot_id)}/secret-id-accessor/destroy",
+                    json={"secret_id_accessor": accessor},
+                )
+        return len(accessors)
+
     def token_revoke_accessor(self, accessor: str) -> None:
         with _errors():
             self._client.auth.token.revoke_accessor(accessor)

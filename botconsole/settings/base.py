@@ -137,6 +137,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The control worker checks the circuit breakers (apps.killswitch.breakers) this often.
+BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)
+
 # Every LIVE_RECHECK_S seconds an open websocket re-checks its session, user and OTP verification.
 LIVE_RECHECK_S = env.int("LIVE_RECHECK_S", default=30)
 
@@ -183,6 +186,15 @@ SANDBOX_URL = env("SANDBOX_URL", default="")
 EXCHANGE_KEY_MAX_AGE_DAYS = env.int("EXCHANGE_KEY_MAX_AGE_DAYS", default=90)
 EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 EXCHANGE_RETRIES = env.int("EXCHANGE_RETRIES", default=3)
+# Dead-man's switch: a live bot's worker sets the exchange's cancel-all countdown to DEADMAN_TIMEOUT_S
+# every DEADMAN_REFRESH_S; if the console dies, the exchange cancels the open orders itself.
+DEADMAN_REFRESH_S = env.float("DEADMAN_REFRESH_S", default=15.0)
+DEADMAN_TIMEOUT_S = env.float("DEADMAN_TIMEOUT_S", default=60.0)
+if not 0 < DEADMAN_REFRESH_S < DEADMAN_TIMEOUT_S:
+    raise environ.ImproperlyConfigured(
+        f"DEADMAN_TIMEOUT_S ({DEADMAN_TIMEOUT_S:g}) must be greater than DEADMAN_REFRESH_S ({DEADMAN_REFRESH_S:g}), "
+        "and both positive: a countdown that runs out before it is refreshed cancels the bots' orders."
+    )
 
 # -- Headers and cookies -------------------------------------------------------------------
 CONTENT_SECURITY_POLICY = {

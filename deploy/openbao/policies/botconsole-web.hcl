@@ -22,3 +22,8 @@ path "transit/decrypt/totp-seed" {
 path "kv/metadata/exchange-accounts/*" {
   capabilities = ["delete"]
 }
+
+# The alert webhook's signing secret: an admin sets or replaces it; it is never read back here.
+path "kv/data/alert-webhook/signing" {
+  capabilities = ["create", "update"]
+}
