@@ -11,6 +11,8 @@ urlpatterns = [
     path("exchange-accounts/", include("apps.exchanges.urls")),
     path("bots/", include("apps.bots.urls")),
     path("killswitch/", include("apps.killswitch.urls")),
+    path("audit/", include("apps.audit.urls")),
+    path("reviews/", include("apps.reviews.urls")),
     path("live/", include("apps.live.urls")),
     path("admin/", admin.site.urls),
 ]

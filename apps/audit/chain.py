@@ -44,3 +44,10 @@ def entry_hash(
     # Sorted keys and fixed separators: the same entry always encodes to the same bytes.
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def checkpoint_message(*, seq: int, entry_hash: str, signed_at: datetime) -> bytes:
+    """The bytes a checkpoint signature covers: which entry, its hash, and when it was signed."""
+    payload = {"kind": "botconsole.audit-checkpoint.v1", "seq": seq, "hash": entry_hash,
+               "signed_at": canonical_time(signed_at)}  # fmt: skip
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

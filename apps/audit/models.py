@@ -40,3 +40,60 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} by {self.actor}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement "the log's entry #seq has hash H", made by the control worker.
+
+    The signature is a Vault transit signature (key `audit-checkpoint`, which never leaves
+    Vault) over `apps.audit.chain.checkpoint_message`. The same checkpoint is appended to a
+    file outside the database (settings.AUDIT_CHECKPOINT_FILE), so that a database rolled back
+    to an earlier state no longer matches the file. Append-only, like the log.
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    entry_hash = models.CharField(max_length=64)
+    signed_at = models.DateTimeField()
+    signature = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.seq}"
+
+
+class AuditVerification(models.Model):
+    """The outcome of one verification run: what the audit page's banner reports."""
+
+    class Scope(models.TextChoices):
+        FULL = "full", "Whole log"
+        CHECKPOINT = "checkpoint", "Since the last checkpoint"
+
+    class Status(models.TextChoices):
+        OK = "ok", "Verified"
+        BROKEN = "broken", "Broken"
+        # Verification could not finish (e.g. Vault unreachable): says nothing about tampering.
+        ERROR = "error", "Could not complete"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(db_index=True)
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    status = models.CharField(max_length=6, choices=Status.choices)
+    source = models.CharField(max_length=150)
+    entries_checked = models.BigIntegerField(default=0)
+    last_seq = models.BigIntegerField(default=0)
+    checkpoints_checked = models.IntegerField(default=0)
+    last_checkpoint_seq = models.BigIntegerField(null=True, blank=True)
+    broken_seq = models.BigIntegerField(null=True, blank=True)
+    problems = models.JSONField(default=list)  # [{"seq": int | None, "message": str}], first = lowest seq
+
+    class Meta:
+        ordering = ["-finished_at"]
+
+    def __str__(self) -> str:
+        return f"{self.scope} verification {self.status} at {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def reason(self) -> str:
+        return str(self.problems[0]["message"]) if self.problems else ""

@@ -100,9 +100,14 @@ class ChainReport:
     reason: str = ""
 
 
-def verify_entries(rows: Iterable[tuple[Any, ...]]) -> ChainReport:
-    """Walk rows of (seq, created_at, ..., prev_hash, hash) in seq order; stop at the first break."""
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+def verify_entries(
+    rows: Iterable[tuple[Any, ...]], *, start_seq: int = 1, prev_hash: str = GENESIS_HASH
+) -> ChainReport:
+    """Walk rows of (seq, created_at, ..., prev_hash, hash) in seq order; stop at the first break.
+
+    By default from #1; from a later entry with `start_seq` and the hash of the entry before it.
+    """
+    expected_seq, checked = start_seq, 0
     for row in rows:
         (
             seq,
@@ -143,10 +148,11 @@ def verify_entries(rows: Iterable[tuple[Any, ...]]) -> ChainReport:
     return ChainReport(True, checked, expected_seq - 1, prev_hash)
 
 
-def audit_verify_chain(*, chunk_size: int = 5000) -> ChainReport:
-    """Verify the whole chain from #1; the report names the first broken sequence number."""
+def audit_verify_chain(*, chunk_size: int = 5000, after_seq: int = 0, after_hash: str = GENESIS_HASH) -> ChainReport:
+    """Verify the chain from #1 (or from after a known entry); the report names the first broken seq."""
     rows = (
-        AuditEntry.objects.order_by("seq")
+        AuditEntry.objects.filter(seq__gt=after_seq)
+        .order_by("seq")
         .values_list(
             "seq",
             "created_at",
@@ -163,4 +169,14 @@ def audit_verify_chain(*, chunk_size: int = 5000) -> ChainReport:
         )
         .iterator(chunk_size=chunk_size)
     )
-    return verify_entries(rows)
+    return verify_entries(rows, start_seq=after_seq + 1, prev_hash=after_hash)
+
+
+def audit_export_start(*, actor: AbstractBaseUser, filters: Any, fmt: str, request: HttpRequest | None = None) -> int:
+    """Audit an export and return the last seq it covers (its own entry, written after, is not in it)."""
+    upto = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    record(
+        actor=actor, action="audit.exported", request=request,
+        data={"format": fmt, "filters": filters.as_audit_data(), "upto_seq": upto},
+    )  # fmt: skip
+    return upto

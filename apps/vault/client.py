@@ -342,6 +342,25 @@ class ProcessVault:
             )
         return base64.b64decode(result["data"]["plaintext"])
 
+    def transit_sign(self, key: str, message: bytes) -> str:
+        """Sign `message` with a transit key; returns the signature ("vault:v<version>:...")."""
+        with _errors():
+            result = self._client.secrets.transit.sign_data(
+                name=key, hash_input=base64.b64encode(message).decode(), mount_point=TRANSIT_MOUNT
+            )
+        return str(result["data"]["signature"])
+
+    def transit_verify_many(self, key: str, items: list[tuple[bytes, str]], batch: int = 500) -> list[bool]:
+        """Check (message, signature) pairs with a transit key, in batches; a malformed signature is False."""
+        results: list[bool] = []
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            body = {"batch_input": [{"input": base64.b64encode(m).decode(), "signature": s} for m, s in chunk]}
+            with _errors():
+                answer = self._client.adapter.post(f"/v1/{TRANSIT_MOUNT}/verify/{key}", json=body)
+            results.extend(bool(r.get("valid")) and not r.get("error") for r in answer["data"]["batch_results"])
+        return results
+
     def token_policies(self) -> list[str]:
         with _errors():
             return list(self._client.auth.token.lookup_self()["data"]["policies"])

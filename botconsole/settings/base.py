@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "apps.killswitch",
     "apps.live",
     "apps.sandbox",
+    "apps.reviews",
 ]
 
 MIDDLEWARE = [
@@ -124,10 +126,18 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+# Reviews: the control worker snapshots every exchange account's balances at this UTC time, "HH:MM"
+# (cron fields work too: "*/6:00" is every six hours).
+REVIEW_BALANCES_AT = env("REVIEW_BALANCES_AT", default="00:00")
 CELERY_BEAT_SCHEDULE = {
     "audit-verify-chain": {
         "task": "apps.audit.tasks.audit_verify_task",
         "schedule": env.float("AUDIT_VERIFY_EVERY_S", default=3600.0),
+        "options": {"queue": "control"},
+    },
+    "audit-checkpoint": {
+        "task": "apps.audit.tasks.audit_checkpoint_task",
+        "schedule": env.float("AUDIT_CHECKPOINT_EVERY_S", default=600.0),
         "options": {"queue": "control"},
     },
     "exchange-key-hygiene": {
@@ -135,10 +145,19 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("KEY_HYGIENE_EVERY_S", default=86400.0),
         "options": {"queue": "control"},
     },
+    "review-balance-snapshot": {
+        "task": "apps.reviews.tasks.balance_snapshot_task",
+        "schedule": crontab(hour=REVIEW_BALANCES_AT.partition(":")[0], minute=REVIEW_BALANCES_AT.partition(":")[2]),
+        "options": {"queue": "control"},
+    },
 }
 
 # The control worker checks the circuit breakers (apps.killswitch.breakers) this often.
 BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)
+
+# Signed audit checkpoints are also appended to this file, outside the database, so that rolling
+# the database back shows (apps.audit.checkpoints). Best on storage the database's admins cannot rewrite.
+AUDIT_CHECKPOINT_FILE = Path(env("AUDIT_CHECKPOINT_FILE", default=str(VAR_DIR / "audit" / "checkpoints.jsonl")))
 
 # Every LIVE_RECHECK_S seconds an open websocket re-checks its session, user and OTP verification.
 LIVE_RECHECK_S = env.int("LIVE_RECHECK_S", default=30)

@@ -1,0 +1,205 @@
+"""Reviews: balance snapshots (control worker), asking for one (web), exports and sign-offs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.audit.services import record
+from apps.core.exceptions import ApplicationError
+from apps.exchanges import clients
+from apps.exchanges.models import ExchangeAccount
+from apps.reviews.models import BalanceSnapshot, ReviewSignoff
+from apps.reviews.periods import Period
+from apps.reviews.selectors import num, review_build, review_digest
+from apps.vault import client as vault
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "system:control-worker"
+NOTE_MAX = 2000
+# ccxt's unified names for an exchange's deposit and withdrawal history.
+TRANSFER_HISTORY = (
+    ("deposit", "fetchDeposits", "fetch_deposits"),
+    ("withdrawal", "fetchWithdrawals", "fetch_withdrawals"),
+)
+
+
+def review_target(period: Period) -> tuple[str, str]:
+    return "reviews.review", period.target_id
+
+
+# -- balance snapshots (control worker: it alone may read the keys) ----------------------------
+
+
+def transfer_record(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A ccxt transaction as a snapshot keeps it: what moved and when, no addresses or tags."""
+    timestamp = raw.get("timestamp")
+    at = dt.datetime.fromtimestamp(int(timestamp) / 1000, tz=dt.UTC).isoformat() if timestamp is not None else None
+    amount = raw.get("amount")
+    return {
+        "type": kind, "id": str(raw.get("id") or raw.get("txid") or ""), "currency": str(raw.get("currency") or ""),
+        "amount": num(Decimal(str(amount))) if amount is not None else "", "status": str(raw.get("status") or ""),
+        "at": at,
+    }  # fmt: skip
+
+
+def _transfers(client: Any, account: ExchangeAccount, since: dt.datetime | None) -> tuple[list[dict[str, Any]], str]:
+    if account.exchange_id == clients.SANDBOX:
+        return [], "The sandbox exchange keeps no deposit or withdrawal history."
+    since_ms = int(since.timestamp() * 1000) if since is not None else None
+    items: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for kind, capability, method in TRANSFER_HISTORY:
+        if not client.has.get(capability):
+            notes.append(f"{account.exchange_id} offers no {kind} history.")
+            continue
+        try:
+            raw: list[dict[str, Any]] = clients.call(getattr(client, method), None, since_ms)
+        except clients.ExchangeError as exc:
+            notes.append(f"{kind.capitalize()} history unavailable: {exc.message}")
+            continue
+        items.extend(transfer_record(kind, t) for t in raw)
+    return items, " ".join(notes)[:300]
+
+
+def _read_balances(client: Any) -> dict[str, str]:
+    balance: dict[str, Any] = clients.call(client.fetch_balance)
+    totals = balance.get("total") or {}
+    amounts = {asset: num(Decimal(str(v))) for asset, v in totals.items() if v is not None}
+    return {asset: amount for asset, amount in sorted(amounts.items()) if amount != "0"}
+
+
+def balance_snapshot_take(
+    *, account: ExchangeAccount, source: str, pv: vault.ProcessVault, actor: str = ACTOR
+) -> BalanceSnapshot:
+    """Ask the exchange what the account holds now; store it (or why it failed) and audit it."""
+    previous = (
+        BalanceSnapshot.objects.filter(account=account, ok=True).order_by("-taken_at", "-id").values_list(
+            "taken_at", flat=True
+        ).first()
+    )  # fmt: skip
+    taken_at = timezone.now()
+    balances: dict[str, str] = {}
+    transfers: list[dict[str, Any]] = []
+    note = error = ""
+    client = None
+    try:
+        credentials = {k: str(v) for k, v in pv.kv_read(account.vault_path).items()}
+        client = clients.build_client(exchange_id=account.exchange_id, credentials=credentials, flavor="sync")
+        balances = _read_balances(client)
+        transfers, note = _transfers(client, account, previous)
+    except (clients.ExchangeError, vault.VaultError) as exc:
+        error = (exc.message if isinstance(exc, clients.ExchangeError) else f"Vault: {exc}")[:300]
+        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+            from apps.killswitch.breakers import auth_failure_note  # the auth-errors breaker counts these
+
+            auth_failure_note(account_id=account.pk, bot_id=None, error=exc)
+    except Exception as exc:  # one account's surprise must not cost the others their snapshot
+        logger.exception("balance snapshot of %s failed", account.label)
+        error = f"Unexpected error: {type(exc).__name__}"  # not its text: it might quote a signed request
+    finally:
+        if client is not None:
+            client.close()
+    with transaction.atomic():
+        snapshot = BalanceSnapshot.objects.create(
+            account=account, account_label=account.label, taken_at=taken_at, source=source, ok=not error,
+            error=error, balances=balances, transfers=transfers, transfers_note=note,
+        )  # fmt: skip
+        # The audit log keeps its own copy: a snapshot row edited later no longer matches it.
+        record(
+            actor=actor, action="review.balance_snapshot", target=account,
+            data={"snapshot": snapshot.pk, "source": source, "ok": not error, "error": error, "balances": balances,
+                  "transfers": len(transfers)},
+        )  # fmt: skip
+    if error:
+        logger.warning("balance snapshot of %s failed: %s", account.label, error)
+    return snapshot
+
+
+def balance_snapshots_take(
+    *, source: str, process_vault: vault.ProcessVault | None = None, actor: str = ACTOR
+) -> list[BalanceSnapshot]:
+    """A snapshot of every exchange account (one failing does not stop the others)."""
+    if source not in BalanceSnapshot.Source.values:
+        raise ApplicationError(f"Unknown snapshot source {source!r}.")
+    pv = process_vault or vault.from_settings()
+    return [
+        balance_snapshot_take(account=account, source=source, pv=pv, actor=actor)
+        for account in ExchangeAccount.objects.order_by("label")
+    ]
+
+
+def balance_check_request(*, actor: User, period: Period, request: HttpRequest | None = None) -> None:
+    """An operator asks for snapshots now: queued for the control worker, audited.
+
+    The audit entry and the queueing succeed or fail together: with the broker down nothing is
+    recorded and the caller is told how to take them from the shell instead.
+    """
+    from apps.reviews.tasks import balance_snapshot_task
+
+    with transaction.atomic():
+        record(actor=actor, action="review.balance_check_requested", target=review_target(period), request=request)
+        try:
+            balance_snapshot_task.apply_async(kwargs={"source": BalanceSnapshot.Source.REQUEST}, retry=False)
+        except Exception as exc:
+            logger.warning("balance check not queued (%s)", type(exc).__name__)
+            raise ApplicationError(
+                "The control worker could not be reached (is the broker running?). "
+                "Run `manage.py review_balances` on the server instead."
+            ) from exc
+
+
+# -- exports and sign-offs -------------------------------------------------------------------------
+
+
+def review_export_record(
+    *, actor: AbstractBaseUser, period: Period, fmt: str, digest: str, request: HttpRequest | None = None
+) -> None:
+    record(
+        actor=actor, action="review.exported", target=review_target(period), request=request,
+        data={"kind": period.kind, "period": period.key, "format": fmt, "digest": digest},
+    )  # fmt: skip
+
+
+def review_sign_off(
+    *, actor: User, period: Period, seen_digest: str, note: str = "", request: HttpRequest | None = None
+) -> ReviewSignoff:
+    """Mark a review done, for exactly the data the reviewer saw (its digest); audited.
+
+    Refused when the review changed since the page was shown (the reviewer has not seen the
+    change), and when the same reviewer signs an unchanged review twice. A later sign-off of the
+    same period (another reviewer, or after a change) is a new one: each is kept.
+    """
+    note = note.strip()
+    if len(note) > NOTE_MAX:
+        raise ApplicationError(f"The note is too long ({len(note)} characters; at most {NOTE_MAX}).")
+    with transaction.atomic():
+        # One sign-off at a time per reviewer: a double-submitted form cannot sign twice.
+        list(User.objects.select_for_update().filter(pk=actor.pk).values_list("pk", flat=True))
+        digest = review_digest(review_build(period))
+        if seen_digest != digest:
+            raise ApplicationError(
+                "The review changed after the page was shown (new trades, events or balances). "
+                "Look at it again, then mark it done."
+            )
+        if ReviewSignoff.objects.filter(
+            period_kind=period.kind, period=period.key, signed_by=actor, digest=digest
+        ).exists():
+            raise ApplicationError("You have already marked this review done, and nothing has changed since.")
+        entry = record(
+            actor=actor, action="review.signed_off", target=review_target(period), request=request,
+            data={"kind": period.kind, "period": period.key, "digest": digest, "note": note},
+        )  # fmt: skip
+        return ReviewSignoff.objects.create(
+            period_kind=period.kind, period=period.key, signed_by=actor, signed_at=entry.created_at, note=note,
+            digest=digest, audit_seq=entry.seq,
+        )  # fmt: skip

@@ -1,0 +1,214 @@
+"""The whole story in a real browser, with every process as in production.
+
+An admin logs in with a password and an authenticator code, configures a grid bot in the form,
+switches it to live (a fresh code), starts it; the fleet supervisor gives it a worker with its own
+Vault identity; its orders rest on the sandbox exchange and a fill appears live on the dashboard.
+Then the panic button: the control worker cancels everything, the report appears, the exchange
+holds no open order, the bot's worker is gone, and every step is in the audit log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from apps.bots.models import Bot
+from apps.exchanges.services import exchange_account_create
+from apps.killswitch.models import KillRun
+from apps.trading.models import Fill
+from tests.e2e.conftest import browser_login
+from tests.e2e.test_live import AsgiServer
+from tests.harness import Harness
+from tests.keys import Key
+from tests.people import make_person
+from tests.processes import process_env
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOL = "BTC/USDT"
+
+
+class Processes:
+    """Background botconsole processes (control worker, fleet supervisor), each in its own group."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def console(services: Harness, sandbox_url: str, tmp_path: Path, settings: Any) -> Iterator[AsgiServer]:
+    """The web server, the control worker and the fleet supervisor, each with its own Vault token."""
+    from apps.core.embedded import free_port
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+
+    def env(process: str) -> dict[str, str]:
+        return process_env(
+            services, token=services.tokens[process].token, var_dir=tmp_path, sandbox_url=sandbox_url, DEBUG="true"
+        )
+
+    procs = Processes(tmp_path)
+    server = AsgiServer(env("web"), free_port())
+    celery = [sys.executable, "-m", "celery", "-A", "botconsole"]
+    try:
+        control = [*celery, "worker", "-Q", "control", "-n", f"control-{os.getpid()}@%h", "--concurrency", "2"]
+        procs.start("control", [*control, "--without-mingle", "--without-gossip"], env("control"))
+        procs.start("fleet", [sys.executable, str(ROOT / "manage.py"), "runfleet"], env("fleet"))
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        procs.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_log_in_configure_start_see_a_fill_press_the_panic_button_read_the_report_and_the_audit_log(
+    console: AsgiServer, page: Page, new_key: Callable[..., Key], sandbox: Any
+) -> None:
+    base = console.url
+    key = new_key(ip_restrict=True)
+    sandbox.admin.set_balances(key.api_key, {"USDT": "100000", "BTC": "1"})
+    exchange_account_create(
+        label="Story account", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        actor="system:test",
+    )  # fmt: skip
+    sandbox.admin.set_price(SYMBOL, "30000", hold=True)
+    try:
+        _story(page, base, key, sandbox)
+    finally:
+        sandbox.admin.release_price(SYMBOL)
+
+
+def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
+    who = make_person("ada", "admin")
+
+    # 1. Log in: password, then the authenticator code.
+    browser_login(page, base, "ada", who.code())
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+    # 2. Configure a grid bot in the form.
+    page.get_by_role("link", name="Bots", exact=True).click()
+    page.get_by_role("link", name="New bot").click()
+    expect(page.locator("legend", has_text="Grid parameters")).to_be_visible()  # the first strategy
+    fields = {
+        "name": "Story grid", "symbols": SYMBOL, "tick_interval_s": "1", "max_order_notional": "1000",
+        "max_position_notional": "10000", "daily_loss_limit": "5000", "max_drawdown_pct": "50",
+        "param_lower": "25000", "param_upper": "35000", "param_levels": "10", "param_order_amount": "0.01",
+    }  # fmt: skip
+    for name, value in fields.items():
+        page.locator(f"input[name={name}]").fill(value)
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("h1")).to_have_text("Story grid")
+    bot = Bot.objects.get(name="Story grid")
+    assert (bot.mode, bot.desired_state) == ("paper", "stopped")  # a new bot is always paper and stopped
+
+    # 3. Live mode asks for a fresh code; then start it.
+    page.get_by_role("button", name="Switch to live").click()
+    page.locator("input[name=code]").fill(who.code(1))
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("button", name="Switch to live").click()  # submitted again after the step-up
+    expect(page.locator(".facts")).to_contain_text("Live")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator(".facts")).to_contain_text("wanted: Running")
+
+    # The fleet starts its worker; the grid's buys rest on the exchange.
+    wait_for(lambda: len(sandbox.admin.open_orders(key.api_key)) >= 3, "the grid's resting orders")
+    worker_pid = wait_for(lambda: _worker_pid(bot.pk), "the bot's worker process")
+
+    # 4. A fill, live on the dashboard without a reload.
+    page.get_by_role("link", name="Dashboard", exact=True).click()
+    expect(page.locator("#live-status")).to_have_text("Live", timeout=20_000)
+    sandbox.admin.set_price(SYMBOL, "28500", hold=True)  # crosses the highest buy level (29000)
+    expect(page.locator("#feed li.fill").first).to_contain_text("FILL BUY", timeout=60_000)
+    assert Fill.objects.filter(order__bot=bot).exists()
+
+    # 5. The panic button.
+    page.locator("details.panic summary").click()
+    page.locator("#kill-reason").fill("story: suspected key leak")
+    page.get_by_role("button", name="Confirm: halt everything now").click()
+    expect(page.locator("h1")).to_have_text("Kill report")
+    expect(page.locator("#feed")).to_contain_text("Kill switch finished", timeout=60_000)
+    page.reload()
+    run = KillRun.objects.get()
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert run.orders_cancelled >= 3 and run.orders_still_open == 0
+    expect(page.locator(".facts")).to_contain_text("Done")
+    expect(page.locator(".facts")).to_contain_text(re.compile(rf"Orders cancelled\s*{run.orders_cancelled}"))
+    expect(page.locator(".facts")).to_contain_text(re.compile(r"Orders still open\s*0"))
+    assert sandbox.admin.open_orders(key.api_key) == []
+    wait_for(lambda: not _alive(worker_pid), "the bot's worker to be gone", timeout=30)
+
+    # 6. All of it is in the audit log: filter by action, as a reviewer would.
+    page.get_by_role("link", name="Audit log", exact=True).click()
+    page.locator("input[name=action]").fill("killswitch.*")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("main table tbody")
+    expect(rows).to_contain_text("killswitch.pressed")
+    expect(rows).to_contain_text("killswitch.finished")
+    expect(rows).to_contain_text("story: suspected key leak")
+    for action in ("login.success", "bot.created", "bot.mode_changed", "bot.start_requested", "bot.worker_started",
+                   "bot.worker_stopped"):  # fmt: skip
+        page.locator("input[name=action]").fill(action)
+        page.get_by_role("button", name="Filter").click()
+        expect(rows).to_contain_text(action)
+
+
+def _worker_pid(bot_id: int) -> int | None:
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if f"bot.{bot_id}" in cmdline and "worker" in cmdline:
+            return int(proc.pid)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone as far as trading goes; psutil tells them apart.
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
