@@ -7,6 +7,11 @@ restarts workers to match. For a live bot it first writes the policy and AppRole
 response-wrapped SecretID through its environment: the supervisor never sees a SecretID, never
 a bot token, and holds no exchange secret. Paper bots get a worker without any Vault identity.
 
+Each supervisor runs the bots whose `host` equals its host label (FLEET_HOST_LABEL, or
+`runfleet --host-label`): bot workers can be spread over several machines, each with its own
+supervisor, sharing the database, the broker and Vault. A supervisor reports its label in
+FleetHost every few seconds; the bot form offers the labels seen.
+
 A worker that dies is restarted with exponential backoff (1, 2, 4 ... 60 s). A stopped bot's
 worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoked (by the
 accessor the worker reported, kept in the database) and its SecretIDs, role and policy are
@@ -17,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,9 +39,10 @@ from typing import IO, Any
 import redis
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 from apps.audit.services import record
-from apps.bots.models import Bot
+from apps.bots.models import Bot, FleetHost
 from apps.trading import events as bot_events
 from apps.vault import client as vault
 
@@ -46,6 +54,7 @@ GRACE_S = 10.0
 BACKOFF_MAX_S = 60.0
 # A worker alive this long is considered healthy again: its next crash starts backoff at 1 s.
 HEALTHY_AFTER_S = 60.0
+REPORT_EVERY_S = 10.0
 TOKEN_RENEW_EVERY_S = 3600.0
 # Credentials a bot worker must never inherit from the supervisor's own environment.
 WITHHELD_ENV = (
@@ -140,20 +149,28 @@ class Fleet:
     log_dir: Path | None = None
     workers: dict[int, Worker] = field(default_factory=dict)
     backoff: dict[int, Backoff] = field(default_factory=dict)
+    # This supervisor runs the bots whose `host` is this label; supervisors on other machines
+    # (sharing the database, broker and Vault) run theirs.
+    host_label: str = field(default_factory=lambda: str(settings.FLEET_HOST_LABEL))
+    _started_at: dt.datetime = field(default_factory=timezone.now)
+    _last_report: float = 0.0
 
     # -- the reconcile loop ----------------------------------------------------------------
 
     def sync_once(self) -> None:
         """One pass: make the set of worker processes match the bots' desired states."""
         close_old_connections()
-        bots = {bot.pk: bot for bot in Bot.objects.select_related("account")}
+        self._report_in()
+        bots = {bot.pk: bot for bot in Bot.objects.select_related("account").filter(host=self.host_label)}
         now = time.monotonic()
         for bot_id, worker in list(self.workers.items()):
             bot = bots.get(bot_id)
             if worker.stop_deadline is not None:
                 self._continue_stop(worker, bot or Bot.objects.filter(pk=bot_id).first(), now)
             elif bot is None or not self.wants_worker(bot):
-                self._begin_stop(worker, bot, "deleted" if bot is None else "stopped")
+                elsewhere = Bot.objects.filter(pk=bot_id).first() if bot is None else None
+                reason = "moved to another host" if elsewhere else ("deleted" if bot is None else "stopped")
+                self._begin_stop(worker, bot or elsewhere, reason)
             elif worker.proc.poll() is not None:
                 self._crashed(worker, bot, now)
             elif now - worker.started_at >= HEALTHY_AFTER_S:
@@ -169,9 +186,20 @@ class Fleet:
                 continue
             self.start(bot, restart=pending is not None)
 
-    @staticmethod
-    def wants_worker(bot: Bot) -> bool:
-        return bot.desired_state == Bot.Desired.RUNNING and not bot.halted
+    def wants_worker(self, bot: Bot) -> bool:
+        return bot.host == self.host_label and bot.desired_state == Bot.Desired.RUNNING and not bot.halted
+
+    def _report_in(self) -> None:
+        """Register this supervisor's label (every REPORT_EVERY_S), so the bot form can offer it."""
+        now = time.monotonic()
+        if now - self._last_report < REPORT_EVERY_S:
+            return
+        FleetHost.objects.update_or_create(
+            label=self.host_label,
+            defaults={"hostname": socket.gethostname()[:255], "pid": os.getpid(), "started_at": self._started_at,
+                      "last_seen": timezone.now()},
+        )  # fmt: skip
+        self._last_report = now
 
     def _settle_stopped(self, bot: Bot) -> None:
         # A bot nobody runs: show it as stopped (or halted), unless the state already says so.

@@ -6,8 +6,8 @@ from typing import Any
 
 from django import forms
 
-from apps.bots.models import Bot
-from apps.bots.selectors import exchange_symbols
+from apps.bots.models import DEFAULT_HOST, Bot
+from apps.bots.selectors import exchange_symbols, host_labels
 from apps.bots.strategies import REGISTRY
 from apps.bots.strategies.base import Param, ParamError, Strategy
 from apps.exchanges.clients import ExchangeError
@@ -16,7 +16,7 @@ PARAM_PREFIX = "param_"
 BASE_FIELDS = [
     "name", "account", "symbols", "tick_interval_s", "paper_balance", "max_order_notional",
     "max_position_notional", "max_open_orders", "max_orders_per_minute", "daily_loss_limit",
-    "max_drawdown_pct", "size_anomaly_factor",
+    "max_drawdown_pct", "size_anomaly_factor", "host",
 ]  # fmt: skip
 
 
@@ -65,6 +65,10 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
         if self.instance.pk:
             self.initial["symbols"] = ", ".join(self.instance.symbols)
         self.fields["account"].empty_label = None  # type: ignore[attr-defined]
+        self.fields["host"] = forms.ChoiceField(
+            label="Host", choices=[(label, label) for label in host_labels(self.instance.host)], required=False,
+            help_text="The fleet supervisor (machine) that runs this bot's worker; change it only while stopped.",
+        )  # fmt: skip
 
     def param_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(PARAM_PREFIX)]
@@ -78,6 +82,17 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
         if not symbols:
             raise forms.ValidationError("Give at least one symbol.")
         return symbols
+
+    def clean_host(self) -> str:
+        bot = self.instance
+        host: str = self.cleaned_data.get("host") or bot.host or DEFAULT_HOST  # left out: unchanged
+        if bot.pk and host != Bot.objects.values_list("host", flat=True).get(pk=bot.pk):
+            stopped = (Bot.Observed.STOPPED, Bot.Observed.HALTED, Bot.Observed.ERROR)
+            if bot.desired_state == Bot.Desired.RUNNING or bot.observed_state not in stopped:
+                raise forms.ValidationError(
+                    "Stop the bot before moving it to another host (two hosts must never run it)."
+                )
+        return host
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, validate_slug
 from django.db import models
 from django.utils import timezone
 
@@ -11,6 +11,7 @@ from apps.bots.strategies import REGISTRY
 from apps.exchanges.models import ExchangeAccount
 
 POSITIVE = [MinValueValidator(Decimal("0.00000001"))]
+DEFAULT_HOST = "local"
 
 
 class Bot(models.Model):
@@ -56,6 +57,10 @@ class Bot(models.Model):
         max_digits=6, decimal_places=2, default=Decimal("10"), validators=POSITIVE
     )
 
+    # Which fleet supervisor runs this bot's worker: the one started with this host label
+    # (FLEET_HOST_LABEL). Changed only while the bot is stopped, so two hosts never run it at once.
+    host = models.CharField(max_length=50, default=DEFAULT_HOST, validators=[validate_slug])
+
     desired_state = models.CharField(max_length=10, choices=Desired.choices, default=Desired.STOPPED)
     observed_state = models.CharField(max_length=10, choices=Observed.choices, default=Observed.STOPPED)
     halted = models.BooleanField(default=False)
@@ -86,3 +91,19 @@ class Bot(models.Model):
     @property
     def vault_role(self) -> str:
         return f"bot-{self.pk}"
+
+
+class FleetHost(models.Model):
+    """A fleet supervisor that has reported in: its host label, where it runs, and when it last did."""
+
+    label = models.CharField(max_length=50, unique=True, validators=[validate_slug])
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return f"fleet host {self.label} ({self.hostname})"

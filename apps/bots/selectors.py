@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from apps.bots.models import Bot
+from apps.bots.models import DEFAULT_HOST, Bot, FleetHost
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
 
@@ -121,3 +121,13 @@ def event_cursor() -> int:
     from apps.live.models import Event
 
     return int(Event.objects.aggregate(last=Max("seq"))["last"] or 0)
+
+
+def host_labels(current: str | None = None) -> list[str]:
+    """Host labels a bot may run on: every fleet supervisor that has reported in, and the bot's own."""
+    labels = set(FleetHost.objects.values_list("label", flat=True)) | {current or DEFAULT_HOST}
+    return sorted(labels)
+
+
+def fleet_hosts() -> list[FleetHost]:
+    return list(FleetHost.objects.all())

@@ -20,7 +20,7 @@ from apps.trading import events as bot_events
 CONFIG_FIELDS = (
     "name", "account", "strategy", "params", "symbols", "mode", "paper_balance", "tick_interval_s",
     "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
-    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor",
+    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor", "host",
 )  # fmt: skip
 Actor = User | str
 

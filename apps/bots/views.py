@@ -27,9 +27,12 @@ def _actor(request: HttpRequest) -> User:
 @never_cache
 @permission_required(VIEW, raise_exception=True)
 def bot_list_view(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "bots/list.html", {"rows": selectors.bot_rows(), "can_operate": request.user.has_perm(OPERATE)}
-    )
+    context = {
+        "rows": selectors.bot_rows(),
+        "hosts": selectors.fleet_hosts(),
+        "can_operate": request.user.has_perm(OPERATE),
+    }
+    return render(request, "bots/list.html", context)
 
 
 @never_cache

@@ -152,6 +152,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The fleet supervisor on this machine runs the bots whose host label is this (see apps/bots/fleet.py).
+FLEET_HOST_LABEL = env("FLEET_HOST_LABEL", default="local")
+
 # The control worker checks the circuit breakers (apps.killswitch.breakers) this often.
 BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)
 

@@ -6,7 +6,10 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_slug
 
 from apps.bots.fleet import Fleet
 
@@ -21,9 +24,19 @@ class Command(BaseCommand):
             help="one reconcile pass, then stop what it started and exit",
         )
         parser.add_argument("--poll", type=float, default=1.0, help="seconds between passes (default 1)")
+        parser.add_argument(
+            "--host-label",
+            default=None,
+            help="run the bots with this host label (default: FLEET_HOST_LABEL, else 'local')",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        fleet = Fleet(process_vault=None)
+        label = options["host_label"] or settings.FLEET_HOST_LABEL
+        try:
+            validate_slug(label)
+        except ValidationError:
+            raise CommandError(f"--host-label {label!r}: use letters, digits, '-' and '_' only") from None
+        fleet = Fleet(process_vault=None, host_label=label)
         if options["once"]:
             # Workers die with their supervisor (PR_SET_PDEATHSIG), so a single pass cannot
             # leave them running: stop them in order instead.
@@ -39,6 +52,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        self.stdout.write("fleet supervisor running; Ctrl-C stops it and every bot worker it started")
+        self.stdout.write(
+            f"fleet supervisor running bots of host '{label}'; Ctrl-C stops it and every bot worker it started"
+        )
         fleet.run(poll_s=options["poll"], stop=stop)
         self.stdout.write("fleet supervisor stopped")
