@@ -51,3 +51,9 @@ bench: $(STAMP)
 clean-data:
 	@printf "This deletes var/: every user, bot, audit entry and the local Vault with its keys. Type 'yes' to continue: "; \
 	read answer; if [ "$$answer" = "yes" ]; then rm -rf var; echo "var/ removed"; else echo "nothing removed"; fi
+
+# The database, an OpenBao raft snapshot and the audit checkpoint file, into var/backups/<UTC time>/
+# (README: "Backup and restore"). Needs the servers running; BACKUP_ARGS="--dir /elsewhere" to change where.
+.PHONY: backup
+backup: $(STAMP)
+	$(PY) manage.py backup $(BACKUP_ARGS)

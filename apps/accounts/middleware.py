@@ -14,8 +14,9 @@ from apps.accounts import services
 from apps.accounts.models import User
 from apps.core.otp import is_verified
 
-# The only views reachable without an OTP-verified session.
-OPEN_VIEWS = frozenset({"accounts:login", "core:healthz"})
+# The only views reachable without an OTP-verified session. /metrics checks its own access
+# (a local scraper or a bearer token; apps.core.metrics).
+OPEN_VIEWS = frozenset({"accounts:login", "core:healthz", "core:metrics"})
 # Reachable with a password-only session, to finish logging in (or to leave).
 PASSWORD_ONLY_VIEWS = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
 

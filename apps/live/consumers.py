@@ -18,6 +18,7 @@ from django.conf import settings
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.live.models import Event
+from apps.live.presence import asocket_gone, asocket_seen
 from apps.live.selectors import can_see, socket_user
 from apps.live.services import FLEET_GROUP, bot_group, event_json
 
@@ -32,6 +33,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     user: User
     session_key: str | None
     closing: bool = False
+    counted: bool = False
     recheck_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -53,6 +55,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # Channels discards self.groups on disconnect.
         self.groups = [group]
         await self.channel_layer.group_add(group, self.channel_name)
+        # Counted before the client learns it is accepted, so a scrape after that sees it.
+        self.counted = True
+        await asocket_seen(self.channel_name)
         await self.accept()
         self.recheck_task = asyncio.create_task(self._recheck_forever())
 
@@ -62,6 +67,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.recheck_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.recheck_task
+        if self.counted:
+            await asocket_gone(self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """The feed is one-way; anything a client sends is ignored."""
@@ -86,6 +93,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self.close(code=CLOSE_SESSION_ENDED)
                 return
             self.user = user  # fresh permissions for can_see
+            await asocket_seen(self.channel_name)
 
 
 async def _bot_exists(bot_id: int) -> bool:

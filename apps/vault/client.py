@@ -10,6 +10,8 @@ current process from its own settings (its own, least-privileged token).
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ TOTP_SEED_KEY = "totp-seed"
 EXCHANGE_SECRETS_PREFIX = "exchange-accounts"
 # Policies shipped as HCL in deploy/openbao/policies/; bot-<id> policies are rendered from
 # the bot template when a bot starts.
-STATIC_POLICIES = ("botconsole-web", "botconsole-control", "botconsole-fleet")
+STATIC_POLICIES = ("botconsole-web", "botconsole-control", "botconsole-fleet", "botconsole-backup")
+BACKUP_POLICY = "botconsole-backup"  # an operator's token for `manage.py backup` (raft snapshot only)
 PROCESS_ROLES = {"web": "botconsole-web", "control": "botconsole-control", "fleet": "botconsole-fleet"}
 
 
@@ -103,6 +106,68 @@ def seal(addr: str, token: str) -> None:
         _client(addr, token).sys.seal()
 
 
+# -- backup and restore (an operator's token: botconsole-backup policy, or the root token) ------
+
+SNAPSHOT_TIMEOUT_S = 300
+_SNAPSHOT_CHUNK = 1 << 20
+
+
+def server_info(addr: str) -> dict[str, str]:
+    """The server's version and cluster id (empty while sealed), from its unauthenticated health."""
+    with _errors():
+        status = _client(addr).sys.read_health_status(
+            method="GET", standby_ok=True, sealed_code=200, uninit_code=200, standby_code=200
+        )
+    if not isinstance(status, dict):
+        raise VaultUnavailable("Vault answered its health check with something other than JSON")
+    return {"version": str(status.get("version") or ""), "cluster_id": str(status.get("cluster_id") or "")}
+
+
+def raft_snapshot(addr: str, token: str, path: Path) -> str:
+    """Stream a raft snapshot of the whole storage to `path` (created 0600); returns its SHA-256.
+
+    The snapshot holds the barrier-encrypted data and keyring: it is useless without the
+    unseal key, which it does not contain.
+    """
+    digest = hashlib.sha256()
+    with _errors():
+        response = _client(addr, token, timeout=SNAPSHOT_TIMEOUT_S).sys.take_raft_snapshot()
+        try:
+            if response.status_code != 200:
+                _raise_for_status(response.status_code)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                for chunk in response.iter_content(_SNAPSHOT_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            response.close()
+    return digest.hexdigest()
+
+
+def raft_snapshot_restore(addr: str, token: str, path: Path, *, force: bool = True) -> None:
+    """Replace the whole storage with a snapshot. `force` accepts a snapshot of another cluster
+    (a restore into fresh servers); OpenBao then needs the unseal key of the snapshot's cluster.
+    """
+    with _errors(), path.open("rb") as snapshot:
+        raft = _client(addr, token, timeout=SNAPSHOT_TIMEOUT_S).sys
+        # A file object: requests streams it instead of loading the snapshot into memory.
+        if force:
+            raft.force_restore_raft_snapshot(snapshot)
+        else:
+            raft.restore_raft_snapshot(snapshot)
+
+
+def _raise_for_status(status: int) -> None:
+    if status == 403:
+        raise VaultForbidden("permission denied by Vault policy")
+    if status in (429, 501, 503):
+        raise VaultUnavailable(f"Vault is unavailable (HTTP {status})")
+    raise VaultError(f"Vault error (HTTP {status})")
+
+
 # -- bootstrap (admin token) ------------------------------------------------------------------
 
 
@@ -172,6 +237,16 @@ def create_process_token(addr: str, admin_token: str, process: str) -> IssuedTok
             display_name=f"botconsole-{process}",
             renewable=True,
             meta={"process": process},
+        )
+    auth = result["auth"]
+    return IssuedToken(token=auth["client_token"], accessor=auth["accessor"], policies=auth["policies"])
+
+
+def create_backup_token(addr: str, admin_token: str, ttl: str = "1h") -> IssuedToken:
+    """An orphan token holding only the botconsole-backup policy (what `bao token create` would give)."""
+    with _errors():
+        result = _client(addr, admin_token).auth.token.create_orphan(
+            policies=[BACKUP_POLICY], ttl=ttl, display_name="botconsole-backup", renewable=False
         )
     auth = result["auth"]
     return IssuedToken(token=auth["client_token"], accessor=auth["accessor"], policies=auth["policies"])

@@ -162,6 +162,12 @@ BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)
 # the database back shows (apps.audit.checkpoints). Best on storage the database's admins cannot rewrite.
 AUDIT_CHECKPOINT_FILE = Path(env("AUDIT_CHECKPOINT_FILE", default=str(VAR_DIR / "audit" / "checkpoints.jsonl")))
 
+# /metrics answers a local scraper, or one presenting `Authorization: Bearer <token>` whose SHA-256
+# (hex) is this; the token itself is never stored here. Empty: loopback only.
+METRICS_TOKEN_SHA256 = env("METRICS_TOKEN_SHA256", default="").strip().lower()
+if METRICS_TOKEN_SHA256 and (len(METRICS_TOKEN_SHA256) != 64 or set(METRICS_TOKEN_SHA256) - set("0123456789abcdef")):
+    raise environ.ImproperlyConfigured("METRICS_TOKEN_SHA256 must be a SHA-256 in hex (64 characters)")
+
 # Every LIVE_RECHECK_S seconds an open websocket re-checks its session, user and OTP verification.
 LIVE_RECHECK_S = env.int("LIVE_RECHECK_S", default=30)
 

@@ -34,8 +34,8 @@ def all_urls() -> Iterator[tuple[str, str]]:
     yield from walk(get_resolver().url_patterns, "", "")
 
 
-def test_the_open_views_are_exactly_login_and_health() -> None:
-    assert {"accounts:login", "core:healthz"} == OPEN_VIEWS
+def test_the_open_views_are_exactly_login_health_and_metrics() -> None:
+    assert {"accounts:login", "core:healthz", "core:metrics"} == OPEN_VIEWS
     assert {"accounts:otp", "accounts:enroll", "accounts:logout"} == PASSWORD_ONLY_VIEWS
 
 
