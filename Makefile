@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean-data venv browser
+.PHONY: run test lint bench clean-data venv browser deploy-tools security secrets-baseline
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m apps.core.run
 
-test: $(STAMP) browser
+test: $(STAMP) browser deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The browser tests (tests/e2e) drive Debian's Chromium through Playwright; `playwright install`
@@ -35,6 +35,25 @@ browser:
 		fi; \
 	}
 
+# tests/deploy check the production files with the tools that will run them: Debian's nginx
+# (`nginx -t`) and systemd (`systemd-analyze verify`). Installed like chromium above.
+NGINX := /usr/sbin/nginx
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
+
+deploy-tools:
+	@missing=""; \
+	test -x $(NGINX) || missing="$$missing nginx"; \
+	test -x $(SYSTEMD_ANALYZE) || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = "0" ]; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		else \
+			echo "Missing:$$missing: the deployment tests need Debian's nginx and systemd-analyze." >&2; \
+			echo "Install them with: sudo apt-get install$$missing" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
 # mypy's Django plugin imports the production settings; placeholders satisfy them
 # without reaching any server.
 LINT_ENV := SECRET_KEY=lint-only DATABASE_URL=postgres://lint@127.0.0.1:9/lint REDIS_URL=redis://127.0.0.1:9/0 \
@@ -44,6 +63,19 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(LINT_ENV) $(PY) -m mypy .
+
+# Static security checks (CI runs them after lint): bandit over the application code (config in
+# pyproject.toml), a secret scan of every file git knows of against the reviewed .secrets.baseline,
+# and pip-audit of the installed, pinned requirements against PyPI's vulnerability data.
+security: $(STAMP)
+	$(PY) -m bandit -c pyproject.toml -q -r apps botconsole manage.py --severity-level medium
+	$(PY) .ci/secret-scan
+	$(PY) .ci/dependency-audit
+
+# After reviewing what `make security` reported as possible secrets (none real), record them.
+secrets-baseline: $(STAMP)
+	git ls-files -z --cached --others --exclude-standard | \
+		xargs -0 $(VENV)/bin/detect-secrets scan --exclude-files '^\.secrets\.baseline$$' --baseline .secrets.baseline
 
 bench: $(STAMP)
 	$(PY) -m pytest tests/perf -m bench -s $(PYTEST_ARGS)

@@ -224,7 +224,7 @@ class EmbeddedServices:
     def start(self) -> dict[str, str]:
         """Start every wanted server, wait until each is ready, and return the env naming them."""
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o711)  # noqa: S103 - traversable (not listable) by the PostgreSQL user
+        os.chmod(self.root, 0o711)  # noqa: S103 - traversable (not listable) by the PostgreSQL user  # nosec B103
         self._stop_leftovers()  # before choosing ports, so a leftover does not push us off ours
         ports = self._ports()
         starters: dict[str, Callable[[], Callable[[], None]]] = {

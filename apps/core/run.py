@@ -216,7 +216,7 @@ class Supervisor:
             self._check_children()
             with (
                 contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - http://127.0.0.1 URLs we built
+                urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - loopback URLs we built  # nosec B310
             ):
                 if response.status == 200:
                     return

@@ -64,7 +64,7 @@ class OrderRefused(ApplicationError):
 def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str]:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT halted, halt_reason FROM {Bot._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608
+            f"SELECT halted, halt_reason FROM {Bot._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608  # nosec B608
             [bot.pk],
         )
         row = cursor.fetchone()

@@ -19,7 +19,7 @@ def _ensure_row() -> None:
     # The migration inserts the row; a flushed test database may have lost it.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {TradingHalt._meta.db_table} (id, active, reason, updated_at) "  # noqa: S608 - our table name
+            f"INSERT INTO {TradingHalt._meta.db_table} (id, active, reason, updated_at) "  # noqa: S608 - our table name  # nosec B608
             "VALUES (%s, false, '', now()) ON CONFLICT (id) DO NOTHING",
             [TradingHalt.SINGLETON_PK],
         )
@@ -37,7 +37,7 @@ def global_halt_state() -> TradingHalt:
 
 def global_halt_lock_shared() -> tuple[bool, str]:
     """Inside a transaction: read the halt flag with a share lock held until commit. Returns (active, reason)."""
-    sql = f"SELECT active, reason FROM {TradingHalt._meta.db_table} WHERE id = %s FOR SHARE"  # noqa: S608
+    sql = f"SELECT active, reason FROM {TradingHalt._meta.db_table} WHERE id = %s FOR SHARE"  # noqa: S608  # nosec B608
     with connection.cursor() as cursor:
         cursor.execute(sql, [TradingHalt.SINGLETON_PK])
         row = cursor.fetchone()

@@ -1,9 +1,18 @@
 """Production: every secret and address comes from the environment, with no default.
 
 Starting without SECRET_KEY, DATABASE_URL, REDIS_URL, VAULT_ADDR or ALLOWED_HOSTS fails
-with ImproperlyConfigured naming the missing variable. TLS is terminated by the reverse
-proxy in deploy/nginx, which sets X-Forwarded-Proto.
+with ImproperlyConfigured naming the missing variable. Every variable is described in
+deploy/README.md; deploy/ has the systemd units, the nginx TLS proxy and the rest.
+
+TLS ends at the reverse proxy (deploy/nginx/botconsole.conf), which overwrites X-Forwarded-For
+and X-Forwarded-Proto. uvicorn accepts those headers only from the proxy's address
+(`--forwarded-allow-ips`, see deploy/systemd/botconsole-web.service) and turns them into the
+request's client address and scheme, so REMOTE_ADDR is the real client and nothing else here
+reads a forwarded header: a client cannot choose the address that django-axes locks out or that
+the audit log records.
 """
+
+from pathlib import Path
 
 from .base import *  # noqa: F403
 from .base import env
@@ -12,11 +21,21 @@ DEBUG = False
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[f"https://{h}" for h in ALLOWED_HOSTS])
 
+# Where `collectstatic` puts the files that the proxy serves (deploy/nginx/botconsole.conf).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+
+# uvicorn has already put the proxy's X-Forwarded-Proto into the request's scheme; this makes
+# Django agree when the header is the only sign of HTTPS.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# django-axes reads the client address from the proxy's header only when told the proxy count.
-AXES_IPWARE_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# django-axes reads only REMOTE_ADDR (which uvicorn set from the one trusted proxy's header), with
+# no proxy of its own to count: were python-ipware installed, it would still not parse a
+# forwarded header a second time, and the address axes locks out stays the one the audit records.
+AXES_IPWARE_PROXY_COUNT = 0
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# The proxy answers plain HTTP with a redirect itself; this catches a request that reached the
+# app another way. /healthz is for local probes (systemd, compose) that speak plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=63072000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
