@@ -9,12 +9,10 @@ holds no open order, the bot's worker is gone, and every step is in the audit lo
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +21,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
+from apps.core.embedded import free_port, stop_process_group
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.trading.models import Fill
 from tests.e2e.conftest import browser_login
 from tests.e2e.test_live import AsgiServer
+from tests.fleet_support import ControlWorker, alive, wait_until
 from tests.harness import Harness
 from tests.keys import Key
 from tests.people import make_person
@@ -37,46 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "BTC/USDT"
 
 
-class Processes:
-    """Background botconsole processes (control worker, fleet supervisor), each in its own group."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def console(services: Harness, sandbox_url: str, tmp_path: Path, settings: Any) -> Iterator[AsgiServer]:
     """The web server, the control worker and the fleet supervisor, each with its own Vault token."""
-    from apps.core.embedded import free_port
-
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 
     def env(process: str) -> dict[str, str]:
@@ -84,18 +47,21 @@ def console(services: Harness, sandbox_url: str, tmp_path: Path, settings: Any) 
             services, token=services.tokens[process].token, var_dir=tmp_path, sandbox_url=sandbox_url, DEBUG="true"
         )
 
-    procs = Processes(tmp_path)
+    control = ControlWorker(services, tmp_path / "control", sandbox_url)
     server = AsgiServer(env("web"), free_port())
-    celery = [sys.executable, "-m", "celery", "-A", "botconsole"]
+    with (tmp_path / "fleet.log").open("wb") as log:
+        fleet = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runfleet"], cwd=ROOT, env=env("fleet"), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
-        control = [*celery, "worker", "-Q", "control", "-n", f"control-{os.getpid()}@%h", "--concurrency", "2"]
-        procs.start("control", [*control, "--without-mingle", "--without-gossip"], env("control"))
-        procs.start("fleet", [sys.executable, str(ROOT / "manage.py"), "runfleet"], env("fleet"))
         server.start()
+        control.wait_ready()
         yield server
     finally:
         server.stop()
-        procs.stop()
+        stop_process_group(fleet, signal.SIGTERM, timeout=30)  # it stops the bot workers it started
+        control.stop()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,8 +115,8 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     expect(page.locator(".facts")).to_contain_text("wanted: Running")
 
     # The fleet starts its worker; the grid's buys rest on the exchange.
-    wait_for(lambda: len(sandbox.admin.open_orders(key.api_key)) >= 3, "the grid's resting orders")
-    worker_pid = wait_for(lambda: _worker_pid(bot.pk), "the bot's worker process")
+    wait_until(lambda: len(sandbox.admin.open_orders(key.api_key)) >= 3, "the grid's resting orders")
+    worker_pid = wait_until(lambda: _worker_pid(bot.pk), "the bot's worker process")
 
     # 4. A fill, live on the dashboard without a reload.
     page.get_by_role("link", name="Dashboard", exact=True).click()
@@ -173,7 +139,7 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     expect(page.locator(".facts")).to_contain_text(re.compile(rf"Orders cancelled\s*{run.orders_cancelled}"))
     expect(page.locator(".facts")).to_contain_text(re.compile(r"Orders still open\s*0"))
     assert sandbox.admin.open_orders(key.api_key) == []
-    wait_for(lambda: not _alive(worker_pid), "the bot's worker to be gone", timeout=30)
+    wait_until(lambda: not alive(worker_pid), "the bot's worker to be gone", timeout=30)
 
     # 6. All of it is in the audit log: filter by action, as a reviewer would.
     page.get_by_role("link", name="Audit log", exact=True).click()
@@ -198,17 +164,3 @@ def _worker_pid(bot_id: int) -> int | None:
         if f"bot.{bot_id}" in cmdline and "worker" in cmdline:
             return int(proc.pid)
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone as far as trading goes; psutil tells them apart.
-    import psutil
-
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
