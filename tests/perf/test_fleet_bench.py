@@ -14,8 +14,9 @@ import pytest
 from apps.bots.fleet import Fleet
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
-from tests.bots.conftest import account, fleet, fleet_vault, worker_env  # noqa: F401
+from tests.bots.conftest import account  # noqa: F401
 from tests.bots.test_fleet import make_bot, observed, wait_for
+from tests.fleet_support import fleet, fleet_vault, worker_env  # noqa: F401
 from tests.keys import Key
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
