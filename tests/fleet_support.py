@@ -110,7 +110,12 @@ class ControlWorker:
 
     def __init__(self, services: Harness, var_dir: Path, sandbox_url: str) -> None:
         self.log_path = var_dir / "control-worker.log"
-        env = process_env(services, token=services.tokens["control"].token, var_dir=var_dir, sandbox_url=sandbox_url)
+        # The circuit breakers have their own tests (tests/killswitch/test_breakers.py); here they would
+        # race the scenario (e.g. the order-rate breaker halting bots while their grids are being placed).
+        env = process_env(
+            services, token=services.tokens["control"].token, var_dir=var_dir, sandbox_url=sandbox_url,
+            BREAKERS_EVERY_S="86400",
+        )  # fmt: skip
         argv = [sys.executable, "-m", "celery", "-A", "botconsole", "worker", "-Q", "control",
                 "-n", f"control-{os.getpid()}@%h", "--concurrency", "2", "--loglevel", "INFO"]  # fmt: skip
         var_dir.mkdir(parents=True, exist_ok=True)
