@@ -108,6 +108,26 @@ class VerifyReport:
         # Lowest seq first (the earliest damage), problems without a seq (the file) last.
         return sorted(self.problems, key=lambda p: (p.seq is None, p.seq or 0))
 
+    def text(self) -> str:
+        """What the shell commands print: one line when intact; the first break and each problem otherwise."""
+        if not self.ok:
+            where = f"at #{self.broken_seq}" if self.broken_seq is not None else "(checkpoint file)"
+            return "\n".join([
+                f"audit log BROKEN {where}: {self.reason}",
+                *(f"  - {p.message}" for p in self.sorted_problems()[1:]),
+                f"({self.entries_checked} entries verified before the first break)",
+            ])  # fmt: skip
+        last = self.last_checkpoint
+        signed = (
+            f"; {self.checkpoints_checked} signed checkpoints verified, the last #{last.seq} "
+            f"signed at {canonical_time(last.signed_at)}"
+            if last
+            else "; no signed checkpoint yet"
+        )
+        return (
+            f"audit chain OK: {self.entries_checked} entries verified up to #{self.last_seq} ({self.last_hash}){signed}"
+        )
+
 
 # -- the file outside the database -------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -37,6 +37,7 @@ from apps.accounts.models import User
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
+from apps.core.periodic import run_every
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, ExchangeAuthFailure
 from apps.trading.gate import bot_halt
@@ -490,18 +491,7 @@ _loop_started = threading.Event()
 
 
 def _loop(stop: threading.Event, every_s: float) -> None:
-    failing = False
-    while not stop.wait(every_s):
-        try:
-            close_old_connections()
-            breakers_check()
-            failing = False
-        except Exception:  # the database may be back next time
-            if not failing:
-                logger.exception("circuit breakers: a pass failed")
-            failing = True
-        finally:
-            close_old_connections()
+    run_every(stop, every_s, breakers_check, "circuit breakers")
 
 
 def start_loop(stop: threading.Event | None = None) -> threading.Thread | None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
-from django.db import close_old_connections
 
+from apps.core.periodic import run_every
 from apps.killswitch.engine import kill_execute, kill_pending
 from apps.killswitch.models import KillRun
 from apps.killswitch.webhook_services import webhook_deliver_start
@@ -46,22 +46,13 @@ def consumes_control_queue(sender: Any) -> bool:
     return CONTROL_QUEUE in names
 
 
+def _poll_once() -> None:
+    kill_pending()
+    webhook_deliver_start()  # posts due alerts in its own thread; never waits here
+
+
 def _poll_forever(stop: threading.Event, every_s: float = POLL_EVERY_S) -> None:
-    failing = False
-    while not stop.wait(every_s):
-        try:
-            close_old_connections()
-            kill_pending()
-            webhook_deliver_start()  # posts due alerts in its own thread; never waits here
-            if failing:
-                logger.warning("kill poller: the database answers again")
-            failing = False
-        except Exception:  # keep polling: the next second may find the database back
-            if not failing:  # one traceback per outage, not one a second
-                logger.exception("kill poller: executing pending runs failed")
-            failing = True
-        finally:
-            close_old_connections()
+    run_every(stop, every_s, _poll_once, "kill poller")
 
 
 def start_poller(stop: threading.Event | None = None) -> threading.Thread | None:

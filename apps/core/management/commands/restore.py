@@ -23,7 +23,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from apps.audit.chain import canonical_time
 from apps.audit.checkpoints import VerifyReport, audit_verify
 from apps.audit.services import record
 from apps.core import backup
@@ -125,23 +124,9 @@ class Command(BaseCommand):
         if report is None:
             self.stdout.write(self.style.WARNING("The audit log was NOT verified."))
         elif not report.ok:
-            where = f"at #{report.broken_seq}" if report.broken_seq is not None else "(checkpoint file)"
-            lines = [f"audit log BROKEN {where}: {report.reason}", *(f"  - {p.message}" for p in report.problems[1:])]
-            raise CommandError("\n".join(lines))
+            raise CommandError(report.text())
         else:
-            last = report.last_checkpoint
-            signed = (
-                f"; {report.checkpoints_checked} signed checkpoints verified, the last #{last.seq} "
-                f"signed at {canonical_time(last.signed_at)}"
-                if last
-                else "; no signed checkpoint yet"
-            )
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"audit chain OK: {report.entries_checked} entries verified up to #{report.last_seq} "
-                    f"({report.last_hash}){signed}"
-                )
-            )
+            self.stdout.write(self.style.SUCCESS(report.text()))
         self.stdout.write(
             "Next: restart the console's processes (their Vault tokens are those of the snapshot now); "
             "in production run `manage.py db_grant_runtime <runtime role>` again."
