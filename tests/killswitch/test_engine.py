@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,13 +45,6 @@ class Trader:
     key: Key
     bot: Bot
     client: Any
-
-
-@pytest.fixture
-def pinned_price(sandbox: Any) -> Iterator[None]:
-    sandbox.admin.set_price(SYMBOL, "60000", hold=True)
-    yield
-    sandbox.admin.release_price(SYMBOL)
 
 
 @pytest.fixture

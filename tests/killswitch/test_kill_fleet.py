@@ -59,13 +59,6 @@ _names = itertools.count(1)
 
 
 @pytest.fixture
-def pinned_price(sandbox: Any) -> Iterator[None]:
-    sandbox.admin.set_price(SYMBOL, "60000", hold=True)  # the grids stay below it: nothing fills
-    yield
-    sandbox.admin.release_price(SYMBOL)
-
-
-@pytest.fixture
 def live_account(new_key: Callable[..., Key]) -> Callable[[], tuple[ExchangeAccount, Key]]:
     def make() -> tuple[ExchangeAccount, Key]:
         key = new_key()

@@ -44,13 +44,6 @@ STEPS = ("revoke", "stop", "purge", "cancel", "verify", "balances")
 
 
 @pytest.fixture
-def pinned_price(sandbox: Any) -> Iterator[None]:
-    sandbox.admin.set_price(SYMBOL, "60000", hold=True)
-    yield
-    sandbox.admin.release_price(SYMBOL)
-
-
-@pytest.fixture
 def control_worker(services: Harness, sandbox_url: str, tmp_path: Path) -> Iterator[ControlWorker]:
     worker = ControlWorker(services, tmp_path / "control", sandbox_url)
     try:
