@@ -70,6 +70,7 @@ STOP_WAIT_S = GRACE_S + 5.0
 STOP_POLL_S = 0.1
 REVOKE_THREADS = 8
 SECRET_ID_ATTEMPTS = 4
+REVOKE_ATTEMPTS = 4
 STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
 FLATTEN_TAG = "kill-flatten"
 _STOPPED = (Bot.Observed.STOPPED, Bot.Observed.HALTED)
@@ -338,14 +339,20 @@ def _revoke_token(pv: vault.ProcessVault, bot: Bot, accessor: str, problems: lis
         logger.error("kill: bot %s's stored accessor is not a token of %s; not revoking it", bot.pk, bot.vault_role)
         problems.append(f"revoke: bot #{bot.pk}'s stored token accessor is not its own; refused")
         return "refused"
-    try:
-        pv.token_revoke_accessor(accessor)
-    except vault.VaultError as exc:
-        if _token_gone(pv, accessor):  # revoked meanwhile (another run, or the fleet): done
+    error: vault.VaultError | None = None
+    for attempt in range(REVOKE_ATTEMPTS):
+        try:
+            pv.token_revoke_accessor(accessor)
+            return "revoked"
+        except vault.VaultError as exc:
+            error = exc
+        # Another run (or the fleet) may be revoking the same token right now: Vault refuses the second
+        # revocation, and the token disappears a moment later. That is not a problem once it is gone.
+        if _token_gone(pv, accessor):
             return "gone"
-        problems.append(f"revoke: token of bot #{bot.pk} not revoked: {exc}"[:300])
-        return ""
-    return "revoked"
+        time.sleep(0.05 * (attempt + 1))
+    problems.append(f"revoke: token of bot #{bot.pk} not revoked: {error}"[:300])
+    return ""
 
 
 def _token_gone(pv: vault.ProcessVault, accessor: str) -> bool:
