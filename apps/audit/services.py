@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from apps.core.otp import is_verified
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
 AUDIT_LOCK_KEY = 0x6175646974  # "audit"
 SYSTEM_PREFIX = "system:"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Target = models.Model | tuple[str, Any] | None
 
@@ -35,13 +37,32 @@ def _client_ip(request: HttpRequest | None) -> str | None:
         return None
 
 
+def _db_text(value: str) -> str:
+    # PostgreSQL refuses NUL in text and \u0000 in jsonb, and an unpaired surrogate cannot be encoded at
+    # all: an audit entry must never fail because of the text it quotes, so those become U+FFFD.
+    if "\x00" not in value and not _SURROGATE.search(value):
+        return value
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
+
+
+def _db_safe(value: Any) -> Any:
+    """`value` (JSON data: dicts, lists, strings, numbers) with every string made storable, keys included."""
+    if isinstance(value, str):
+        return _db_text(value)
+    if isinstance(value, dict):
+        return {_db_text(str(k)): _db_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_db_safe(v) for v in value]
+    return value
+
+
 def _target(target: Target) -> tuple[str, str]:
     if target is None:
         return "", ""
     if isinstance(target, models.Model):
-        return target._meta.label_lower, str(target.pk)
+        return target._meta.label_lower, _db_text(str(target.pk))
     kind, ident = target
-    return str(kind), str(ident)
+    return _db_text(str(kind)), _db_text(str(ident))
 
 
 def record(
@@ -61,13 +82,15 @@ def record(
     if isinstance(actor, str):
         if not actor.startswith(SYSTEM_PREFIX):
             raise ValueError(f"a non-user actor must be named '{SYSTEM_PREFIX}<component>', not {actor!r}")
-        actor_user_id, actor_name = None, actor
+        actor_user_id, actor_name = None, _db_text(actor)
     else:
-        actor_user_id, actor_name = actor.pk, actor.get_username()
+        actor_user_id, actor_name = actor.pk, _db_text(actor.get_username())
     otp_verified = bool(request is not None and is_verified(request.user))
     target_type, target_id = _target(target)
-    # Round-trip through JSON so we hash exactly what PostgreSQL will store and return.
-    clean_data = json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
+    # Round-trip through JSON so we hash exactly what PostgreSQL will store and return, then make every
+    # string storable (the hash is taken over the cleaned data, so the chain verifies as stored).
+    clean_data = _db_safe(json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)))
+    action = _db_text(action)
 
     with transaction.atomic():
         with connection.cursor() as cursor:

@@ -15,6 +15,7 @@ from apps.bots.models import Bot
 from apps.bots.selectors import global_halt_reason
 from apps.core.exceptions import ApplicationError
 from apps.trading import events as bot_events
+from apps.trading.halt import global_halt_lock_shared
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (
@@ -83,6 +84,13 @@ def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
     if bot.mode == Bot.Mode.LIVE and bot.account.last_check_ok is False:
         raise ApplicationError(f"The key of {bot.account.label} failed its last check; fix it before trading live.")
     with transaction.atomic():
+        # Checked again under the locks a kill takes (halt row, then bot row): a kill pressed since the
+        # checks above wins, and the start is refused instead of leaving the bot desired-running.
+        halted_everywhere, halt_reason = global_halt_lock_shared()
+        if halted_everywhere:
+            raise ApplicationError(f"Trading is halted for every bot ({halt_reason or 'halted'}); nothing can start.")
+        if Bot.objects.select_for_update().filter(pk=bot.pk).values_list("halted", flat=True).first() is not False:
+            raise ApplicationError(f"{bot.name} is halted (or gone); an admin must clear the halt first.")
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)
         record(actor=actor, action="bot.start_requested", target=bot, request=request, data={"mode": bot.mode})
         bot_events.bot_state(bot.pk)

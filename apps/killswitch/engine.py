@@ -8,13 +8,20 @@ exchanges are required (bot token accessors are read from the database, not from
 
 "revoke" comes first (a few Vault calls per bot, 8 bots at a time; run beside the exchange steps it
 was measured to slow them, Vault and the exchange calls competing for the same CPUs). "stop" is the
-fleet supervisor's work (kill_request set every affected bot to stopped): the engine waits, in a
-thread beside the exchange steps so that cancelling is never delayed, until the fleet reports each
-bot's worker stopped (which it does once the process has ended and its token is revoked), and
-reports how many are left after STOP_WAIT_S. "flatten" appears only when an admin flagged a live bot
-beforehand (Bot.flatten_on_kill): once everything is cancelled and checked, it market-sells those bots'
-recorded positions (see flatten_plan). Each step in the report has its duration ("ms") and when it
-ended, counted from the click ("at_ms").
+fleet supervisor's work (the press set every affected bot to stopped): the engine waits, in a thread
+beside the exchange steps so that cancelling is never delayed, until the fleet reports each bot's
+worker stopped (which it does once the process has ended and its token is revoked), and reports how
+many are left after STOP_WAIT_S. "cancel" cancels every open order at once, without waiting for the
+workers. "verify" is the final check, and it waits for the stop step: it looks again at every
+affected account only after the last worker has exited, cancels anything found, and only then is
+"0 still open" a fact. If a worker is not confirmed gone, or an account does not answer, the count is
+reported as unknown (KillRun.open_unknown) and the run fails. "flatten" appears only when an admin
+flagged a live bot beforehand (Bot.flatten_on_kill): once everything is cancelled and checked, it
+market-sells those bots' recorded positions (see flatten_plan). Each step in the report has its
+duration ("ms") and when it ended, counted from the click ("at_ms").
+
+Two runs may touch the same bot (a per-bot run, then an all-bots press while it runs): the Vault
+steps treat what the other run already revoked or destroyed as done, not as a problem.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ VERIFY_ATTEMPTS = 3
 STOP_WAIT_S = GRACE_S + 5.0
 STOP_POLL_S = 0.1
 REVOKE_THREADS = 8
+SECRET_ID_ATTEMPTS = 4
+REVOKE_ATTEMPTS = 4
 STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
 FLATTEN_TAG = "kill-flatten"
 _STOPPED = (Bot.Observed.STOPPED, Bot.Observed.HALTED)
@@ -112,6 +121,7 @@ class AccountResult:
     balances: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     cancel_ms: int = 0
+    verified: bool = False  # every symbol of the account answered the final check
 
 
 @dataclass
@@ -128,6 +138,7 @@ class _Runner:
     process_vault: vault.ProcessVault | None
     problems: list[str] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)  # accessors the revoke step dealt with
+    workers_gone: bool = False  # set by the stop step once the fleet reported every worker stopped
     _beside: dict[str, threading.Thread] = field(default_factory=dict)
     _beside_done: dict[str, tuple[int, str, datetime]] = field(default_factory=dict)
 
@@ -157,6 +168,10 @@ class _Runner:
         thread = threading.Thread(target=body, name=f"kill-{self.run.pk}-{name}", daemon=True)
         self._beside[name] = thread
         thread.start()
+
+    def join_beside(self, name: str, timeout: float) -> None:
+        """Wait for a step started with begin_beside (without recording it: any thread may call this)."""
+        self._beside[name].join(timeout)
 
     def end_beside(self, name: str, timeout: float) -> None:
         """Wait for a step started with begin_beside and record it."""
@@ -213,6 +228,7 @@ class _Runner:
         ids = [b.pk for b in self.bots]
         had = [b.pk for b in self.bots if b.observed_state not in _STOPPED]
         if not had:
+            self.workers_gone = True
             return f"no bot worker was running ({len(ids)} bot(s) already stopped)"
         deadline = started + STOP_WAIT_S
         while True:
@@ -225,6 +241,7 @@ class _Runner:
         late = self._revoke_late(ids)
         waited = time.monotonic() - started
         if not remaining:
+            self.workers_gone = True
             detail = (
                 f"{len(had)} bot worker(s) were running; the fleet reported all stopped after {waited:.1f} s; "
                 "0 worker processes remain"
@@ -280,11 +297,32 @@ def _revoke_bot(pv: vault.ProcessVault, bot: Bot, *, secret_ids: bool = True) ->
     if accessor:
         outcome.revocation = _revoke_token(pv, bot, accessor, outcome.problems)
     if secret_ids and bot.mode == Bot.Mode.LIVE:
-        try:
-            outcome.secret_ids = pv.bot_secret_ids_destroy(bot.pk)
-        except vault.VaultError as exc:
-            outcome.problems.append(f"revoke: SecretIDs of bot #{bot.pk} not destroyed: {exc}"[:300])
+        error = _secret_ids_destroy(pv, bot, outcome)
+        if error is not None:
+            outcome.problems.append(f"revoke: SecretIDs of bot #{bot.pk} not destroyed: {error}"[:300])
     return outcome
+
+
+def _secret_ids_destroy(pv: vault.ProcessVault, bot: Bot, outcome: _RevokeOutcome) -> vault.VaultError | None:
+    """Destroy the bot's unused SecretIDs; None once none is left, else the last error.
+
+    Another run (or the fleet) may destroy them at the same time, so an accessor listed a moment ago can be
+    gone when destroyed: that is not a problem as long as none is left in the end, so list again and retry.
+    """
+    error: vault.VaultError | None = None
+    for attempt in range(SECRET_ID_ATTEMPTS):
+        try:
+            outcome.secret_ids += pv.bot_secret_ids_destroy(bot.pk)
+            return None
+        except vault.VaultError as exc:
+            error = exc
+        try:
+            if not pv.bot_secret_id_accessors(bot.pk):
+                return None
+        except vault.VaultError as exc:
+            error = exc
+        time.sleep(0.05 * (attempt + 1))
+    return error
 
 
 def _revoke_token(pv: vault.ProcessVault, bot: Bot, accessor: str, problems: list[str]) -> str:
@@ -301,12 +339,30 @@ def _revoke_token(pv: vault.ProcessVault, bot: Bot, accessor: str, problems: lis
         logger.error("kill: bot %s's stored accessor is not a token of %s; not revoking it", bot.pk, bot.vault_role)
         problems.append(f"revoke: bot #{bot.pk}'s stored token accessor is not its own; refused")
         return "refused"
+    error: vault.VaultError | None = None
+    for attempt in range(REVOKE_ATTEMPTS):
+        try:
+            pv.token_revoke_accessor(accessor)
+            return "revoked"
+        except vault.VaultError as exc:
+            error = exc
+        # Another run (or the fleet) may be revoking the same token right now: Vault refuses the second
+        # revocation, and the token disappears a moment later. That is not a problem once it is gone.
+        if _token_gone(pv, accessor):
+            return "gone"
+        time.sleep(0.05 * (attempt + 1))
+    problems.append(f"revoke: token of bot #{bot.pk} not revoked: {error}"[:300])
+    return ""
+
+
+def _token_gone(pv: vault.ProcessVault, accessor: str) -> bool:
     try:
-        pv.token_revoke_accessor(accessor)
-    except vault.VaultError as exc:
-        problems.append(f"revoke: token of bot #{bot.pk} not revoked: {exc}"[:300])
-        return ""
-    return "revoked"
+        pv.token_lookup_accessor(accessor)
+    except (vault.VaultForbidden, vault.VaultUnavailable):
+        return False  # cannot tell: keep the problem
+    except vault.VaultError:
+        return True
+    return False
 
 
 def affected_bots(run: KillRun) -> list[Bot]:
@@ -522,6 +578,7 @@ async def _account_cancel(target: AccountTarget, pv: vault.ProcessVault, shared:
 
 async def _account_verify(target: AccountTarget, result: AccountResult, client: Any) -> None:
     still_open = 0
+    result.verified = True
     for symbol in target.symbols:
         try:
             remaining = await _open_orders(client, symbol)
@@ -535,7 +592,7 @@ async def _account_verify(target: AccountTarget, result: AccountResult, client: 
             still_open += remaining
         except Exception as exc:
             _problem(result, f"verify {symbol}", exc)
-            still_open += 1  # unknown: count it as not verified
+            result.verified = False
     result.still_open = still_open
 
 
@@ -558,8 +615,13 @@ async def _close(client: Any) -> None:
 
 
 async def _exchanges(
-    targets: list[AccountTarget], pv: vault.ProcessVault, steps: list[tuple[str, int, str, datetime]]
+    targets: list[AccountTarget],
+    pv: vault.ProcessVault,
+    steps: list[tuple[str, int, str, datetime]],
+    workers_gone: Callable[[], bool],
 ) -> list[AccountResult]:
+    """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish."""
+
     # Runs inside an event loop: steps are collected here and stored once the loop is done.
     def add_step(name: str, ms: int, detail: str) -> None:
         steps.append((name, ms, detail, timezone.now()))
@@ -574,10 +636,24 @@ async def _exchanges(
             "cancel", int((time.monotonic() - t0) * 1000),
             f"{sum(r.cancelled for r in results)} order(s) cancelled on {len(targets)} account(s)",
         )  # fmt: skip
+        # The final check must follow the last worker's exit: an order a worker sent after the cancel
+        # above would otherwise be missed. Only this check waits; the cancel did not.
+        gone = await asyncio.to_thread(workers_gone)
         t1 = time.monotonic()
         live = [(t, r, c) for t, (r, c) in zip(targets, pairs, strict=True) if c is not None]
         await asyncio.gather(*(_account_verify(t, r, c) for t, r, c in live))
-        add_step("verify", int((time.monotonic() - t1) * 1000), f"{sum(r.still_open for r in results)} still open")
+        still_open = sum(r.still_open for r in results)
+        unverified = [r.label for r in results if not r.verified]
+        if not gone:
+            detail = (
+                f"{still_open} open order(s) seen, but not every bot worker was confirmed stopped: "
+                "orders could still be placed after this check, so the count is unknown"
+            )
+        elif unverified:
+            detail = f"{still_open} still open on the accounts that answered; unknown on {', '.join(unverified)}"
+        else:
+            detail = f"{still_open} still open (checked after every bot worker had stopped)"
+        add_step("verify", int((time.monotonic() - t1) * 1000), detail[:300])
         if any(t.flatten for t in targets):
             t_flatten = time.monotonic()
             await asyncio.gather(*(_account_flatten(t, c) for t, _, c in live))
@@ -598,7 +674,9 @@ async def _exchanges(
 def _claim(run_id: int) -> bool:
     return bool(
         KillRun.objects.filter(pk=run_id, status=KillRun.Status.PENDING).update(
-            status=KillRun.Status.RUNNING, started_at=timezone.now()
+            status=KillRun.Status.RUNNING,
+            started_at=timezone.now(),
+            problems=[],  # e.g. "not queued": moot now
         )
     )
 
@@ -629,9 +707,14 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     results: list[AccountResult] = []
     steps_done: list[tuple[str, int, str, datetime]] = []
     started = time.monotonic()
+
+    def workers_gone() -> bool:
+        runner.join_beside("stop", STOP_WAIT_S + 10)
+        return runner.workers_gone
+
     try:
         if targets:
-            results = asyncio.run(_exchanges(targets, runner.vault(), steps_done))
+            results = asyncio.run(_exchanges(targets, runner.vault(), steps_done, workers_gone))
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         runner.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
@@ -657,15 +740,21 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
         runner.problems.extend(result.problems)
     run.orders_cancelled = sum(r.cancelled for r in results)
     run.orders_still_open = sum(r.still_open for r in results)
+    # "0 still open" only when every account answered a check made after every worker had exited.
+    run.open_unknown = bool(targets) and (
+        not runner.workers_gone or len(results) != len(targets) or not all(r.verified for r in results)
+    )
     run.balances_after = {str(t.account.pk): {"label": r.label, "total": r.balances}
                           for t, r in zip(targets, results, strict=False)}  # fmt: skip
     run.problems = runner.problems
     if run.orders_still_open and not any("still open" in p for p in run.problems):
         run.problems.append(f"{run.orders_still_open} order(s) still open after {VERIFY_ATTEMPTS} retries")
+    if run.open_unknown:
+        run.problems.append("verify: open orders unknown (see the verify step); check the exchanges by hand")
     run.status = KillRun.Status.FAILED if run.problems else KillRun.Status.DONE
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "finished_at", "orders_cancelled", "orders_still_open", "balances_after",
-                            "problems", "steps"])  # fmt: skip
+    run.save(update_fields=["status", "finished_at", "orders_cancelled", "orders_still_open", "open_unknown",
+                            "balances_after", "problems", "steps"])  # fmt: skip
     _finish(run, len(bots), len(targets))
     return run
 
@@ -683,7 +772,7 @@ def report_summary(run: KillRun) -> dict[str, Any]:
     return {
         "run": run.pk, "scope": run.scope, "bot": run.bot_id, "status": run.status, "reason": run.reason,
         "duration_ms": run.duration_ms, "orders_cancelled": run.orders_cancelled,
-        "orders_still_open": run.orders_still_open, "problems": run.problems,
+        "orders_still_open": run.orders_still_open, "open_unknown": run.open_unknown, "problems": run.problems,
         "steps": [{"name": s["name"], "ms": s["ms"], "at_ms": s.get("at_ms")} for s in run.steps],
     }  # fmt: skip
 
@@ -698,7 +787,7 @@ def _finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
     scope = f"bot #{run.bot_id}" if run.scope == KillRun.Scope.BOT else "all bots"
     message = (
         f"Kill switch ({scope}) {'finished' if run.status == KillRun.Status.DONE else 'finished WITH PROBLEMS'} "
-        f"in {run.duration_ms} ms: {run.orders_cancelled} order(s) cancelled, {run.orders_still_open} still open, "
+        f"in {run.duration_ms} ms: {run.orders_cancelled} order(s) cancelled, {run.still_open_text} still open, "
         f"{n_bots} bot(s) stopped, {n_accounts} account(s). Reason: {run.reason}"
     )
     if run.problems:
@@ -710,8 +799,30 @@ def _finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
         logger.exception("kill run %s: alert not raised", run.pk)
 
 
+def kill_runs_abandon(*, now: datetime | None = None) -> int:
+    """Mark failed the runs still "running" long after they were claimed (their executor died mid-run).
+
+    Their report is incomplete and nothing is verified: presses no longer join them, a resume no
+    longer waits for them (services.active_runs), and the page says what happened.
+    """
+    from apps.killswitch.services import RUN_ABANDONED_AFTER
+
+    now = now or timezone.now()
+    abandoned = 0
+    for run in KillRun.objects.filter(status=KillRun.Status.RUNNING, started_at__lt=now - RUN_ABANDONED_AFTER):
+        problem = "the process executing this run stopped before it finished: nothing after its last step is verified"
+        changed = KillRun.objects.filter(pk=run.pk, status=KillRun.Status.RUNNING).update(
+            status=KillRun.Status.FAILED, finished_at=now, open_unknown=True, problems=[*run.problems, problem]
+        )
+        if changed:
+            abandoned += 1
+            record(actor=ACTOR, action="killswitch.abandoned", target=run, data={"started_at": run.started_at})
+    return abandoned
+
+
 def kill_pending() -> int:
     """Execute every pending run, oldest first; returns how many this call executed."""
+    kill_runs_abandon()
     executed = 0
     for run_id in (
         KillRun.objects.filter(status=KillRun.Status.PENDING).order_by("created_at", "pk").values_list("pk", flat=True)

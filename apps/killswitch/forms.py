@@ -1,6 +1,19 @@
 from __future__ import annotations
 
+import unicodedata
+
 from django import forms
+
+
+def _refuse_invisible(value: str, what: str) -> str:
+    # NUL is refused by every CharField already; other control characters, bidirectional overrides and
+    # zero-width characters would be stored and shown back, and can disguise an address.
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            raise forms.ValidationError(
+                f"The {what} contains an invisible or control character (U+{ord(char):04X}); type it as plain text."
+            )
+    return value
 
 
 class AlertWebhookForm(forms.Form):
@@ -17,3 +30,9 @@ class AlertWebhookForm(forms.Form):
         help_text="At least 16 characters; the receiver checks each alert's signature with it. Stored in Vault "
         "only and never shown again. Leave empty to keep the current one.",
     )  # fmt: skip
+
+    def clean_url(self) -> str:
+        return _refuse_invisible(str(self.cleaned_data["url"]), "address")
+
+    def clean_secret(self) -> str:
+        return _refuse_invisible(str(self.cleaned_data["secret"]), "signing secret")

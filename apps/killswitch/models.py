@@ -65,6 +65,7 @@ class KillRun(models.Model):
 
     The halt flag is committed before this row exists: from then on the order gate refuses every
     order. The control worker (or `manage.py killswitch`) then executes the run and fills the report.
+    Presses made while a run of their scope is pending or running join it (audited as such).
     """
 
     class Scope(models.TextChoices):
@@ -89,6 +90,9 @@ class KillRun(models.Model):
     steps = models.JSONField(default=list)  # [{"name", "ms", "detail"}], in order
     orders_cancelled = models.PositiveIntegerField(default=0)
     orders_still_open = models.PositiveIntegerField(default=0)
+    # True when the count above is not a verified figure: an account did not answer, or the final
+    # check could not follow every worker's exit (a worker still alive might have ordered after it).
+    open_unknown = models.BooleanField(default=False)
     balances_after = models.JSONField(default=dict)
     problems = models.JSONField(default=list)
 
@@ -97,6 +101,15 @@ class KillRun(models.Model):
 
     def __str__(self) -> str:
         return f"kill #{self.pk} ({self.scope}, {self.status})"
+
+    @property
+    def still_open_text(self) -> str:
+        """The "still open" figure as the report states it: a number only once it was verified."""
+        if self.status in (self.Status.PENDING, self.Status.RUNNING):
+            return "not checked yet"
+        if self.open_unknown:
+            return f"unknown ({self.orders_still_open} seen, not verified)"
+        return str(self.orders_still_open)
 
     @property
     def duration_ms(self) -> int | None:

@@ -1,60 +1,197 @@
 """The kill switch: halt first (in the database), then let the control worker clean up and report.
 
-`kill_request` is what the panic button, a per-bot stop, a circuit breaker and `manage.py killswitch`
-call. It commits the halt before anything else, so the order gate refuses every order from that
-moment, whatever happens to Redis, the workers or the exchanges afterwards.
+`kill_press` is what the panic button, a per-bot emergency stop and `manage.py killswitch` call
+(`kill_request`, for circuit breakers and scripts, returns the run). It commits the halt before
+anything else, so the order gate refuses every order from that moment, whatever happens to Redis,
+the workers or the exchanges afterwards. Nothing about the press can stop the halt: the reason is
+cleaned and cut (apps.killswitch.text), never refused, and whatever fails after the halt (recording
+the run, the audit entry, queueing it) is reported to the caller, the halt staying in place.
+
+Presses and resumes are serialized by one PostgreSQL advisory lock (KILL_LOCK_KEY, taken before the
+halt row and the bot rows, in that order everywhere): a press that finds a kill run of its scope
+pending or running joins it instead of starting a second one, so concurrent presses make one run
+with true counts; a resume sees every run a press has recorded.
+
+Resume (`trading_resume`) is one transaction: the halt cleared and its audit entry with the reason,
+or neither. It is refused while a kill run is pending or running or a bot worker is still alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.killswitch.models import KillRun
-from apps.trading.halt import global_halt_clear, global_halt_set
+from apps.killswitch.text import reason_changed, reason_clean, resume_reason_problem
+from apps.trading.halt import global_halt_clear, global_halt_lock, global_halt_set
 
 logger = logging.getLogger(__name__)
 Actor = User | str
+
+KILL_LOCK_KEY = 0x6B696C6C  # "kill": serializes presses (run join or create) and resumes
+RUN_REASON_MAX = 500  # KillRun.reason
+BOT_HALT_REASON_MAX = 300  # Bot.halt_reason
+# A run still "running" this long after it was claimed lost its executor (a control worker killed
+# mid-run): presses no longer join it and a resume no longer waits for it; the poller marks it failed.
+RUN_ABANDONED_AFTER = timedelta(minutes=10)
+# What the fleet reports while a bot's worker process may still exist (error: it exited).
+WORKER_ALIVE = (Bot.Observed.STARTING, Bot.Observed.RUNNING, Bot.Observed.STOPPING)
+
+
+@dataclass
+class KillPress:
+    """What one press did: the run it started or joined (None if it could not be recorded) and what failed."""
+
+    run: KillRun | None
+    reason: str
+    joined: bool = False
+    failures: list[str] = field(default_factory=list)
+
+
+class ResumeRefused(ApplicationError):
+    """The state does not allow a resume now (nothing halted, a kill still running, a worker alive)."""
+
+
+def active_runs() -> QuerySet[KillRun]:
+    """Kill runs not finished yet: pending, or running and not abandoned."""
+    claimed_since = timezone.now() - RUN_ABANDONED_AFTER
+    return KillRun.objects.filter(
+        Q(status=KillRun.Status.PENDING) | Q(status=KillRun.Status.RUNNING, started_at__gte=claimed_since)
+    )
+
+
+@contextlib.contextmanager
+def _press_lock() -> Iterator[None]:
+    # Session-level: held across the halt's transaction and the run's, released right after (and by
+    # PostgreSQL itself if this process dies meanwhile).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [KILL_LOCK_KEY])
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [KILL_LOCK_KEY])
+        except DatabaseError:
+            logger.warning("kill switch lock not released: the database session is gone, and the lock with it")
+
+
+def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> None:
+    """The safety effect, committed on its own before anything else is attempted."""
+    with transaction.atomic():
+        if bot is None:
+            global_halt_set(reason=reason, actor=actor)  # waits for any order in flight
+            Bot.objects.exclude(desired_state=Bot.Desired.STOPPED).update(desired_state=Bot.Desired.STOPPED)
+        else:
+            halt_reason = reason_clean(f"Stopped by kill: {reason}", max_length=BOT_HALT_REASON_MAX)
+            Bot.objects.filter(pk=bot.pk).update(
+                halted=True, halt_reason=halt_reason, desired_state=Bot.Desired.STOPPED
+            )
+
+
+def _join_or_create(*, actor: Actor, reason: str, bot: Bot | None, via: str) -> tuple[KillRun, bool]:
+    runs = active_runs()
+    runs = runs.filter(scope=KillRun.Scope.ALL) if bot is None else runs.filter(
+        Q(scope=KillRun.Scope.ALL) | Q(scope=KillRun.Scope.BOT, bot=bot)
+    )  # fmt: skip
+    # An all-bots run covers a per-bot press too; "all" sorts before "bot".
+    existing = runs.order_by("scope", "created_at", "pk").first()
+    if existing is not None:
+        return existing, True
+    run = KillRun.objects.create(
+        scope=KillRun.Scope.BOT if bot else KillRun.Scope.ALL, bot=bot, reason=reason,
+        requested_by=actor if isinstance(actor, User) else None, requested_via=via[:10],
+    )  # fmt: skip
+    return run, False
+
+
+def _failure(what: str, exc: BaseException) -> str:
+    # The exception's kind only: its text may quote SQL or data, and this is shown on a page.
+    return f"{what} ({type(exc).__name__}); trading stays halted."
+
+
+def _record(
+    press: KillPress, *, actor: Actor, bot: Bot | None, via: str, request: HttpRequest | None, changed: bool
+) -> None:
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                press.run, press.joined = _join_or_create(actor=actor, reason=press.reason, bot=bot, via=via)
+        except Exception as exc:
+            logger.exception("kill pressed and halt committed, but the kill run was not recorded")
+            what = "The kill run could not be recorded, so no order is cancelled yet: run `manage.py killswitch`"
+            press.failures.append(_failure(what, exc))
+        data: dict[str, object] = {
+            "scope": KillRun.Scope.BOT if bot else KillRun.Scope.ALL, "bot": bot.pk if bot else None,
+            "reason": press.reason, "via": via, "run": press.run.pk if press.run else None,
+        }  # fmt: skip
+        if press.joined and press.run is not None:
+            data["joined_run"] = press.run.pk
+        if changed:
+            data["reason_cleaned"] = True  # control or invisible characters removed, or cut to the column
+        try:
+            with transaction.atomic():
+                record(actor=actor, action="killswitch.pressed", target=press.run, request=request, data=data)
+        except Exception as exc:
+            logger.exception("kill pressed and halt committed, but the press was not audited")
+            press.failures.append(_failure("The press could not be written to the audit log", exc))
+
+
+def kill_press(
+    *, actor: Actor, reason: str, bot: Bot | None = None, via: str = "web", request: HttpRequest | None = None
+) -> KillPress:
+    """Halt (everything, or one bot) and start or join the kill run that cleans up. Never refuses a reason."""
+    cleaned = reason_clean(reason, max_length=RUN_REASON_MAX)
+    press = KillPress(run=None, reason=cleaned)
+    with _press_lock():
+        _halt(actor=actor, reason=cleaned, bot=bot)  # raises only if the database itself fails
+        try:
+            _record(press, actor=actor, bot=bot, via=via, request=request, changed=reason_changed(reason, cleaned))
+        except Exception as exc:  # e.g. the commit itself failed: the halt above is committed already
+            logger.exception("kill pressed and halt committed, but what followed was not committed")
+            press.run, press.joined = None, False
+            press.failures.append(_failure("The kill run and its audit entry could not be committed", exc))
+    if press.run is not None and not press.joined:
+        run_id = press.run.pk
+        transaction.on_commit(lambda: _enqueue_soon(run_id))
+    return press
 
 
 def kill_request(
     *, actor: Actor, reason: str, bot: Bot | None = None, via: str = "web", request: HttpRequest | None = None
 ) -> KillRun:
-    reason = reason.strip()
-    if not reason:
-        raise ApplicationError("Say why: the reason goes into the audit log and the kill report.")
-    if bot is None:
-        global_halt_set(reason=reason, actor=actor)  # commits; waits for any order in flight
-    with transaction.atomic():
-        if bot is not None:
-            Bot.objects.filter(pk=bot.pk).update(halted=True, halt_reason=f"Stopped by kill: {reason}"[:300],
-                                                 desired_state=Bot.Desired.STOPPED)  # fmt: skip
-        else:
-            Bot.objects.update(desired_state=Bot.Desired.STOPPED)
-        run = KillRun.objects.create(
-            scope=KillRun.Scope.BOT if bot else KillRun.Scope.ALL, bot=bot, reason=reason[:500],
-            requested_by=actor if isinstance(actor, User) else None, requested_via=via,
-        )  # fmt: skip
-        record(
-            actor=actor, action="killswitch.pressed", target=run, request=request,
-            data={"scope": run.scope, "bot": bot.pk if bot else None, "reason": reason, "via": via},
-        )  # fmt: skip
-        # In a thread: with the broker down, queueing blocks for seconds, and the operator's page must not
-        # wait for it (the halt is already committed; the control worker's poller picks the run anyway).
-        transaction.on_commit(lambda: threading.Thread(target=_enqueue, args=(run.pk,), daemon=True).start())
-    return run
+    """`kill_press` for callers that need the run (circuit breakers, scripts): raises if it was not recorded."""
+    press = kill_press(actor=actor, reason=reason, bot=bot, via=via, request=request)
+    if press.run is None:
+        raise ApplicationError(" ".join(press.failures) or "The kill run could not be recorded; trading stays halted.")
+    return press.run
+
+
+def _enqueue_soon(run_id: int) -> None:
+    # In a thread: with the broker down, queueing blocks for seconds, and the operator's page must not
+    # wait for it (the halt is already committed; the control worker's poller picks the run anyway).
+    try:
+        threading.Thread(target=_enqueue, args=(run_id,), name=f"kill-{run_id}-queue", daemon=True).start()
+    except RuntimeError as exc:
+        logger.warning("kill run %s not queued (%s); the control worker picks it from the database", run_id, exc)
 
 
 def _enqueue(run_id: int) -> None:
     # With the broker down the run stays pending in the database; the control worker's poller (and
-    # `manage.py killswitch`) execute pending runs without Redis.
+    # `manage.py killswitch`) execute pending runs without Redis. The run's page says so meanwhile.
     try:
         from apps.killswitch.tasks import kill_execute_task
 
@@ -62,14 +199,68 @@ def _enqueue(run_id: int) -> None:
     except Exception as exc:
         logger.warning("kill run %s not queued (%s); the control worker picks it from the database", run_id,
                        type(exc).__name__)  # fmt: skip
+        note = (
+            f"queue: not queued ({type(exc).__name__}: the broker did not answer); the control worker's poller "
+            "runs it from the database"
+        )
+        try:
+            KillRun.objects.filter(pk=run_id, status=KillRun.Status.PENDING).update(problems=[note[:300]])
+        except DatabaseError:
+            logger.warning("kill run %s: the queueing problem was not noted", run_id)
+    finally:
+        connection.close()  # this thread's own database connection
+
+
+def _alive_workers() -> list[tuple[int, str, str]]:
+    alive = Bot.objects.filter(observed_state__in=WORKER_ALIVE).order_by("pk")
+    return list(alive.values_list("pk", "name", "observed_state"))
 
 
 def trading_resume(*, actor: User, reason: str, request: HttpRequest | None = None) -> None:
-    """Lift the global halt. Bots stay stopped until each is started again."""
+    """Lift the global halt, with its audit entry, in one transaction. Bots stay stopped until each is started.
+
+    Refused (ResumeRefused, nothing changed or audited) when nothing is halted, while a kill run is
+    pending or running, or while any bot worker is still alive (the fleet has not reported it stopped).
+    """
     if not actor.has_perm("accounts.resume_after_kill"):
         raise ApplicationError("Only an admin can resume trading after a kill.")
-    reason = reason.strip()
-    if not reason:
-        raise ApplicationError("Write down why it is safe to resume; it goes into the audit log.")
-    global_halt_clear(actor=actor)
-    record(actor=actor, action="killswitch.resumed", request=request, data={"reason": reason})
+    problem = resume_reason_problem(reason)
+    if problem is not None:
+        raise ApplicationError(problem)
+    try:
+        _resume(actor=actor, reason=reason.strip(), request=request)
+    except DatabaseError as exc:  # rolled back whole: no resume without its audit entry
+        logger.exception("resume not committed")
+        raise ResumeRefused(
+            f"The resume could not be recorded ({type(exc).__name__}). Nothing was changed: trading stays halted."
+        ) from None
+
+
+def _resume(*, actor: User, reason: str, request: HttpRequest | None) -> None:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [KILL_LOCK_KEY])
+        halt = global_halt_lock()  # a second resume waits here, then finds nothing to resume
+        if not halt.active:
+            raise ResumeRefused("Trading is not halted: there is nothing to resume.")
+        running = list(active_runs().order_by("created_at", "pk"))
+        if running:
+            runs = ", ".join(f"#{r.pk} ({r.get_status_display().lower()})" for r in running)
+            raise ResumeRefused(
+                f"A kill is still in progress (run {runs}): resume once its report says every order is "
+                "cancelled and verified. Nothing was changed."
+            )
+        alive = _alive_workers()
+        if alive:
+            named = ", ".join(f"{name} (#{pk}, {state})" for pk, name, state in alive[:10])
+            more = f" and {len(alive) - 10} more" if len(alive) > 10 else ""
+            raise ResumeRefused(
+                f"{len(alive)} bot worker(s) still alive: {named}{more}. The fleet supervisor must report them "
+                "stopped before trading resumes. Nothing was changed."
+            )
+        since, previous = halt.since, halt.reason
+        global_halt_clear(actor=actor)
+        record(
+            actor=actor, action="killswitch.resumed", target=halt, request=request,
+            data={"reason": reason, "previous_reason": previous, "halted_since": since.isoformat() if since else None},
+        )  # fmt: skip

@@ -1,19 +1,25 @@
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.decorators import require_step_up, safe_next
+from apps.accounts.decorators import require_step_up
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.bots.selectors import event_cursor, global_halt_reason
 from apps.core.exceptions import ApplicationError
 from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, KillRun
-from apps.killswitch.services import kill_request, trading_resume
+from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
+from apps.killswitch.text import resume_reason_problem
+
+_BOT_ID = re.compile(r"[0-9]{1,19}")
+BIGINT_MAX = 2**63 - 1
 
 
 def _actor(request: HttpRequest) -> User:
@@ -21,17 +27,46 @@ def _actor(request: HttpRequest) -> User:
     return request.user
 
 
+def bot_id_from(raw: str) -> int | None:
+    """The `bot` field of a per-bot stop: None when absent (the global button has no such field).
+
+    Raises ValueError unless it is a plain id: ASCII digits only, within the id column (bigint).
+    """
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not _BOT_ID.fullmatch(raw) or int(raw) > BIGINT_MAX:
+        raise ValueError(raw)
+    return int(raw)
+
+
 @never_cache
 @permission_required("accounts.trigger_killswitch", raise_exception=True)
 @require_POST
 def kill_view(request: HttpRequest) -> HttpResponse:
-    bot = get_object_or_404(Bot, pk=request.POST["bot"]) if request.POST.get("bot") else None
+    """The panic button (no `bot` field) and a bot's emergency stop (`bot` = its id).
+
+    The reason never stops a kill (it is cleaned and cut). A malformed `bot` is refused with 400 and
+    a well-formed id of no bot with 404, before anything changes: a per-bot request whose target is
+    unclear halts nothing rather than guessing. The global button never sends the field.
+    """
     try:
-        run = kill_request(actor=_actor(request), reason=request.POST.get("reason", ""), bot=bot, request=request)
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect(safe_next(request, request.META.get("HTTP_REFERER"), "/"))
-    return redirect("killswitch:run", run_id=run.pk)
+        bot_id = bot_id_from(request.POST.get("bot", ""))
+    except ValueError:
+        message = (
+            "The bot to stop is given by its id, a whole number. Nothing was halted: press again from the bot's page."
+        )
+        return render(request, "killswitch/kill_refused.html", {"message": message}, status=400)
+    bot = get_object_or_404(Bot, pk=bot_id) if bot_id is not None else None
+    press = kill_press(actor=_actor(request), reason=request.POST.get("reason", ""), bot=bot, request=request)
+    for failure in press.failures:
+        messages.error(request, failure)
+    if press.run is None:
+        return redirect("killswitch:runs")
+    if press.joined:
+        scope = "every bot" if press.run.scope == KillRun.Scope.ALL else "this bot"
+        messages.info(request, f"Kill run #{press.run.pk} ({scope}) was already in progress: this press joined it.")
+    return redirect("killswitch:run", run_id=press.run.pk)
 
 
 @never_cache
@@ -66,17 +101,22 @@ def alert_list_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def resume_view(request: HttpRequest) -> HttpResponse:
     reason = request.POST.get("reason", "")
-    error = None
+    error, status = None, 200
     if request.method == "POST":
         try:
             trading_resume(actor=_actor(request), reason=reason, request=request)
+        except ResumeRefused as exc:
+            error, status = exc.message, 409
         except ApplicationError as exc:
-            error = exc.message
+            error, status = exc.message, 400
         else:
             messages.success(request, "Trading resumed. Bots stay stopped until each is started again.")
             return redirect("core:dashboard")
-    context = {"halt_reason": global_halt_reason(), "reason": reason, "error": error}
-    return render(request, "killswitch/resume.html", context, status=400 if error else 200)
+    # Echoed back only when it is fit to show (no control characters), and never longer than the field.
+    shown = reason if resume_reason_problem(reason) is None else ""
+    context = {"halt_reason": global_halt_reason(), "reason": shown, "error": error,
+               "active_runs": active_runs().order_by("created_at", "pk")[:5]}  # fmt: skip
+    return render(request, "killswitch/resume.html", context, status=status)
 
 
 @never_cache
@@ -98,7 +138,10 @@ def breakers_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 @require_step_up
 def breaker_update_view(request: HttpRequest, kind: str) -> HttpResponse:
-    from apps.killswitch.breakers import breaker_rule_update_from_input
+    from apps.killswitch.breakers import DEFAULTS, breaker_rule_update_from_input
+
+    if kind not in DEFAULTS:
+        raise Http404("No such circuit breaker.")
 
     try:
         breaker_rule_update_from_input(actor=_actor(request), kind=kind, data=request.POST, request=request)

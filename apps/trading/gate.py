@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,7 @@ from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert
+from apps.killswitch.text import reason_clean
 from apps.trading import events
 from apps.trading.halt import global_halt_active, global_halt_lock_shared
 from apps.trading.ids import client_order_id
@@ -61,31 +63,49 @@ class OrderRefused(ApplicationError):
         self.decision = decision
 
 
-def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str]:
+def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str, bool]:
+    """Inside a transaction: (halted, halt reason, told to stop) of the bot, its row share-locked until commit."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT halted, halt_reason FROM {Bot._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608  # nosec B608
+            f"SELECT halted, halt_reason, desired_state FROM {Bot._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608  # nosec B608
             [bot.pk],
         )
         row = cursor.fetchone()
     if row is None:
-        return True, "The bot no longer exists."
-    return bool(row[0]), str(row[1])
+        return True, "The bot no longer exists.", True
+    return bool(row[0]), str(row[1]), row[2] == Bot.Desired.STOPPED
+
+
+def _savepoint(what: str, bot: Bot, fn: Callable[[], object]) -> None:
+    # What follows a halt must never undo it: each in its own savepoint, a failure logged.
+    try:
+        with transaction.atomic():
+            fn()
+    except Exception:
+        logger.exception("bot %s halted, but its %s failed", bot.pk, what)
 
 
 def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
-    """Halt one bot (a circuit breaker tripped): flag in the database, audit entry, critical alert."""
-    text = f"Bot {bot.name} halted: {message}"
+    """Halt one bot (a circuit breaker tripped) and tell it to stop; then audit entry and critical alert.
+
+    The halt and the stop are written first and stay even if the audit entry or the alert fails.
+    """
+    text = reason_clean(f"Bot {bot.name} halted: {message}", max_length=300)
     with transaction.atomic():
-        changed = Bot.objects.filter(pk=bot.pk, halted=False).update(halted=True, halt_reason=text[:300])
-        bot.halted, bot.halt_reason = True, text[:300]
+        changed = Bot.objects.filter(pk=bot.pk, halted=False).update(
+            halted=True, halt_reason=text, desired_state=Bot.Desired.STOPPED
+        )
+        bot.halted, bot.halt_reason, bot.desired_state = True, text, Bot.Desired.STOPPED
         if changed:
-            record(actor=actor_of(bot), action="bot.halted", target=bot, data={"reason": reason, "message": message})
-            events.bot_state(bot.pk)
-            alert_raise(
+            data = {"reason": reason, "message": message}
+            _savepoint(
+                "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=data)
+            )
+            _savepoint("live event", bot, lambda: events.bot_state(bot.pk))
+            _savepoint("alert", bot, lambda: alert_raise(
                 kind="circuit_breaker", severity=Alert.Severity.CRITICAL, message=text, target=bot,
                 data={"bot": bot.pk, "reason": reason}, source=actor_of(bot),
-            )  # fmt: skip
+            ))  # fmt: skip
 
 
 def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
@@ -102,13 +122,17 @@ def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
     return None
 
 
-def _checks(bot: Bot, intent: OrderIntent, price: Decimal, halts: tuple[bool, str, bool, str]) -> Breach | None:
+def _checks(bot: Bot, intent: OrderIntent, price: Decimal, halts: tuple[bool, str, bool, str, bool]) -> Breach | None:
     """The first rule the order breaks, or None. Order matters: halts first, then the breakers."""
-    global_active, global_reason, bot_halted, bot_reason = halts
+    global_active, global_reason, bot_halted, bot_reason, told_to_stop = halts
     if global_active:
         return Breach(Reason.GLOBAL_HALT, f"Trading is halted everywhere: {global_reason or 'kill switch'}.")
     if bot_halted:
         return Breach(Reason.BOT_HALTED, f"The bot is halted: {bot_reason or 'no reason given'}.")
+    if told_to_stop:
+        # A worker still finishing its tick after a stop or a kill must not order, even if the global
+        # halt is lifted meanwhile: only a new start (desired state running) lets the bot trade again.
+        return Breach(Reason.BOT_STOPPED, "The bot was told to stop; its worker may place no more orders.")
     if intent.symbol not in bot.symbols:
         return Breach(Reason.SYMBOL, f"{intent.symbol} is not one of the bot's symbols ({', '.join(bot.symbols)}).")
     breach = loss_breach(bot=bot, ledger=ledger_for(bot))
@@ -177,14 +201,15 @@ def gate_check(*, bot: Bot, intent: OrderIntent, price: Decimal | None) -> GateD
     """
     with transaction.atomic():
         global_active, global_reason = global_halt_lock_shared()
-        bot_halted, bot_reason = _bot_halt_lock_shared(bot)
+        bot_halted, bot_reason, told_to_stop = _bot_halt_lock_shared(bot)
         bot.halted, bot.halt_reason = bot_halted, bot_reason
         problem = _invalid(intent, price)
         if problem is not None:
             breach: Breach | None = Breach(Reason.INVALID, problem)
         else:
             assert price is not None
-            breach = _checks(bot, intent, price, (global_active, global_reason, bot_halted, bot_reason))
+            halts = (global_active, global_reason, bot_halted, bot_reason, told_to_stop)
+            breach = _checks(bot, intent, price, halts)
         if breach is not None:
             return _refuse(bot, intent, price, breach)
         return GateDecision(True, notional=intent.amount * price if price is not None else None)

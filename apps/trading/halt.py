@@ -3,16 +3,25 @@
 `place_order` holds a share lock on the row while it checks the gate and sends the order, and
 `global_halt_set` updates the row: so once `global_halt_set` has returned, no order is in flight
 anywhere and every later order is refused. The kill switch builds on this.
+
+Setting the halt never fails because of its reason (cleaned and cut to the column) nor because its
+audit entry fails (written in a savepoint: the halt commits anyway and the failure is logged).
 """
 
 from __future__ import annotations
+
+import logging
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.killswitch.text import reason_clean
 from apps.trading.models import TradingHalt
+
+logger = logging.getLogger(__name__)
+REASON_MAX = 300  # TradingHalt.reason
 
 
 def _ensure_row() -> None:
@@ -48,25 +57,39 @@ def global_halt_lock_shared() -> tuple[bool, str]:
     return bool(row[0]), str(row[1])
 
 
+def global_halt_lock() -> TradingHalt:
+    """Inside a transaction: the halt row, locked for update until commit (waits for orders in flight)."""
+    _ensure_row()
+    return TradingHalt.objects.select_for_update().get(pk=TradingHalt.SINGLETON_PK)
+
+
 def global_halt_set(*, reason: str, actor: AbstractBaseUser | str) -> TradingHalt:
-    """Halt all trading. Waits for orders in flight to finish; none can start afterwards."""
+    """Halt all trading. Waits for orders in flight to finish; none can start afterwards.
+
+    A halt already active keeps its first reason and time: a second press adds nothing to undo.
+    """
     with transaction.atomic():
-        _ensure_row()
-        halt = TradingHalt.objects.select_for_update().get(pk=TradingHalt.SINGLETON_PK)
+        halt = global_halt_lock()
         was_active = halt.active
-        halt.active, halt.reason = True, reason[:300]
+        if not was_active:
+            halt.reason = reason_clean(reason, max_length=REASON_MAX)
+        halt.active = True
         halt.since = halt.since if was_active and halt.since else timezone.now()
         halt.save()
-        record(
-            actor=actor, action="trading.halted", target=halt, data={"reason": halt.reason, "was_active": was_active}
-        )
+        try:
+            with transaction.atomic():  # a savepoint: the halt commits even if its audit entry cannot
+                record(
+                    actor=actor, action="trading.halted", target=halt,
+                    data={"reason": halt.reason, "was_active": was_active},
+                )  # fmt: skip
+        except Exception:
+            logger.exception("trading halted, but its audit entry was not written")
     return halt
 
 
 def global_halt_clear(*, actor: AbstractBaseUser | str) -> TradingHalt:
     with transaction.atomic():
-        _ensure_row()
-        halt = TradingHalt.objects.select_for_update().get(pk=TradingHalt.SINGLETON_PK)
+        halt = global_halt_lock()
         before = halt.reason
         halt.active, halt.reason, halt.since = False, "", None
         halt.save()

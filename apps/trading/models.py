@@ -165,6 +165,7 @@ class GateRefusal(models.Model):
     class Reason(models.TextChoices):
         GLOBAL_HALT = "global_halt", "Global halt"
         BOT_HALTED = "bot_halted", "Bot halted"
+        BOT_STOPPED = "bot_stopped", "Bot told to stop"
         SYMBOL = "symbol_not_allowed", "Symbol not allowed"
         ORDER_NOTIONAL = "max_order_notional", "Order too large"
         POSITION_NOTIONAL = "max_position_notional", "Position too large"

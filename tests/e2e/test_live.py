@@ -112,7 +112,7 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     bot = Bot.objects.create(
         name="Live bot", account=account, strategy="grid", symbols=["BTC/USDT"], mode="live",
         max_order_notional=Decimal("1000"), max_position_notional=Decimal("5000"), daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"),
+        max_drawdown_pct=Decimal("50"), desired_state="running",  # started: the gate refuses a stopped bot
     )  # fmt: skip
     who = make_person("vera", "viewer")
     base = asgi_server.url

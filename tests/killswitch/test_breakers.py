@@ -271,12 +271,23 @@ def test_everyone_sees_the_breakers_only_an_admin_with_a_fresh_code_changes_them
     ("kind", "form", "error"),
     [
         ("fleet_daily_loss", {"action": "alert", "threshold": "lots"}, "is not a number"),
-        ("fleet_daily_loss", {"action": "alert", "threshold": "-5"}, "must be a positive number"),
-        ("fleet_daily_loss", {"action": "alert", "threshold": "NaN"}, "must be a positive number"),
-        ("fleet_daily_loss", {"action": "explode", "threshold": "5"}, "Unknown action"),
-        ("order_rate", {"action": "alert", "threshold": "5", "window_s": "0"}, "between 1 second and 7 days"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "-5"}, "must be between 0.01 and 1000000000"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "NaN"}, "must be a number between 0.01 and 1000000000"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "Infinity"}, "must be a number between"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "1e13"}, "must be between 0.01 and 1000000000"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "1e999999999"}, "must be between 0.01 and"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "1.000000001"}, "at most 8 decimal places"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "9" * 10_000}, "too long to be a number"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "5\x00"}, "plain digits"),
+        ("fleet_daily_loss", {"action": "alert", "threshold": "\u0665"}, "plain digits"),
+        ("fleet_drawdown", {"action": "alert", "threshold": "1000"}, "must be between 0.01 and 100"),
+        ("order_rate", {"action": "alert", "threshold": "2.5", "window_s": "60"}, "give a whole number between 1"),
+        ("fleet_daily_loss", {"action": "explode", "threshold": "5"}, "Choose what the breaker does"),
+        ("fleet_daily_loss", {"action": "alert\x00", "threshold": "5"}, "Choose what the breaker does"),
+        ("order_rate", {"action": "alert", "threshold": "5", "window_s": "0"}, "between 1 and 604800 seconds"),
+        ("order_rate", {"action": "alert", "threshold": "5", "window_s": "99999999999999"}, "between 1 and 604800"),
         ("order_rate", {"action": "alert", "threshold": "5", "window_s": "1.5"}, "not a whole number"),
-        ("no_such_breaker", {"action": "alert", "threshold": "5"}, "Unknown circuit breaker"),
+        ("order_rate", {"action": "alert", "threshold": "5", "window_s": "-1"}, "not a whole number"),
     ],
 )
 def test_bad_breaker_input_is_refused_and_changes_nothing(
@@ -289,6 +300,16 @@ def test_bad_breaker_input_is_refused_and_changes_nothing(
     assert error in page
     after = {r.kind: (r.enabled, r.action, r.threshold, r.window_s) for r in rules_current().values()}
     assert after == before
+    assert not AuditEntry.objects.filter(action="breaker.rule_changed").exists()
+
+
+def test_an_unknown_breaker_is_not_found_and_changes_nothing(
+    logged_in: Callable[[str], tuple[Client, Person]],
+) -> None:
+    admin, who = logged_in("admin")
+    admin.post("/accounts/step-up/", {"code": who.code(1), "next": "/"})
+    for kind in ("no_such_breaker", "x" * 5000):
+        assert admin.post(f"/killswitch/breakers/{kind}/", {"action": "alert", "threshold": "5"}).status_code == 404
     assert not AuditEntry.objects.filter(action="breaker.rule_changed").exists()
 
 

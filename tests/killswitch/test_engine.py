@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import subprocess
 import sys
@@ -16,11 +17,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
+from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
 from apps.bots.strategies.base import OrderIntent
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
+from apps.killswitch import engine
 from apps.killswitch.engine import kill_execute, kill_pending
 from apps.killswitch.models import Alert, KillRun
 from apps.killswitch.services import kill_request
@@ -211,3 +216,81 @@ def test_only_the_control_worker_polls_for_kills() -> None:
     assert consumes_control_queue(_worker("control"))
     assert consumes_control_queue(_worker("celery", "control"))
     assert not consumes_control_queue(_worker("bot.7"))
+
+
+# -- the final check follows the last worker's exit ------------------------------------------------------
+
+
+def test_the_final_check_follows_the_last_workers_exit_and_catches_its_late_order(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault
+) -> None:
+    (trader,) = traders(1)
+    rest_orders([trader], 3)
+    Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.RUNNING)  # its worker is alive
+    late: list[dict[str, Any]] = []
+
+    def worker_still_alive() -> None:
+        # A worker that has not exited yet: one more order of it reaches the exchange after the kill's cancel,
+        # then the fleet reports the process gone. (Sent straight to the exchange: the gate refuses it now.)
+        try:
+            deadline = time.monotonic() + 30
+            while open_orders(sandbox, trader) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)  # the rest of its tick
+            late.append(trader.client.create_order(SYMBOL, "limit", "buy", 0.01, 1000))
+            time.sleep(0.3)
+            Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.STOPPED)
+        finally:
+            connection.close()
+
+    run = kill_request(actor="system:test", reason="late order")
+    thread = threading.Thread(target=worker_still_alive, daemon=True)
+    thread.start()
+    run = kill_execute(run_id=run.pk, process_vault=control_vault)
+    thread.join(timeout=30)
+    assert late, "the late order was not placed"
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert open_orders(sandbox, trader) == []  # the late order too
+    assert run.orders_cancelled == 4 and run.orders_still_open == 0 and not run.open_unknown
+    at = {s["name"]: s["at_ms"] for s in run.steps}
+    assert at["cancel"] <= at["stop"] <= at["verify"]
+    assert "after every bot worker had stopped" in next(s["detail"] for s in run.steps if s["name"] == "verify")
+
+
+def test_a_run_whose_workers_are_not_confirmed_gone_cannot_claim_zero_open(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault, monkeypatch: Any
+) -> None:
+    (trader,) = traders(1)
+    rest_orders([trader], 2)
+    # No fleet supervisor reports this worker stopped; wait 1 s for it instead of 15.
+    Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.RUNNING)
+    monkeypatch.setattr(engine, "STOP_WAIT_S", 1.0)
+    run = kill_execute(run_id=kill_request(actor="system:test", reason="no fleet").pk, process_vault=control_vault)
+    assert open_orders(sandbox, trader) == []  # cancelled all the same, without waiting for the workers
+    assert run.status == KillRun.Status.FAILED and run.open_unknown
+    assert run.still_open_text.startswith("unknown")
+    assert "count is unknown" in next(s["detail"] for s in run.steps if s["name"] == "verify")
+    assert any("not reported stopped" in p for p in run.problems)
+    assert "unknown" in Alert.objects.get(kind="kill_switch").message
+
+
+def test_a_run_whose_account_does_not_answer_reports_unknown_not_zero(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault
+) -> None:
+    (trader,) = traders(1)
+    rest_orders([trader], 1)
+    sandbox.admin.set_permissions(trader.key.api_key, can_read=False)  # the exchange refuses to list its orders
+    run = kill_execute(run_id=kill_request(actor="system:test", reason="t").pk, process_vault=control_vault)
+    assert run.status == KillRun.Status.FAILED and run.open_unknown and run.still_open_text.startswith("unknown")
+
+
+def test_a_run_abandoned_by_its_executor_is_marked_failed_and_no_longer_blocks(
+    traders: Callable[[int], list[Trader]],
+) -> None:
+    run = kill_request(actor="system:test", reason="t")
+    KillRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now() - dt.timedelta(minutes=11))
+    assert kill_pending() == 0
+    run.refresh_from_db()
+    assert run.status == KillRun.Status.FAILED and run.open_unknown and run.finished_at is not None
+    assert "stopped before it finished" in run.problems[-1]
+    assert AuditEntry.objects.filter(action="killswitch.abandoned", target_id=str(run.pk)).exists()

@@ -288,6 +288,14 @@ def test_an_admin_sets_the_webhook_and_the_secret_stays_in_vault(
         ("example.com/hooks", "s" * 32, "http:// or https://"),
         ("https://", "s" * 32, "http:// or https://"),
         ("https://alerts.example.com/hook", "too-short", "at least 16 characters"),
+        # Hostile input: each a clear form error, never a 500, never stored.
+        ("https://alerts.example.com/\x00hook", "s" * 32, "Null characters are not allowed"),
+        ("https://alerts.example.com/" + "a" * 10_000, "s" * 32, "at most 500 characters"),
+        ("https://alerts.example.com/\x01hook", "s" * 32, "invisible or control character (U+0001)"),
+        ("https://alerts.example.com/\u202ekoohb", "s" * 32, "invisible or control character (U+202E)"),
+        ("https://alerts.example.com/hook", "s" * 20 + "\x00", "Null characters are not allowed"),
+        ("https://alerts.example.com/hook", "s" * 20 + "\x1b[0m", "invisible or control character (U+001B)"),
+        ("https://alerts.example.com/hook", "s" * 10_000, "at most 500 characters"),
     ],
 )
 def test_bad_input_changes_nothing(

@@ -73,6 +73,8 @@ def make_bot(live: Live) -> Callable[..., Bot]:
             "max_orders_per_minute": 30,
             "daily_loss_limit": Decimal("100000"),
             "max_drawdown_pct": Decimal("90"),
+            # Started, as a bot whose worker places orders is: the gate refuses a bot told to stop.
+            "desired_state": Bot.Desired.RUNNING,
             **overrides,
         }
         return Bot.objects.create(**fields)

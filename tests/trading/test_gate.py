@@ -85,6 +85,23 @@ def test_it_refuses_when_the_bot_was_halted_in_the_database(live: Live, make_bot
     assert_refused(live, bot, buy("t-bot-halt"), GateRefusal.Reason.BOT_HALTED)
 
 
+def test_it_refuses_a_bot_told_to_stop_even_once_the_global_halt_is_lifted(
+    live: Live, make_bot: Callable[..., Bot]
+) -> None:
+    bot = make_bot()
+    # A kill: halt everywhere and every bot told to stop; this bot's worker is still finishing its tick.
+    global_halt_set(reason="kill", actor="system:test")
+    Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.STOPPED)  # `bot` in memory is stale
+    assert_refused(live, bot, buy("t-stopped-1"), GateRefusal.Reason.GLOBAL_HALT)
+    global_halt_clear(actor="system:test")  # resumed before that worker exited
+    refusal = assert_refused(live, bot, buy("t-stopped-2"), GateRefusal.Reason.BOT_STOPPED)
+    assert refusal.message == "The bot was told to stop; its worker may place no more orders."
+    assert refusal.get_reason_display() == "Bot told to stop"
+    assert live.exchange_orders() == []
+    Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)  # started again
+    assert place_order(bot=bot, intent=buy("t-started"), client=live.client).status == Order.Status.OPEN
+
+
 def test_it_refuses_a_symbol_outside_the_allowlist(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot()
     assert_refused(live, bot, buy("t-eth", amount="0.01", price="2000", symbol="ETH/USDT"), GateRefusal.Reason.SYMBOL)

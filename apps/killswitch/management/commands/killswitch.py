@@ -1,7 +1,10 @@
 """`manage.py killswitch [--bot ID] --reason TEXT`: halt and clean up from a shell.
 
 Needs only PostgreSQL and Vault (the control token in VAULT_TOKEN): no web server, no Redis, no
-Celery. Exits 0 when no order is left open, 1 otherwise.
+Celery. The halt commits first, whatever the reason says (it is cleaned and cut, never refused);
+a press while a kill of the same scope is running joins that run. Exits 0 only when the run ended
+"done" (every order cancelled and verified after the last worker stopped), 1 otherwise, and 2 when
+the halt is committed but the run could not even be recorded.
 """
 
 from __future__ import annotations
@@ -14,16 +17,24 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.bots.models import Bot
 from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
-from apps.killswitch.services import kill_request
+from apps.killswitch.services import kill_press
 
 WAIT_FOR_OTHER_S = 120
+BIGINT_MAX = 2**63 - 1
+
+
+def _bot_id(raw: str) -> int:
+    value = int(raw)  # argparse turns a ValueError into a usage error, before anything changes
+    if not 1 <= value <= BIGINT_MAX:
+        raise ValueError(raw)
+    return value
 
 
 class Command(BaseCommand):
     help = "Press the kill switch: halt all trading (or one bot), cancel open orders, print the report."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--bot", type=int, default=None, help="Stop only this bot (id) instead of everything.")
+        parser.add_argument("--bot", type=_bot_id, default=None, help="Stop only this bot (id) instead of everything.")
         parser.add_argument("--reason", required=True, help="Why: goes into the audit log and the report.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -31,17 +42,24 @@ class Command(BaseCommand):
         if options["bot"] is not None:
             bot = Bot.objects.filter(pk=options["bot"]).first()
             if bot is None:
-                raise CommandError(f"No bot with id {options['bot']}.")
-        # No broker needed: the kill runs right here. (kill_request also tries to queue it from a
+                raise CommandError(f"No bot with id {options['bot']}; nothing was halted.")
+        # No broker needed: the kill runs right here. (The press also tries to queue it from a
         # background thread; if a control worker claims it first, wait for that worker's report.)
-        run = kill_request(actor="system:shell", reason=options["reason"], bot=bot, via="shell")
-        run = kill_execute(run_id=run.pk)
+        press = kill_press(actor="system:shell", reason=options["reason"], bot=bot, via="shell")
+        for failure in press.failures:
+            self.stderr.write(f"PROBLEM: {failure}")
+        if press.run is None:
+            self.stderr.write("Trading is halted, but no kill run was recorded: no order was cancelled.")
+            raise SystemExit(2)
+        if press.joined:
+            self.stdout.write(f"Kill run #{press.run.pk} was already in progress; this press joined it.")
+        run = kill_execute(run_id=press.run.pk)
         deadline = time.monotonic() + WAIT_FOR_OTHER_S
         while run.status == KillRun.Status.RUNNING and time.monotonic() < deadline:
             time.sleep(0.2)
             run.refresh_from_db()
         self.stdout.write(report_text(run))
-        if run.orders_still_open or run.status not in (KillRun.Status.DONE, KillRun.Status.FAILED):
+        if run.status != KillRun.Status.DONE:
             raise SystemExit(1)
 
 
@@ -51,7 +69,7 @@ def report_text(run: KillRun) -> str:
         f"Duration: {run.duration_ms} ms",
     ]
     lines += [f"  {step['name']:<9} {step['ms']:>6} ms  {step['detail']}" for step in run.steps]
-    lines += [f"Orders cancelled: {run.orders_cancelled}", f"Orders still open: {run.orders_still_open}"]
+    lines += [f"Orders cancelled: {run.orders_cancelled}", f"Orders still open: {run.still_open_text}"]
     for account_id, info in sorted(run.balances_after.items()):
         lines.append(f"Balances of {info.get('label', account_id)}: {info.get('total', {})}")
     lines += [f"PROBLEM: {p}" for p in run.problems]
