@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from django.utils import timezone
 
 from apps.audit.chain import GENESIS_HASH, entry_hash
 from apps.audit.models import AuditEntry
+from apps.core.net import client_ip
 from apps.core.otp import is_verified
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
@@ -26,13 +26,7 @@ Target = models.Model | tuple[str, Any] | None
 
 
 def _client_ip(request: HttpRequest | None) -> str | None:
-    if request is None:
-        return None
-    raw = request.META.get("REMOTE_ADDR") or ""
-    try:
-        return ipaddress.ip_address(raw).compressed
-    except ValueError:
-        return None
+    return None if request is None else client_ip(request)
 
 
 def _target(target: Target) -> tuple[str, str]:

@@ -195,6 +195,8 @@ OTP_TOTP_THROTTLE_FACTOR = 1  # django-otp waits 1, 2, 4, 8 ... s after successi
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The one client address (apps.core.net): the one the audit log, the sessions and the mails use.
+AXES_CLIENT_IP_CALLABLE = "apps.core.net.client_ip"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 # Reset only after the OTP step succeeds (apps.accounts.services): resetting at the password
