@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import environ
+
 from apps.core.embedded import (
     EmbeddedServices,
     ServiceStartError,
@@ -278,6 +280,8 @@ def main() -> int:
         supervisor.start_children()
         supervisor.wait_http("the web server", f"http://127.0.0.1:{port}/healthz")
         print(banner(f"http://127.0.0.1:{port}/", login), flush=True)
+        if environ.Env().bool("BOTCONSOLE_DEBUG", default=False):
+            say("BOTCONSOLE_DEBUG is on: error pages show source code and settings. Never on a shared machine.")
         supervisor.supervise()
     except Stop:
         say("stopping")

@@ -17,7 +17,9 @@ env = environ.Env()
 VAR_DIR = Path(env("BOTCONSOLE_VAR_DIR", default=str(BASE_DIR / "var")))
 
 SECRET_KEY = env("SECRET_KEY")
-DEBUG = env.bool("DEBUG", default=False)
+# Debug pages show settings, source and every URL: only ever on an explicit opt-in. A plain DEBUG
+# variable (which shells and other tools set for their own reasons) is not read.
+DEBUG = env.bool("BOTCONSOLE_DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
@@ -47,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (whitenoise), answered before sessions or the database are touched: make run has no nginx.
+    "apps.core.middleware.StaticFilesMiddleware",
     "csp.middleware.CSPMiddleware",
     "apps.core.middleware.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -111,7 +115,16 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT: Path | None = VAR_DIR / "static"
+# whitenoise serves the files it indexed at startup and looks nothing up on the filesystem per
+# request, so a path like /static/..%2f..%2fmanage.py or one with a NUL is simply not found (404).
+WHITENOISE_AUTOREFRESH = False
+
+# Error pages: templates/{400,403,404,500}.html and this view for a CSRF refusal. With DEBUG on,
+# Django's technical pages instead, with every credential masked (apps.core.debug).
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
+DEFAULT_EXCEPTION_REPORTER = "apps.core.debug.MaskingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "apps.core.debug.CredentialMaskingFilter"
 
 # Broker and channel layer: one Redis/Valkey.
 REDIS_URL = env("REDIS_URL")
