@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (whitenoise), answered before sessions or the database are touched: make run has no nginx.
     "apps.core.middleware.StaticFilesMiddleware",
+    "apps.core.middleware.NoStoreMiddleware",
     "csp.middleware.CSPMiddleware",
     "apps.core.middleware.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
