@@ -10,9 +10,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from apps.live.middleware import OTPVerifiedMiddleware  # noqa: E402
+from apps.live.middleware import OTPVerifiedMiddleware, SameOriginMiddleware  # noqa: E402
 from apps.live.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -21,8 +20,6 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         # Outermost first: a foreign Origin (cross-site websocket hijacking) is refused before the
         # session is even read; then only an OTP-verified session reaches the router.
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(OTPVerifiedMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        "websocket": SameOriginMiddleware(AuthMiddlewareStack(OTPVerifiedMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )
