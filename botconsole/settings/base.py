@@ -23,7 +23,8 @@ DEBUG = env.bool("BOTCONSOLE_DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with a read-only admin site behind OTP (apps.accounts.admin_site).
+    "apps.accounts.admin_apps.ReadOnlyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -205,6 +206,8 @@ VAULT_SECRET_ID = env("VAULT_SECRET_ID", default="")
 
 # -- Login, OTP, lockout, sessions ----------------------------------------------------------
 OTP_TOTP_ISSUER = "botconsole"
+# The admin never shows a device's key or QR code (the admin is read-only anyway).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 OTP_TOTP_THROTTLE_FACTOR = 1  # django-otp waits 1, 2, 4, 8 ... s after successive failures
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
