@@ -121,6 +121,8 @@ STATIC_ROOT: Path | None = VAR_DIR / "static"
 # whitenoise serves the files it indexed at startup and looks nothing up on the filesystem per
 # request, so a path like /static/..%2f..%2fmanage.py or one with a NUL is simply not found (404).
 WHITENOISE_AUTOREFRESH = False
+# Only the console's own pages load its files: no Access-Control-Allow-Origin: * on them.
+WHITENOISE_ALLOW_ALL_ORIGINS = False
 
 # Error pages: templates/{400,403,404,500}.html and this view for a CSRF refusal. With DEBUG on,
 # Django's technical pages instead, with every credential masked (apps.core.debug).

@@ -96,3 +96,4 @@ def test_static_files_stay_cacheable(client: Client) -> None:
     response = client.get("/static/css/app.css")
     assert response.status_code == 200
     assert "no-store" not in response.get("Cache-Control", "")
+    assert "Access-Control-Allow-Origin" not in response  # for the console's own pages only
