@@ -112,7 +112,7 @@ class MaskingExceptionReporter(ExceptionReporter):
 
     # Masking puts asterisks where text was: what was safe HTML stays safe.
     def get_traceback_html(self) -> SafeString:
-        return mark_safe(mask_credentials(str(super().get_traceback_html())))  # noqa: S308  # nosec B308
+        return mark_safe(mask_credentials(str(super().get_traceback_html())))  # noqa: S308  # nosec B308 B703
 
     def get_traceback_text(self) -> SafeString:
-        return mark_safe(mask_credentials(str(super().get_traceback_text())))  # noqa: S308  # nosec B308
+        return mark_safe(mask_credentials(str(super().get_traceback_text())))  # noqa: S308  # nosec B308 B703
