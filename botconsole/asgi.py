@@ -10,26 +10,16 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.conf import settings  # noqa: E402
 
-from apps.live.middleware import OTPVerifiedMiddleware  # noqa: E402
+from apps.live.middleware import OTPVerifiedMiddleware, SameOriginMiddleware  # noqa: E402
 from apps.live.routing import websocket_urlpatterns  # noqa: E402
-
-http_app = django_asgi_app
-if settings.DEBUG:
-    # Local runs serve static files from the app server; production's nginx serves them.
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-    http_app = ASGIStaticFilesHandler(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        # Static files too: whitenoise's middleware serves them, with or without DEBUG.
+        "http": django_asgi_app,
         # Outermost first: a foreign Origin (cross-site websocket hijacking) is refused before the
         # session is even read; then only an OTP-verified session reaches the router.
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(OTPVerifiedMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        "websocket": SameOriginMiddleware(AuthMiddlewareStack(OTPVerifiedMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -1,9 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
-from django_otp.admin import OTPAdminSite
 
-# The Django admin accepts only OTP-verified staff sessions.
-admin.site.__class__ = OTPAdminSite
+# admin.site is apps.accounts.admin_site.ReadOnlyAdminSite: OTP-verified staff only, and read-only.
 
 urlpatterns = [
     path("", include("apps.core.urls")),

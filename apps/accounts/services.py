@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Any
 
 from axes.handlers.proxy import AxesProxyHandler
-from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib.auth import logout, update_session_auth_hash
 from django.contrib.auth.models import Group
@@ -30,6 +29,7 @@ from apps.accounts import notifications
 from apps.accounts.models import BackupCodeDevice, SealedTOTPDevice, User, UserSession
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
+from apps.core.net import client_ip
 
 FIRST_ADMIN_USERNAME = "admin"
 ROLES = ("viewer", "operator", "admin")
@@ -245,7 +245,7 @@ def session_start(*, request: HttpRequest, device: SealedTOTPDevice | BackupCode
     request.session[SESSION_LAST_SEEN] = _now_ts()
     request.session.setdefault(SESSION_LOGIN_AT, _now_ts())
     request.session.save()
-    ip = get_client_ip_address(request)
+    ip = client_ip(request)
     agent = request.META.get("HTTP_USER_AGENT", "")[:300]
     new_ip = (
         ip is not None

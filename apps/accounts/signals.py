@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from apps.accounts import notifications
 from apps.accounts.models import User
 from apps.audit.services import record
+from apps.core.net import client_ip
 
 
 @receiver(user_login_failed)
@@ -34,17 +35,19 @@ def audit_login_failed(
 def audit_lockout(
     sender: Any, request: HttpRequest, username: str | None, ip_address: str | None, **kwargs: Any
 ) -> None:
+    # The address the audit entry records (apps.core.net), whatever django-axes was configured with.
+    ip = client_ip(request) if request is not None else ip_address
     record(
         actor="system:auth", action="login.locked_out", request=request,
-        data={"username": username or "", "ip": ip_address},
+        data={"username": username or "", "ip": ip},
     )  # fmt: skip
-    notifications.lockout(username=username or "", ip=ip_address)
+    notifications.lockout(username=username or "", ip=ip)
     from apps.killswitch.alerts import alert_raise  # late: killswitch imports accounts
 
     # Already mailed above (to the admins and the user); the alert adds the history and the webhook.
     alert_raise(
-        kind="login_locked_out", source="system:auth", mail=False, data={"username": username or "", "ip": ip_address},
-        message=f"Account {username or '?'!r} locked after repeated failed sign-ins from {ip_address or 'unknown'}.",
+        kind="login_locked_out", source="system:auth", mail=False, data={"username": username or "", "ip": ip},
+        message=f"Account {username or '?'!r} locked after repeated failed sign-ins from {ip or 'unknown'}.",
     )  # fmt: skip
 
 

@@ -9,12 +9,12 @@ migration 0004 for the text search).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.expressions import RawSQL
 
 from apps.audit.chain import canonical_time
@@ -24,6 +24,16 @@ PAGE_SIZE = 50
 EXPORT_BATCH = 2000
 # Identical to the trigram index expression of migration 0004, or the index is not used.
 SEARCH_EXPRESSION = "lower(action || ' ' || actor || ' ' || target_type || ' ' || target_id || ' ' || data::text)"
+# A failed sign-in records the user name as it was typed, and that is sometimes a password typed
+# into the wrong field: only admins see it (and find it by searching); others read HIDDEN, in its
+# "username" and wherever else the entry repeats it (the lockout alert's message).
+TYPED_USERNAME_ACTIONS = ("login.failed", "login.locked_out", "alert.login_locked_out")
+HIDDEN = "(hidden)"
+# The search expression without that user name, for readers who may not see it.
+SEARCH_EXPRESSION_HIDING = (
+    "lower(action || ' ' || actor || ' ' || target_type || ' ' || target_id || ' ' || "
+    "(CASE WHEN jsonb_typeof(data) = 'object' THEN data - ARRAY['username', 'message'] ELSE data END)::text)"
+)
 EXPORT_FIELDS = (
     "seq", "created_at", "actor", "actor_user_id", "ip", "otp_verified", "action", "target_type", "target_id",
     "data", "prev_hash", "hash",
@@ -51,8 +61,24 @@ class AuditFilters:
         return {k: v for k, v in values.items() if v}
 
 
-def audit_entries(filters: AuditFilters) -> QuerySet[AuditEntry]:
-    """Entries matching the filters, unordered."""
+def hide_typed_usernames(entries: Iterable[AuditEntry]) -> None:
+    """Mask, on these in-memory entries, the user name a failed sign-in recorded as typed."""
+    for entry in entries:
+        if entry.action not in TYPED_USERNAME_ACTIONS or not isinstance(entry.data, dict):
+            continue
+        typed = str(entry.data.get("username") or "")
+        data = {k: (v.replace(typed, HIDDEN) if typed and isinstance(v, str) else v) for k, v in entry.data.items()}
+        if "username" in data:
+            data["username"] = HIDDEN
+        entry.data = data
+
+
+def audit_entries(filters: AuditFilters, *, reveal_typed_usernames: bool = False) -> QuerySet[AuditEntry]:
+    """Entries matching the filters, unordered.
+
+    Without reveal_typed_usernames, the text search does not look into the hidden user names:
+    finding an entry by a word would tell the word is there.
+    """
     qs = AuditEntry.objects.all()
     if filters.actor:
         qs = qs.filter(actor=filters.actor)
@@ -73,6 +99,11 @@ def audit_entries(filters: AuditFilters) -> QuerySet[AuditEntry]:
         # The expression is a constant (no input in it); the search term goes in as a parameter.
         search = RawSQL(SEARCH_EXPRESSION, (), output_field=TextField())  # noqa: S611  # nosec B611
         qs = qs.alias(search=search).filter(search__contains=filters.text)
+        if not reveal_typed_usernames:
+            hiding = RawSQL(SEARCH_EXPRESSION_HIDING, (), output_field=TextField())  # noqa: S611  # nosec B611
+            qs = qs.alias(search_hiding=hiding).filter(
+                ~Q(action__in=TYPED_USERNAME_ACTIONS) | Q(search_hiding__contains=filters.text)
+            )
     return qs
 
 
@@ -84,10 +115,15 @@ class AuditPage:
 
 
 def audit_page(
-    filters: AuditFilters, *, before: int | None = None, after: int | None = None, size: int = PAGE_SIZE
+    filters: AuditFilters,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+    reveal_typed_usernames: bool = False,
 ) -> AuditPage:
     """One page of matching entries, newest first, before or after a cursor seq (keyset)."""
-    qs = audit_entries(filters)
+    qs = audit_entries(filters, reveal_typed_usernames=reveal_typed_usernames)
     if after is not None:
         rows = list(qs.filter(seq__gt=after).order_by("seq")[: size + 1])
         more_newer = len(rows) > size
@@ -99,6 +135,8 @@ def audit_page(
         more_older = len(rows) > size
         entries = rows[:size]
         more_newer = before is not None and qs.filter(seq__gte=before).exists()
+    if not reveal_typed_usernames:
+        hide_typed_usernames(entries)
     if not entries:
         # An empty window (e.g. a cursor past the end): offer the way back, not a dead end.
         return AuditPage([], newer_cursor=before - 1 if more_newer and before else None,
@@ -114,16 +152,23 @@ def audit_head_seq() -> int:
     return AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
 
 
-def audit_export_batches(filters: AuditFilters, *, upto: int, batch: int = EXPORT_BATCH) -> Iterator[list[AuditEntry]]:
-    """Every matching entry up to #upto, oldest first, in keyset batches (constant memory)."""
-    qs = audit_entries(filters).filter(seq__lte=upto).order_by("seq")
+def audit_export_batches(
+    filters: AuditFilters, *, upto: int, batch: int = EXPORT_BATCH, reveal_typed_usernames: bool = False
+) -> Iterator[list[AuditEntry]]:
+    """Every matching entry up to #upto, oldest first, in keyset batches (constant memory).
+
+    With the typed user names hidden, those entries' hashes cannot be recomputed from the export;
+    an admin's export is exact."""
+    qs = audit_entries(filters, reveal_typed_usernames=reveal_typed_usernames).filter(seq__lte=upto).order_by("seq")
     last = 0
     while True:
         rows = list(qs.filter(seq__gt=last)[:batch])
         if not rows:
             return
-        yield rows
         last = rows[-1].seq
+        if not reveal_typed_usernames:
+            hide_typed_usernames(rows)
+        yield rows
 
 
 def entry_record(entry: AuditEntry) -> dict[str, Any]:

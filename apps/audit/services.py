@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from apps.audit.chain import GENESIS_HASH, entry_hash
 from apps.audit.models import AuditEntry
+from apps.core.net import client_ip
 from apps.core.otp import is_verified
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
@@ -28,13 +28,7 @@ Target = models.Model | tuple[str, Any] | None
 
 
 def _client_ip(request: HttpRequest | None) -> str | None:
-    if request is None:
-        return None
-    raw = request.META.get("REMOTE_ADDR") or ""
-    try:
-        return ipaddress.ip_address(raw).compressed
-    except ValueError:
-        return None
+    return None if request is None else client_ip(request)
 
 
 def _db_text(value: str) -> str:

@@ -25,8 +25,8 @@ from apps.audit.services import audit_export_start
 from apps.core.exceptions import ApplicationError
 
 VIEW = "accounts.view_console"
-# There is no audit-specific permission: asking for a checkpoint is for admins, whose role
-# is the one that manages users.
+# There is no audit-specific permission: asking for a checkpoint, and reading the user name a
+# failed sign-in typed, are for admins, whose role is the one that manages users.
 ADMIN = "accounts.manage_users"
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 # Cells a spreadsheet would run as a formula; prefixed with ' in the CSV (the JSON export is exact).
@@ -49,7 +49,9 @@ def entry_list_view(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():  # nothing is queried with a bad filter
         return render(request, "audit/list.html", context, status=400)
     before, after = form.cursor()
-    page = selectors.audit_page(form.filters(), before=before, after=after)
+    page = selectors.audit_page(
+        form.filters(), before=before, after=after, reveal_typed_usernames=request.user.has_perm(ADMIN)
+    )
     context.update(
         page=page,
         newer_query=form.query(after=page.newer_cursor) if page.newer_cursor is not None else None,
@@ -67,6 +69,8 @@ def entry_detail_view(request: HttpRequest, seq: int) -> HttpResponse:
     entry = AuditEntry.objects.filter(seq=seq).first()
     if entry is None:
         raise Http404("No audit entry with that number.")
+    if not request.user.has_perm(ADMIN):
+        selectors.hide_typed_usernames([entry])
     context = {
         "entry": entry,
         "diff": selectors.data_diff(entry.data),
@@ -138,8 +142,10 @@ def export_view(request: HttpRequest, fmt: str) -> HttpResponseBase:
     upto = audit_export_start(actor=_actor(request), filters=filters, fmt=fmt, request=request)
     chunker = _csv_chunks if fmt == "csv" else _json_chunks
 
+    reveal = request.user.has_perm(ADMIN)
+
     def make() -> Iterator[str]:
-        return chunker(selectors.audit_export_batches(filters, upto=upto))
+        return chunker(selectors.audit_export_batches(filters, upto=upto, reveal_typed_usernames=reveal))
 
     content = _async_chunks(make) if isinstance(request, ASGIRequest) else make()
     response = StreamingHttpResponse(content, content_type=EXPORT_FORMATS[fmt])

@@ -31,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from apps.core.net import client_ip
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "botconsole"
@@ -45,14 +47,8 @@ REDIS_TIMEOUT_S = 2.0
 # -- who may scrape ------------------------------------------------------------------------------
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+def _is_loopback(address: str | None) -> bool:
+    return address is not None and ipaddress.ip_address(address).is_loopback
 
 
 def _bearer_token(request: HttpRequest) -> str | None:
@@ -74,7 +70,7 @@ def metrics_access_allowed(request: HttpRequest) -> bool:
         return hmac.compare_digest(presented, expected)
     if any(request.META.get(header) for header in PROXY_HEADERS):
         return False
-    return _is_loopback(str(request.META.get("REMOTE_ADDR") or ""))
+    return _is_loopback(client_ip(request))
 
 
 # -- what is measured ----------------------------------------------------------------------------

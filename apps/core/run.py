@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import environ
+
 from apps.core.embedded import (
     EmbeddedServices,
     ServiceStartError,
@@ -40,6 +42,19 @@ from apps.vault import client as vault
 BASE_DIR = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 WEB_READY_TIMEOUT_S = 30.0
+
+
+def web_argv(port: int) -> list[str]:
+    """How `make run` starts the web server (the tests start it the same way).
+
+    `--no-proxy-headers`: nothing stands in front of it, so no X-Forwarded-For is believed, from
+    anyone. uvicorn's default trusts that header from 127.0.0.1, which is where every local client
+    connects from: anyone could pick the address that django-axes locks out and the audit records.
+    """
+    return [
+        PYTHON, "-m", "uvicorn", "botconsole.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        "--lifespan", "off", "--no-server-header", "--no-proxy-headers",
+    ]  # fmt: skip
 
 
 class Stop(Exception):
@@ -162,23 +177,7 @@ class Supervisor:
     def start_children(self) -> None:
         celery = [PYTHON, "-m", "celery", "-A", "botconsole"]
         specs: list[tuple[str, list[str], dict[str, str]]] = [
-            (
-                "web",
-                [
-                    PYTHON,
-                    "-m",
-                    "uvicorn",
-                    "botconsole.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--lifespan",
-                    "off",
-                    "--no-server-header",
-                ],
-                self._token_env("web"),
-            ),
+            ("web", web_argv(self.port), self._token_env("web")),
             (
                 "control",
                 [*celery, "worker", "-Q", "control", "-n", "control@%h", "--concurrency", "2", "--loglevel", "INFO"],
@@ -281,6 +280,8 @@ def main() -> int:
         supervisor.start_children()
         supervisor.wait_http("the web server", f"http://127.0.0.1:{port}/healthz")
         print(banner(f"http://127.0.0.1:{port}/", login), flush=True)
+        if environ.Env().bool("BOTCONSOLE_DEBUG", default=False):
+            say("BOTCONSOLE_DEBUG is on: error pages show source code and settings. Never on a shared machine.")
         supervisor.supervise()
     except Stop:
         say("stopping")

@@ -33,3 +33,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
     return render(request, "core/dashboard.html", selectors.dashboard(request.user))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the site's own page; Django's says which check failed and, under DEBUG, more."""
+    return render(request, "403_csrf.html", status=403)

@@ -17,11 +17,14 @@ env = environ.Env()
 VAR_DIR = Path(env("BOTCONSOLE_VAR_DIR", default=str(BASE_DIR / "var")))
 
 SECRET_KEY = env("SECRET_KEY")
-DEBUG = env.bool("DEBUG", default=False)
+# Debug pages show settings, source and every URL: only ever on an explicit opt-in. A plain DEBUG
+# variable (which shells and other tools set for their own reasons) is not read.
+DEBUG = env.bool("BOTCONSOLE_DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with a read-only admin site behind OTP (apps.accounts.admin_site).
+    "apps.accounts.admin_apps.ReadOnlyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,6 +50,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (whitenoise), answered before sessions or the database are touched: make run has no nginx.
+    "apps.core.middleware.StaticFilesMiddleware",
+    "apps.core.middleware.NoStoreMiddleware",
     "csp.middleware.CSPMiddleware",
     "apps.core.middleware.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -111,7 +117,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT: Path | None = VAR_DIR / "static"
+# whitenoise serves the files it indexed at startup and looks nothing up on the filesystem per
+# request, so a path like /static/..%2f..%2fmanage.py or one with a NUL is simply not found (404).
+WHITENOISE_AUTOREFRESH = False
+# Only the console's own pages load its files: no Access-Control-Allow-Origin: * on them.
+WHITENOISE_ALLOW_ALL_ORIGINS = False
+
+# Error pages: templates/{400,403,404,500}.html and this view for a CSRF refusal. With DEBUG on,
+# Django's technical pages instead, with every credential masked (apps.core.debug).
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
+DEFAULT_EXCEPTION_REPORTER = "apps.core.debug.MaskingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "apps.core.debug.CredentialMaskingFilter"
 
 # Broker and channel layer: one Redis/Valkey.
 REDIS_URL = env("REDIS_URL")
@@ -191,10 +208,14 @@ VAULT_SECRET_ID = env("VAULT_SECRET_ID", default="")
 
 # -- Login, OTP, lockout, sessions ----------------------------------------------------------
 OTP_TOTP_ISSUER = "botconsole"
+# The admin never shows a device's key or QR code (the admin is read-only anyway).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 OTP_TOTP_THROTTLE_FACTOR = 1  # django-otp waits 1, 2, 4, 8 ... s after successive failures
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The one client address (apps.core.net): the one the audit log, the sessions and the mails use.
+AXES_CLIENT_IP_CALLABLE = "apps.core.net.client_ip"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 # Reset only after the OTP step succeeds (apps.accounts.services): resetting at the password

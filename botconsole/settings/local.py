@@ -30,5 +30,8 @@ if not os.environ.get("SECRET_KEY"):
 
 from .base import *  # noqa: E402,F403
 
-DEBUG = env.bool("DEBUG", default=True)
+# DEBUG stays as base.py sets it: off unless BOTCONSOLE_DEBUG=1.
+# Nobody runs collectstatic locally: whitenoise indexes the files where the finders find them.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = None
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"

@@ -7,9 +7,10 @@ deploy/README.md; deploy/ has the systemd units, the nginx TLS proxy and the res
 TLS ends at the reverse proxy (deploy/nginx/botconsole.conf), which overwrites X-Forwarded-For
 and X-Forwarded-Proto. uvicorn accepts those headers only from the proxy's address
 (`--forwarded-allow-ips`, see deploy/systemd/botconsole-web.service) and turns them into the
-request's client address and scheme, so REMOTE_ADDR is the real client and nothing else here
-reads a forwarded header: a client cannot choose the address that django-axes locks out or that
-the audit log records.
+request's client address and scheme, so REMOTE_ADDR is the real client. apps.core.net.client_ip
+reads only that, for django-axes, the audit log, the sessions and the new-address mail alike, and
+nothing here reads a forwarded header: a client cannot choose the address that is locked out or
+recorded.
 """
 
 from pathlib import Path
@@ -27,11 +28,6 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
 # uvicorn has already put the proxy's X-Forwarded-Proto into the request's scheme; this makes
 # Django agree when the header is the only sign of HTTPS.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# django-axes reads only REMOTE_ADDR (which uvicorn set from the one trusted proxy's header), with
-# no proxy of its own to count: were python-ipware installed, it would still not parse a
-# forwarded header a second time, and the address axes locks out stays the one the audit records.
-AXES_IPWARE_PROXY_COUNT = 0
-AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # The proxy answers plain HTTP with a redirect itself; this catches a request that reached the
 # app another way. /healthz is for local probes (systemd, compose) that speak plain HTTP.

@@ -15,6 +15,8 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use
 from .base import *  # noqa: E402,F403
 
 DEBUG = False
+WHITENOISE_USE_FINDERS = True  # as under `make run` (local.py)
+STATIC_ROOT = None
 INSTALLED_APPS = ["tests.support", *INSTALLED_APPS]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

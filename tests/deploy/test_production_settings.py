@@ -8,7 +8,7 @@ from tests.core.test_settings import PRODUCTION_ENV, _manage
 
 
 def test_production_trusts_the_client_address_only_as_uvicorn_derived_it() -> None:
-    names = ["AXES_IPWARE_META_PRECEDENCE_ORDER", "SECURE_PROXY_SSL_HEADER", "STATIC_ROOT", "DEBUG"]
+    names = ["AXES_CLIENT_IP_CALLABLE", "SECURE_PROXY_SSL_HEADER", "STATIC_ROOT", "DEBUG"]
     code = (
         "import json; from django.conf import settings; "
         f"print(json.dumps([getattr(settings, n) for n in {names}], default=str))"
@@ -16,8 +16,8 @@ def test_production_trusts_the_client_address_only_as_uvicorn_derived_it() -> No
     result = _manage({**PRODUCTION_ENV, "BOTCONSOLE_VAR_DIR": "/var/lib/botconsole"}, "shell", "-c", code)
     assert result.returncode == 0, result.stderr
     values = dict(zip(names, json.loads(result.stdout.strip().splitlines()[-1]), strict=True))
-    # Only REMOTE_ADDR: a forwarded header is believed by uvicorn alone, and only from the proxy.
-    assert values["AXES_IPWARE_META_PRECEDENCE_ORDER"] == ["REMOTE_ADDR"]
+    # Only REMOTE_ADDR (apps.core.net): a forwarded header is believed by uvicorn alone, and only from the proxy.
+    assert values["AXES_CLIENT_IP_CALLABLE"] == "apps.core.net.client_ip"
     assert values["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
     # Where the migrate unit's collectstatic writes and nginx's /static/ reads.
     assert values["STATIC_ROOT"] == "/var/lib/botconsole/static"

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.test import Client
 
@@ -20,6 +22,7 @@ from apps.accounts.services import session_end, user_reset_otp, user_set_active
 from apps.bots.models import Bot
 from apps.live.models import Event
 from apps.live.services import event_json, publish
+from botconsole.asgi import application
 from tests.live.conftest import socket
 from tests.people import Person, password_login
 
@@ -64,6 +67,99 @@ def test_it_refuses_a_foreign_origin(logged_in: Login) -> None:
     async def scenario() -> None:
         connected, _code = await socket(client, origin="https://evil.example").connect(timeout=3)
         assert not connected
+
+    run(scenario)
+
+
+def socket_at(client: Client, host: str, origin: str | None, scheme: str = "ws") -> WebsocketCommunicator:
+    """A socket of `client`'s session to the console at `host`, sent with this Origin (None: no Origin at all)."""
+    headers = [(b"host", host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    name = django_settings.SESSION_COOKIE_NAME
+    cookie = f"{name}={client.cookies[name].value}"
+    headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=headers)
+    communicator.scope["scheme"] = scheme
+    return communicator
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "scheme"),
+    [
+        ("127.0.0.1:8000", "http://127.0.0.1:1", "ws"),  # another program on the same machine
+        ("127.0.0.1:8000", "http://127.0.0.1:8001", "ws"),
+        ("127.0.0.1:8000", "http://127.0.0.1", "ws"),  # port 80 is not 8000
+        ("127.0.0.1:8000", "https://127.0.0.1:8000", "ws"),  # another scheme is another origin
+        ("localhost", "https://localhost", "ws"),
+        ("localhost", "http://localhost", "wss"),
+        ("127.0.0.1:8000", "http://localhost:8000", "ws"),  # another host, though both are allowed hosts
+        ("127.0.0.1:8000", None, "ws"),
+        ("127.0.0.1:8000", "null", "ws"),
+        ("127.0.0.1:8000", "http://127.0.0.1:8000/path", "ws"),
+        ("127.0.0.1:8000", "http://user@127.0.0.1:8000", "ws"),
+        ("127.0.0.1:8000", "http://127.0.0.1:99999", "ws"),
+        ("127.0.0.1:8000", "ws://127.0.0.1:8000", "ws"),
+        ("evil.example:8000", "http://evil.example:8000", "ws"),  # the page's own origin, but not an allowed host
+    ],
+)
+def test_it_refuses_an_origin_that_is_not_the_consoles_own(
+    logged_in: Login, host: str, origin: str | None, scheme: str
+) -> None:
+    client, _ = logged_in("viewer")
+
+    async def scenario() -> None:
+        ws = socket_at(client, host, origin, scheme)
+        connected, _code = await ws.connect(timeout=3)
+        if connected:  # leave nothing open behind a failure
+            await ws.disconnect()
+        assert not connected
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "scheme"),
+    [
+        ("127.0.0.1:8000", "http://127.0.0.1:8000", "ws"),  # make run
+        ("localhost:8000", "http://LOCALHOST:8000", "ws"),
+        ("localhost", "http://localhost:80", "ws"),
+        ("localhost", "https://localhost", "wss"),  # behind the TLS proxy
+        ("localhost:443", "https://localhost", "wss"),
+    ],
+)
+def test_it_accepts_the_consoles_own_origin(logged_in: Login, host: str, origin: str, scheme: str) -> None:
+    client, _ = logged_in("viewer")
+
+    async def scenario() -> None:
+        ws = socket_at(client, host, origin, scheme)
+        connected, _code = await ws.connect(timeout=3)
+        assert connected
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_it_accepts_a_trusted_origin_and_only_that(logged_in: Login, settings: Any) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://console.example.com", "https://*.ops.example.com:8443"]
+    client, _ = logged_in("viewer")
+
+    async def scenario() -> None:
+        for origin, expected in [
+            ("https://console.example.com", True),
+            ("https://console.example.com:443", True),
+            ("http://console.example.com", False),
+            ("https://console.example.com:8443", False),
+            ("https://a.ops.example.com:8443", True),
+            ("https://ops.example.com:8443", True),
+            ("https://a.ops.example.com", False),
+            ("https://evilops.example.com:8443", False),
+        ]:
+            ws = socket_at(client, "localhost", origin, "wss")
+            connected, _code = await ws.connect(timeout=3)
+            if connected:
+                await ws.disconnect()
+            assert connected is expected, origin
 
     run(scenario)
 
