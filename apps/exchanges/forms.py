@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from django import forms
 
+from apps.core.input_validation import TextField
 from apps.exchanges.clients import supported_exchanges
 
 
 class _CredentialsForm(forms.Form):
     # Write-only: PasswordInput never renders a value, so a key is not echoed back even after an error.
-    apiKey = forms.CharField(label="API key", max_length=512, widget=forms.PasswordInput(render_value=False))
-    secret = forms.CharField(label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False))
-    password = forms.CharField(
+    # Error messages name the problem (a control character's code point, a length), never the value.
+    apiKey = TextField(label="API key", max_length=512, widget=forms.PasswordInput(render_value=False))
+    secret = TextField(label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False))
+    password = TextField(
         label="Passphrase", required=False, max_length=512, widget=forms.PasswordInput(render_value=False),
         help_text="Only for exchanges that issue a passphrase with the key.",
     )  # fmt: skip
@@ -23,7 +25,7 @@ class _CredentialsForm(forms.Form):
 
 
 class ExchangeAccountForm(_CredentialsForm):
-    label = forms.CharField(max_length=100)
+    label = TextField(max_length=100, name=True)
     exchange_id = forms.ChoiceField(label="Exchange", choices=[])
 
     field_order = ["label", "exchange_id", "apiKey", "secret", "password", "attest_no_withdrawals"]
