@@ -1,18 +1,28 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.validators import RegexValidator
 
 from apps.core.input_validation import TextField
 from apps.exchanges.clients import supported_exchanges
+
+# Exchanges issue keys as printable ASCII, and they travel in HTTP headers, which take nothing else.
+_ASCII_KEY = RegexValidator(r"^[\x21-\x7e]*\Z", "Keys and secrets are printable ASCII characters, without spaces.")
+_ASCII_PASSPHRASE = RegexValidator(r"^[\x20-\x7e]*\Z", "A passphrase is printable ASCII characters.")
 
 
 class _CredentialsForm(forms.Form):
     # Write-only: PasswordInput never renders a value, so a key is not echoed back even after an error.
     # Error messages name the problem (a control character's code point, a length), never the value.
-    apiKey = TextField(label="API key", max_length=512, widget=forms.PasswordInput(render_value=False))
-    secret = TextField(label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False))
+    apiKey = TextField(
+        label="API key", max_length=512, widget=forms.PasswordInput(render_value=False), validators=[_ASCII_KEY]
+    )
+    secret = TextField(
+        label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False), validators=[_ASCII_KEY]
+    )
     password = TextField(
         label="Passphrase", required=False, max_length=512, widget=forms.PasswordInput(render_value=False),
+        validators=[_ASCII_PASSPHRASE],
         help_text="Only for exchanges that issue a passphrase with the key.",
     )  # fmt: skip
     attest_no_withdrawals = forms.BooleanField(

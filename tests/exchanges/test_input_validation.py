@@ -29,6 +29,10 @@ ADD = "/exchange-accounts/add/"
         ("secret", "CANARYSECRET\x01HIDDEN", "Remove the control character(s) (U+0001)"),
         ("secret", "CANARYSECRET" * 1000, "at most 2048 characters"),
         ("password", "pass\x85phrase", "Remove the control character(s) (U+0085)"),
+        # Keys travel in HTTP headers (latin-1): anything but printable ASCII used to fail the request.
+        ("apiKey", "\u202egnp.exe", "Keys and secrets are printable ASCII characters, without spaces."),
+        ("secret", "s\u00e9cret-\U0001f600", "Keys and secrets are printable ASCII characters, without spaces."),
+        ("password", "pass\u2066phrase", "A passphrase is printable ASCII characters."),
         ("exchange_id", "../../sandbox", "Select a valid choice"),
     ],
 )
