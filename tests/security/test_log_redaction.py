@@ -19,7 +19,7 @@ LONG = 20_000
     [
         ("Not Found: /reviews/day/" + "x" * LONG + "/", "Not Found: /reviews/day/" + "x" * LONG + "/"),
         ("a" * LONG + "_secret=abc rest", "a" * LONG + f"_secret={MASK} rest"),
-        ("http" * LONG + "://user:pw@host", "http" * LONG + f"://user:{MASK}@host"),
+        ("http" * LONG + "://user:pw@host", "http" * LONG + f"://user:{MASK}@host"),  # pragma: allowlist secret
         ("x." * LONG + " token: s.ABCDEFGHIJKLMNOPQRSTUVWX", "x." * LONG + f" token: {MASK}"),
         ("-" * LONG + "api-key=v", "-" * LONG + f"api-key={MASK}"),
     ],
