@@ -39,6 +39,7 @@ Excluded, and why (nothing else is):
   `make run` creates is a superuser; `_login` knows that role ("superuser") but it is not in ROLES
   while the Django admin's TOTP device pages answer 500 to it (their sealed seeds are not hex);
   making the admin read-only (issue 13, item 6) is another change, after which it belongs in ROLES.
+- The websocket (/ws/live/) is Channels' route, not the URL resolver's: tests/live covers it.
 """
 
 from __future__ import annotations
