@@ -11,13 +11,20 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.accounts.services import step_up_is_fresh
+from apps.core.input_validation import has_control_characters
 
 View = Callable[..., HttpResponse]
 
 
 def safe_next(request: HttpRequest, candidate: str | None, default: str = "/") -> str:
-    if candidate and url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    # A control character would end up in the Location header (a line break splits it; Django refuses it).
+    if (
+        candidate
+        and len(candidate) <= 2000
+        and not has_control_characters(candidate)
+        and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return candidate
     return default

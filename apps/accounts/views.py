@@ -5,7 +5,7 @@ from axes.helpers import get_lockout_response
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import permission_required
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.forms import PasswordChangeForm
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts import selectors, services
 from apps.accounts.decorators import require_step_up, safe_next
-from apps.accounts.forms import CodeForm, RoleForm, UserCreateForm
+from apps.accounts.forms import CodeForm, LoginForm, RoleForm, UserCreateForm
 from apps.accounts.models import User, UserSession
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
@@ -51,7 +51,7 @@ def _code_error(result: services.OtpResult, hint: str) -> str:
 def login_view(request: HttpRequest) -> HttpResponse:
     if is_verified(request.user):
         return redirect("core:dashboard")
-    form = AuthenticationForm(request, data=request.POST or None)
+    form = LoginForm(request, data=request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.get_user()
         auth_login(request, user)  # cycles the session key; the session is password-only for now
@@ -60,7 +60,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
         request.session[SESSION_NEXT] = safe_next(request, request.POST.get("next"), "/")
         record(actor=user, action="login.password_ok", target=user, request=request)
         return redirect("accounts:otp" if services.confirmed_totp_device(user) else "accounts:enroll")
-    return render(request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")})
+    return render(
+        request, "accounts/login.html", {"form": form, "next": safe_next(request, request.GET.get("next"), "")}
+    )
 
 
 @sensitive_post_parameters("code")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -8,10 +8,15 @@ from django import forms
 from django.utils import timezone
 
 from apps.audit.selectors import AuditFilters
+from apps.core.input_validation import TextField
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
 FILTER_FIELDS = ("q", "actor", "action", "target", "since", "until")
 SEQ_MAX = 2**62  # within BIGINT; a larger number is a typo, not a position
+# The time filters' range: the console did not exist before 2000, and a year ahead is as far as a
+# typo should reach (the year 9999 plus a time zone is beyond what a datetime can hold).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_AHEAD = timedelta(days=366)
 
 
 class _DateTimeInput(forms.DateTimeInput):
@@ -21,19 +26,17 @@ class _DateTimeInput(forms.DateTimeInput):
 class AuditFilterForm(forms.Form):
     """The audit page's GET parameters. Invalid input is reported and nothing is queried."""
 
-    q = forms.CharField(
+    q = TextField(
         label="Text", required=False, min_length=3, max_length=200, strip=True,
         help_text="Found in the action, actor, target or data (at least 3 characters).",
     )  # fmt: skip
-    actor = forms.CharField(required=False, max_length=150, help_text="A username, or system:<component>.")
+    actor = TextField(required=False, max_length=150, help_text="A username, or system:<component>.")
     action = forms.RegexField(
         required=False, max_length=101, regex=r"^[A-Za-z0-9_.:-]+\*?$",
         help_text='e.g. bot.updated, or bot.* for every bot action.',
         error_messages={"invalid": "Letters, digits and . _ : - only, optionally ending with *."},
     )  # fmt: skip
-    target = forms.CharField(
-        required=False, max_length=201, help_text='A type ("bots.bot") or a type and id ("bots.bot:7").'
-    )
+    target = TextField(required=False, max_length=201, help_text='A type ("bots.bot") or a type and id ("bots.bot:7").')
     since = forms.DateTimeField(
         label="From (UTC)", required=False, input_formats=DATETIME_FORMATS, widget=_DateTimeInput()
     )
@@ -63,6 +66,11 @@ class AuditFilterForm(forms.Form):
         data = super().clean() or {}
         since, until = self._utc(data.get("since")), self._utc(data.get("until"))
         data["since"], data["until"] = since, until
+        latest = timezone.now() + LATEST_AHEAD
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not EARLIEST <= value <= latest:
+                self.add_error(name, f"Give a time between {EARLIEST:%Y-%m-%d} and {latest:%Y-%m-%d} (UTC).")
+        since, until = data.get("since"), data.get("until")  # add_error() took a refused one out
         if since and until and since >= until:
             self.add_error("until", "Must be later than From.")
         cursors = [name for name in ("before", "after", "start") if data.get(name) is not None]

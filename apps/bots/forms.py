@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.db import models
 
+from apps.bots import models as bot_models
 from apps.bots.models import DEFAULT_HOST, Bot
 from apps.bots.selectors import exchange_symbols, host_labels
 from apps.bots.strategies import REGISTRY
 from apps.bots.strategies.base import Param, ParamError, Strategy
+from apps.core.exceptions import ApplicationError
+from apps.core.input_validation import PlainDecimalField, PlainIntegerField, TextField
 from apps.exchanges.clients import ExchangeError
 
 PARAM_PREFIX = "param_"
@@ -18,6 +24,26 @@ BASE_FIELDS = [
     "max_position_notional", "max_open_orders", "max_orders_per_minute", "daily_loss_limit",
     "max_drawdown_pct", "size_anomaly_factor", "host",
 ]  # fmt: skip
+MAX_SYMBOLS = 20
+# A unified spot symbol as ccxt writes it: BASE/QUOTE in capitals and digits (e.g. 1000SHIB/USDT).
+SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
+_ZERO = Decimal(0)
+# Each number of the form: (lowest, highest, lowest excluded, unit). Money is in the quote currency.
+NUMBER_RANGES: dict[str, tuple[Decimal | int, Decimal | int, bool, str]] = {
+    "tick_interval_s": (1, bot_models.TICK_INTERVAL_MAX_S, False, " seconds"),
+    "paper_balance": (_ZERO, bot_models.MONEY_MAX, True, ""),
+    "max_order_notional": (_ZERO, bot_models.MONEY_MAX, True, ""),
+    "max_position_notional": (_ZERO, bot_models.MONEY_MAX, True, ""),
+    "max_open_orders": (1, bot_models.MAX_OPEN_ORDERS_MAX, False, ""),
+    "max_orders_per_minute": (1, bot_models.MAX_ORDERS_PER_MINUTE_MAX, False, ""),
+    "daily_loss_limit": (_ZERO, bot_models.MONEY_MAX, True, ""),
+    "max_drawdown_pct": (_ZERO, Decimal(100), True, " %"),
+    "size_anomaly_factor": (bot_models.SIZE_ANOMALY_FACTOR_MIN, bot_models.SIZE_ANOMALY_FACTOR_MAX, False, ""),
+}
+
+
+class UnknownStrategyError(ApplicationError):
+    """`?strategy=` names no strategy of the registry."""
 
 
 def _param_field(param: Param) -> forms.Field:
@@ -25,13 +51,34 @@ def _param_field(param: Param) -> forms.Field:
     if param.kind == "choice":
         return forms.ChoiceField(choices=[(c, c) for c in param.choices], **common)
     if param.kind == "int":
-        return forms.IntegerField(min_value=param.min, max_value=param.max, **common)  # type: ignore[arg-type]
-    return forms.DecimalField(min_value=param.min, max_value=param.max, **common)
+        return PlainIntegerField(lo=int(param.min or 0), hi=int(param.max or 1_000_000), **common)
+    lo = Decimal(param.min) if param.min is not None else _ZERO
+    return PlainDecimalField(
+        lo=lo, hi=Decimal(param.max) if param.max is not None else None, max_digits=20, decimal_places=8, **common
+    )
+
+
+def _number_field(name: str, model_field: forms.Field) -> forms.Field:
+    """The form field of a bot number: typed plainly, within its business range and its column."""
+    lo, hi, lo_exclusive, unit = NUMBER_RANGES[name]
+    common: dict[str, Any] = {
+        "label": model_field.label, "help_text": model_field.help_text, "initial": model_field.initial,
+        "required": model_field.required,
+    }  # fmt: skip
+    column = Bot._meta.get_field(name)
+    if isinstance(column, models.DecimalField):
+        return PlainDecimalField(
+            lo=Decimal(lo), hi=Decimal(hi), lo_exclusive=lo_exclusive, unit=unit, max_digits=column.max_digits,
+            decimal_places=column.decimal_places, **common,
+        )  # fmt: skip
+    return PlainIntegerField(lo=int(lo), hi=int(hi), unit=unit, **common)
 
 
 class BotForm(forms.ModelForm):  # type: ignore[type-arg]
-    symbols = forms.CharField(
-        help_text="Comma-separated, as the exchange lists them, e.g. BTC/USDT, ETH/USDT.", max_length=500
+    symbols = TextField(
+        help_text=f"Comma-separated, as the exchange lists them, e.g. BTC/USDT, ETH/USDT (at most {MAX_SYMBOLS}).",
+        max_length=500,
+        name=True,
     )
 
     class Meta:
@@ -56,6 +103,8 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, strategy: type[Strategy], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.strategy = strategy
+        for name in NUMBER_RANGES:
+            self.fields[name] = _number_field(name, self.fields[name])
         current = self.instance.params if self.instance.pk and self.instance.strategy == strategy.key else {}
         for param in strategy.params:
             field = _param_field(param)
@@ -81,6 +130,14 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
         symbols = list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
         if not symbols:
             raise forms.ValidationError("Give at least one symbol.")
+        if len(symbols) > MAX_SYMBOLS:
+            raise forms.ValidationError(f"Give at most {MAX_SYMBOLS} symbols (a bot should trade a few markets).")
+        malformed = [s for s in symbols if not SYMBOL.fullmatch(s)]
+        if malformed:
+            shown = ", ".join(s[:25] for s in malformed[:3])
+            raise forms.ValidationError(
+                f"Write each symbol as BASE/QUOTE in letters and digits, e.g. BTC/USDT ({shown})."
+            )
         return symbols
 
     def clean_host(self) -> str:
@@ -138,5 +195,11 @@ class FlattenOnKillForm(forms.Form):
 
 
 def strategy_from(request_data: Any, default: str = "grid") -> type[Strategy]:
-    key = str(request_data.get("strategy", default))
-    return REGISTRY.get(key) or REGISTRY[default]
+    """The strategy `?strategy=` names (the default when absent); UnknownStrategyError for any other value."""
+    key = request_data.get("strategy")
+    if key is None:
+        return REGISTRY[default]
+    strategy = REGISTRY.get(str(key))
+    if strategy is None:
+        raise UnknownStrategyError(f"There is no such strategy. Choose one of: {', '.join(REGISTRY)}.")
+    return strategy

@@ -3,15 +3,24 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator, validate_slug
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
 from django.db import models
 from django.utils import timezone
 
 from apps.bots.strategies import REGISTRY
+from apps.core.input_validation import NoBidiControls, NoControlCharacters
 from apps.exchanges.models import ExchangeAccount
 
-POSITIVE = [MinValueValidator(Decimal("0.00000001"))]
 DEFAULT_HOST = "local"
+# Business ranges of a bot's settings (the form says them; the model's validators repeat them).
+# Money is in the quote currency: a billion is beyond any order this console should ever send,
+# and well inside the columns (20 digits, 8 decimal places).
+MONEY_MAX = Decimal("1000000000")
+TICK_INTERVAL_MAX_S = 86400
+MAX_OPEN_ORDERS_MAX = 1000
+MAX_ORDERS_PER_MINUTE_MAX = 600
+SIZE_ANOMALY_FACTOR_MIN, SIZE_ANOMALY_FACTOR_MAX = Decimal("1"), Decimal("1000")
+MONEY = [MinValueValidator(Decimal("0.00000001")), MaxValueValidator(MONEY_MAX)]
 
 
 class Bot(models.Model):
@@ -37,25 +46,35 @@ class Bot(models.Model):
         HALTED = "halted", "Halted"
         ERROR = "error", "Error"
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[NoControlCharacters(), NoBidiControls()])
     account = models.ForeignKey(ExchangeAccount, on_delete=models.PROTECT, related_name="bots")
     strategy = models.CharField(max_length=30, choices=[(k, s.name) for k, s in REGISTRY.items()])
     params = models.JSONField(default=dict)
     symbols = models.JSONField(default=list)  # unified ccxt symbols, e.g. ["BTC/USDT"]
     mode = models.CharField(max_length=5, choices=Mode.choices, default=Mode.PAPER)
-    paper_balance = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal("10000"), validators=POSITIVE)
-    tick_interval_s = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
+    paper_balance = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal("10000"), validators=MONEY)
+    tick_interval_s = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(TICK_INTERVAL_MAX_S)]
+    )
 
     # Risk limits (quote currency unless noted).
-    max_order_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
-    max_position_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
-    max_open_orders = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)])
-    max_orders_per_minute = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
-    daily_loss_limit = models.DecimalField(max_digits=20, decimal_places=8, validators=POSITIVE)
-    max_drawdown_pct = models.DecimalField(max_digits=6, decimal_places=2, validators=POSITIVE)
-    size_anomaly_factor = models.DecimalField(
-        max_digits=6, decimal_places=2, default=Decimal("10"), validators=POSITIVE
+    max_order_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=MONEY)
+    max_position_notional = models.DecimalField(max_digits=20, decimal_places=8, validators=MONEY)
+    max_open_orders = models.PositiveIntegerField(
+        default=20, validators=[MinValueValidator(1), MaxValueValidator(MAX_OPEN_ORDERS_MAX)]
     )
+    max_orders_per_minute = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(MAX_ORDERS_PER_MINUTE_MAX)]
+    )
+    daily_loss_limit = models.DecimalField(max_digits=20, decimal_places=8, validators=MONEY)
+    # A percentage of the peak: more than 0, at most 100.
+    max_drawdown_pct = models.DecimalField(
+        max_digits=6, decimal_places=2, validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(100)]
+    )
+    size_anomaly_factor = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("10"),
+        validators=[MinValueValidator(SIZE_ANOMALY_FACTOR_MIN), MaxValueValidator(SIZE_ANOMALY_FACTOR_MAX)],
+    )  # fmt: skip
 
     # Which fleet supervisor runs this bot's worker: the one started with this host label
     # (FLEET_HOST_LABEL). Changed only while the bot is stopped, so two hosts never run it at once.

@@ -1,4 +1,9 @@
-"""Bots: create, edit (audited with a before/after diff), clone, start, stop, switch to live or paper."""
+"""Bots: create, edit (audited with a before/after diff), clone, start, stop, switch to live or paper.
+
+Loosening a live bot (another account, a higher limit, more symbols, another strategy or other
+parameters, another host, faster ticks) is an admin's act behind a fresh code; an operator may
+tighten a live bot's limits, stop it, and edit a paper bot freely.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,12 @@ from django.forms.models import model_to_dict
 from django.http import HttpRequest
 
 from apps.accounts.models import User
+from apps.accounts.services import step_up_is_fresh
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.bots.selectors import global_halt_reason
+from apps.bots.strategies import REGISTRY
+from apps.bots.strategies.base import ParamError
 from apps.core.exceptions import ApplicationError
 from apps.trading import events as bot_events
 from apps.trading.halt import global_halt_lock_shared
@@ -23,7 +31,40 @@ CONFIG_FIELDS = (
     "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
     "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor", "host",
 )  # fmt: skip
+# The fields an edit writes; state fields (desired/observed state, halt, mode) change only through
+# their own actions, so an edit saved just after a halt cannot clear it.
+EDIT_FIELDS = (
+    "name", "account", "strategy", "params", "symbols", "paper_balance", "tick_interval_s",
+    "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
+    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor", "host", "updated_at",
+)  # fmt: skip
+# Limits where a higher value lets the bot risk more.
+RISK_LIMITS = (
+    "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
+    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor",
+)  # fmt: skip
+LOOSENING_LABELS = {
+    "account": "exchange account", "symbols": "new symbols", "tick_interval_s": "faster ticks",
+    "max_order_notional": "max order size", "max_position_notional": "max position",
+    "max_open_orders": "max open orders", "max_orders_per_minute": "orders per minute",
+    "daily_loss_limit": "daily loss limit", "max_drawdown_pct": "max drawdown",
+    "size_anomaly_factor": "size anomaly factor", "strategy": "strategy", "params": "strategy parameters",
+    "host": "host",
+}  # fmt: skip
+LIVE_PERM = "accounts.enable_live_mode"
 Actor = User | str
+
+
+class LooseningRefusedError(ApplicationError):
+    """An edit would loosen a live bot and the actor may not do that; `fields` names what it loosens."""
+
+    def __init__(self, message: str, *, fields: list[str]) -> None:
+        super().__init__(message, extra={"fields": fields})
+        self.fields = fields
+
+
+class StepUpNeededError(LooseningRefusedError):
+    """An admin may loosen the live bot, but only with a fresh code: send them through step-up."""
 
 
 def _snapshot(bot: Bot) -> dict[str, Any]:
@@ -49,13 +90,76 @@ def bot_create(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) ->
     return bot
 
 
-def bot_update(*, bot: Bot, before: dict[str, Any], actor: Actor, request: HttpRequest | None = None) -> Bot:
-    """Save an edited bot; `before` is `bot_snapshot()` taken before the form changed it."""
+def _params_differ(stored: Bot, edited: Bot) -> bool:
+    """Whether the strategy parameters differ in value (not in spelling: "10" and "10.0" are the same)."""
+    strategy = REGISTRY.get(edited.strategy)
+    if strategy is None:
+        return True
+    try:
+        return bool(strategy.clean(stored.params) != strategy.clean(edited.params))
+    except ParamError:
+        return True
+
+
+def bot_loosenings(*, stored: Bot, edited: Bot) -> list[str]:
+    """What an edit loosens on a live bot (field names, in form order); nothing for a paper bot.
+
+    Lower limits, fewer symbols, another name, slower ticks and the paper balance tighten or are
+    neutral; everything else that changes here lets the bot do more with real money.
+    """
+    if stored.mode != Bot.Mode.LIVE:
+        return []
+    loosened = []
+    if edited.account_id != stored.account_id:
+        loosened.append("account")
+    if set(edited.symbols) - set(stored.symbols):
+        loosened.append("symbols")
+    if edited.tick_interval_s < stored.tick_interval_s:
+        loosened.append("tick_interval_s")
+    loosened += [name for name in RISK_LIMITS if getattr(edited, name) > getattr(stored, name)]
+    if edited.strategy != stored.strategy:
+        loosened.append("strategy")
+    elif _params_differ(stored, edited):
+        loosened.append("params")
+    if edited.host != stored.host:
+        loosened.append("host")
+    return loosened
+
+
+def _authorize_loosening(*, loosened: list[str], actor: Actor, request: HttpRequest | None) -> None:
+    names = ", ".join(LOOSENING_LABELS[name] for name in loosened)
+    if not (isinstance(actor, User) and actor.has_perm(LIVE_PERM)):
+        raise LooseningRefusedError(
+            f"Only an admin can loosen a live bot; this change loosens: {names}. You may lower its limits, remove "
+            "symbols or stop it. Nothing was saved.",
+            fields=loosened,
+        )
+    if request is None or not step_up_is_fresh(request):
+        raise StepUpNeededError(
+            f"This change loosens a live bot ({names}): confirm it with a fresh code. Nothing was saved yet.",
+            fields=loosened,
+        )
+
+
+def bot_update(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> Bot:
+    """Save an edited bot (validated by the form), audited with a before/after diff of its stored values.
+
+    On a live bot, a change that loosens it needs an admin with a fresh code (LooseningRefusedError,
+    StepUpNeededError; nothing is saved). The stored row is locked and compared, not the page the
+    user saw, so a bot switched to live meanwhile is judged as live.
+    """
     with transaction.atomic():
-        bot.save()
+        stored = Bot.objects.select_for_update().get(pk=bot.pk)
+        loosened = bot_loosenings(stored=stored, edited=bot)
+        if loosened:
+            _authorize_loosening(loosened=loosened, actor=actor, request=request)
+        before = _snapshot(stored)
+        bot.save(update_fields=EDIT_FIELDS)
         bot.refresh_from_db()  # compare stored values with stored values (decimal places and all)
-        diff = bot_diff(before, _snapshot(bot))
+        diff: dict[str, Any] = bot_diff(before, _snapshot(bot))
         if diff["after"]:
+            if loosened:
+                diff["loosened"] = loosened
             record(actor=actor, action="bot.updated", target=bot, request=request, data=diff)
     return bot
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
@@ -11,12 +13,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.accounts.decorators import require_step_up
 from apps.accounts.models import User
 from apps.bots import selectors, services
-from apps.bots.forms import BotForm, FlattenOnKillForm, strategy_from
+from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
 from apps.bots.models import Bot
 from apps.bots.strategies import REGISTRY
 from apps.core.exceptions import ApplicationError
 
 VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "accounts.enable_live_mode"
+# An edit that waits for the admin's fresh code: {"bot": id, "strategy": key, "data": the submitted fields}.
+# Kept in the session so the admin comes back from step-up to the form as they filled it in (not saved).
+PENDING_EDIT = "bc_bot_edit_pending"
 
 
 def _actor(request: HttpRequest) -> User:
@@ -51,7 +56,10 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
 @permission_required(OPERATE, raise_exception=True)
 @require_http_methods(["GET", "POST"])
 def bot_create_view(request: HttpRequest) -> HttpResponse:
-    strategy = strategy_from(request.GET)
+    try:
+        strategy = strategy_from(request.GET)
+    except UnknownStrategyError as exc:
+        return _bad_request(request, exc.message)
     form = BotForm(request.POST or None, strategy=strategy)
     if request.method == "POST" and form.is_valid():
         bot = services.bot_create(bot=form.save(commit=False), actor=_actor(request), request=request)
@@ -66,23 +74,52 @@ def bot_create_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = get_object_or_404(Bot, pk=bot_id)
-    before = services.bot_snapshot(bot)
-    strategy = strategy_from(request.GET, default=bot.strategy)
-    form = BotForm(request.POST or None, instance=bot, strategy=strategy)
+    try:
+        strategy = strategy_from(request.GET, default=bot.strategy)
+    except UnknownStrategyError as exc:
+        return _bad_request(request, exc.message)
+    stored = Bot.objects.get(pk=bot.pk)  # what the page shows besides the form; the form edits `bot`
+    data, restored = request.POST or None, False
+    pending = request.session.get(PENDING_EDIT)
+    if request.method == "GET" and isinstance(pending, dict) and pending.get("bot") == bot.pk:
+        del request.session[PENDING_EDIT]
+        if pending.get("strategy") == strategy.key and isinstance(pending.get("data"), dict):
+            data, restored = pending["data"], True
+    form = BotForm(data, instance=bot, strategy=strategy)
+    status = 200
     if request.method == "POST" and form.is_valid():
-        services.bot_update(bot=form.save(commit=False), before=before, actor=_actor(request), request=request)
-        messages.success(request, f"{bot.name} saved.")
-        return redirect("bots:detail", bot_id=bot.pk)
+        try:
+            services.bot_update(bot=form.save(commit=False), actor=_actor(request), request=request)
+        except services.StepUpNeededError as exc:
+            submitted = {name: request.POST.get(name, "") for name in form.fields}
+            request.session[PENDING_EDIT] = {"bot": bot.pk, "strategy": strategy.key, "data": submitted}
+            messages.info(request, f"{exc.message} Your changes are filled in again afterwards: press Save to apply.")
+            back = f"{reverse('bots:edit', kwargs={'bot_id': bot.pk})}?{urlencode({'strategy': strategy.key})}"
+            return redirect(f"{reverse('accounts:step_up')}?{urlencode({'next': back})}")
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+            status = 403
+        else:
+            messages.success(request, f"{bot.name} saved.")
+            return redirect("bots:detail", bot_id=bot.pk)
     context = {
         "form": form,
         "strategy": strategy,
         "strategies": REGISTRY.values(),
-        "title": f"Edit {bot.name}",
-        "bot": bot,
+        "title": f"Edit {stored.name}",
+        "bot": stored,
+        "restored": restored,
         "can_live": request.user.has_perm(LIVE),
-        "flatten_form": FlattenOnKillForm(initial={"flatten_on_kill": "on" if bot.flatten_on_kill else "off"}),
+        "live_bot": stored.mode == Bot.Mode.LIVE,
+        "flatten_form": FlattenOnKillForm(initial={"flatten_on_kill": "on" if stored.flatten_on_kill else "off"}),
     }
-    return render(request, "bots/form.html", context, status=400 if form.errors else 200)
+    if form.errors and status == 200:
+        status = 400
+    return render(request, "bots/form.html", context, status=status)
+
+
+def _bad_request(request: HttpRequest, message: str) -> HttpResponse:
+    return render(request, "bots/bad_request.html", {"error": message}, status=400)
 
 
 def _act(request: HttpRequest, bot_id: int, action: str) -> HttpResponse:

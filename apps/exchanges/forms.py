@@ -1,16 +1,28 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.validators import RegexValidator
 
+from apps.core.input_validation import TextField
 from apps.exchanges.clients import supported_exchanges
+
+# Exchanges issue keys as printable ASCII, and they travel in HTTP headers, which take nothing else.
+_ASCII_KEY = RegexValidator(r"^[\x21-\x7e]*\Z", "Keys and secrets are printable ASCII characters, without spaces.")
+_ASCII_PASSPHRASE = RegexValidator(r"^[\x20-\x7e]*\Z", "A passphrase is printable ASCII characters.")
 
 
 class _CredentialsForm(forms.Form):
     # Write-only: PasswordInput never renders a value, so a key is not echoed back even after an error.
-    apiKey = forms.CharField(label="API key", max_length=512, widget=forms.PasswordInput(render_value=False))
-    secret = forms.CharField(label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False))
-    password = forms.CharField(
+    # Error messages name the problem (a control character's code point, a length), never the value.
+    apiKey = TextField(
+        label="API key", max_length=512, widget=forms.PasswordInput(render_value=False), validators=[_ASCII_KEY]
+    )
+    secret = TextField(
+        label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False), validators=[_ASCII_KEY]
+    )
+    password = TextField(
         label="Passphrase", required=False, max_length=512, widget=forms.PasswordInput(render_value=False),
+        validators=[_ASCII_PASSPHRASE],
         help_text="Only for exchanges that issue a passphrase with the key.",
     )  # fmt: skip
     attest_no_withdrawals = forms.BooleanField(
@@ -23,7 +35,7 @@ class _CredentialsForm(forms.Form):
 
 
 class ExchangeAccountForm(_CredentialsForm):
-    label = forms.CharField(max_length=100)
+    label = TextField(max_length=100, name=True)
     exchange_id = forms.ChoiceField(label="Exchange", choices=[])
 
     field_order = ["label", "exchange_id", "apiKey", "secret", "password", "attest_no_withdrawals"]

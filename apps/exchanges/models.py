@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apps.core.input_validation import NoBidiControls, NoControlCharacters
+
 
 class ExchangeAccount(models.Model):
     """An account on an exchange. Its API secret lives only in Vault at kv/exchange-accounts/<id>.
@@ -20,7 +22,7 @@ class ExchangeAccount(models.Model):
         ATTESTED = "attested", "Disabled (the exchange cannot tell; confirmed by an admin)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    label = models.CharField(max_length=100, unique=True)
+    label = models.CharField(max_length=100, unique=True, validators=[NoControlCharacters(), NoBidiControls()])
     exchange_id = models.CharField(max_length=50)
     key_fingerprint = models.CharField(max_length=4)
     key_digest = models.CharField(max_length=64, db_index=True)

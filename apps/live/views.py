@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.models import User
 from apps.bots.models import Bot
+from apps.core.input_validation import InputError, parse_id
 from apps.live.selectors import VIEW_PERM, visible_events
 from apps.live.services import event_json
 
@@ -22,16 +23,17 @@ def events(request: HttpRequest) -> JsonResponse:
     assert isinstance(user, User)  # RequireVerifiedMiddleware let only verified users through
     if not user.has_perm(VIEW_PERM):
         return _bad("You may not view the console.", status=403)
-    raw_after, raw_bot = request.GET.get("after", "0"), request.GET.get("bot")
-    if not raw_after.isdigit():
+    # Digits only ("²" and "٣" are digits to str.isdigit, not to int()), within a bigint.
+    try:
+        after = parse_id(request.GET.get("after", "0"), name="after", lo=0)
+    except InputError:
         return _bad("`after` must be a non-negative whole number (the last seq you received).")
-    after = int(raw_after)
-    bot_id: int | None = None
-    if raw_bot is not None:
-        if not raw_bot.isdigit():
-            return _bad("`bot` must be a bot id.")
-        bot_id = int(raw_bot)
-        if not Bot.objects.filter(pk=bot_id).exists():
-            return _bad("No such bot.", status=404)
+    try:
+        bot_id = parse_id(request.GET.get("bot"), name="bot", required=False)
+    except InputError:
+        return _bad("`bot` must be a bot id (a whole number).")
+    if bot_id is not None and not Bot.objects.filter(pk=bot_id).exists():
+        return _bad("No such bot.", status=404)
+    assert after is not None
     found = visible_events(user, after=after, bot_id=bot_id)
     return JsonResponse({"events": [event_json(e) for e in found], "last": found[-1].seq if found else after})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from apps.core.input_validation import NoControlCharacters
+
 
 class BalanceSnapshot(models.Model):
     """What an exchange account held at one moment, as the exchange reported it.
@@ -58,7 +60,7 @@ class ReviewSignoff(models.Model):
     period = models.CharField(max_length=10)  # "2026-03-01" or "2026-03"
     signed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     signed_at = models.DateTimeField()
-    note = models.TextField(blank=True)
+    note = models.TextField(blank=True, validators=[NoControlCharacters(multiline=True)])
     digest = models.CharField(max_length=64)
     audit_seq = models.BigIntegerField()
 

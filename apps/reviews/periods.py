@@ -16,7 +16,12 @@ FIRST_YEAR = 2009  # nothing was traded on an exchange before; an earlier year i
 
 
 class PeriodError(ApplicationError):
-    """A period that cannot be reviewed; the message says why."""
+    """A period that cannot be reviewed; the message says why. `status`: 400 for a malformed period,
+    404 for a real one outside the reviewable range (before FIRST_YEAR, or not started yet)."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,17 @@ def period_parse(*, kind: str, key: str, now: dt.datetime) -> Period:
         raise PeriodError(f"Write a {kind} as {shape}.")
     numbers = [int(part) for part in match.groups()]
     try:
-        period = day_period(dt.date(*numbers)) if kind == DAY else month_period(numbers[0], numbers[1])
+        first_day = dt.date(*numbers) if kind == DAY else dt.date(numbers[0], numbers[1], 1)
     except ValueError:
         raise PeriodError(f"{key} is not a real {kind}; write it as {shape}.") from None
-    if period.start.year < FIRST_YEAR:
-        raise PeriodError(f"{key} is before {FIRST_YEAR}: there is nothing to review.")
-    if period.start > now:
-        raise PeriodError(f"{key} has not started yet (today is {now:%Y-%m-%d} UTC).")
-    return period
+    # Checked before the period is built: the day after 9999-12-31 is not a date.
+    today = now.astimezone(dt.UTC).date()
+    reviewable = f"reviews cover {FIRST_YEAR}-01-01 up to today ({today:%Y-%m-%d} UTC)"
+    if first_day.year < FIRST_YEAR:
+        raise PeriodError(f"{key} is before {FIRST_YEAR}: there is nothing to review; {reviewable}.", status=404)
+    if first_day > today:
+        raise PeriodError(f"{key} has not started yet; {reviewable}.", status=404)
+    return day_period(first_day) if kind == DAY else month_period(first_day.year, first_day.month)
 
 
 def period_from_text(text: str, *, now: dt.datetime) -> Period:

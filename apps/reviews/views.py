@@ -60,7 +60,7 @@ def _actor(request: HttpRequest) -> User:
 
 
 def _bad_period(request: HttpRequest, exc: PeriodError) -> HttpResponse:
-    return render(request, "reviews/bad_period.html", {"error": exc.message}, status=400)
+    return render(request, "reviews/bad_period.html", {"error": exc.message}, status=exc.status)
 
 
 def _period(kind: str, key: str) -> Period:

@@ -62,10 +62,10 @@ def test_an_operator_creates_a_paper_bot_audited(
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        ({"max_order_notional": "-5"}, "greater than or equal to"),
+        ({"max_order_notional": "-5"}, "Enter a value between 0 and 1000000000"),
         ({"symbols": "BTC/USDT, NOPE/USDT"}, "Not listed on sandbox: NOPE/USDT"),
         ({"param_lower": "50000", "param_upper": "40000"}, "The upper price must be above the lower price"),
-        ({"param_levels": "1"}, "greater than or equal to 2"),
+        ({"param_levels": "1"}, "Enter a value between 2 and 200"),
         ({"name": ""}, "This field is required"),
     ],
 )

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+# Upper bounds of the parameters (a price or a quote amount; a base amount per order): far beyond any
+# real market, and well inside what the bot's decimal columns and the exchange can take.
+PRICE_MAX = Decimal("1000000000")
+AMOUNT_MAX = Decimal("1000000")
+
 
 class ParamError(ValueError):
     """A parameter value is invalid; `field` names it (or "" for the form as a whole)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.strategies.base import Decision, MarketView, OrderIntent, Param, Strategy
+from apps.bots.strategies.base import PRICE_MAX, Decision, MarketView, OrderIntent, Param, Strategy
 
 
 class DcaStrategy(Strategy):
@@ -13,7 +13,15 @@ class DcaStrategy(Strategy):
     name = "DCA with take-profit"
     description = "Buys a fixed amount on a schedule and sells the whole position once it is up by the take-profit."
     params = (
-        Param("quote_per_buy", "decimal", "Buy size", "Quote currency spent per buy.", Decimal("50"), min=Decimal("1")),
+        Param(
+            "quote_per_buy",
+            "decimal",
+            "Buy size",
+            "Quote currency spent per buy.",
+            Decimal("50"),
+            min=Decimal("1"),
+            max=PRICE_MAX,
+        ),
         Param("every_ticks", "int", "Buy every", "Ticks between buys.", 10, min=1, max=100000),
         Param(
             "take_profit_pct",

@@ -3,7 +3,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.strategies.base import Decision, MarketView, OrderIntent, Param, ParamError, Strategy
+from apps.bots.strategies.base import (
+    AMOUNT_MAX,
+    PRICE_MAX,
+    Decision,
+    MarketView,
+    OrderIntent,
+    Param,
+    ParamError,
+    Strategy,
+)
 
 
 class GridStrategy(Strategy):
@@ -20,6 +29,7 @@ class GridStrategy(Strategy):
             "Bottom of the grid, in quote currency.",
             Decimal("20000"),
             min=Decimal("0.00000001"),
+            max=PRICE_MAX,
         ),
         Param(
             "upper",
@@ -28,6 +38,7 @@ class GridStrategy(Strategy):
             "Top of the grid, in quote currency.",
             Decimal("40000"),
             min=Decimal("0.00000001"),
+            max=PRICE_MAX,
         ),
         Param("levels", "int", "Levels", "How many price levels between lower and upper.", 10, min=2, max=200),
         Param(
@@ -37,6 +48,7 @@ class GridStrategy(Strategy):
             "Base currency per grid order.",
             Decimal("0.001"),
             min=Decimal("0.00000001"),
+            max=AMOUNT_MAX,
         ),
     )
 

@@ -3,7 +3,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.strategies.base import Decision, MarketView, OrderIntent, Param, ParamError, Strategy
+from apps.bots.strategies.base import (
+    AMOUNT_MAX,
+    Decision,
+    MarketView,
+    OrderIntent,
+    Param,
+    ParamError,
+    Strategy,
+)
 
 
 class MaCrossStrategy(Strategy):
@@ -22,6 +30,7 @@ class MaCrossStrategy(Strategy):
             "Base currency bought on a cross up.",
             Decimal("0.001"),
             min=Decimal("0.00000001"),
+            max=AMOUNT_MAX,
         ),
     )
 
