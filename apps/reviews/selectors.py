@@ -23,6 +23,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
+from apps.accounts.models import User
 from apps.audit.chain import canonical_time
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
@@ -40,6 +41,9 @@ STORED = Decimal("1e-12")  # the trading tables' precision (numeric(28, 12))
 TOLERANCE_ABS = Decimal("1e-8")
 TOLERANCE_REL = Decimal("1e-12")
 FAILED_LOGIN_ACTIONS = ("login.failed", "login.otp_failed", "auth.step_up_failed")
+# What a review shows for a typed user name that is no user's: it is sometimes a password typed in the
+# wrong field. The same for every reader, so every reader's review (and its digest) is the same.
+NOT_A_USER = "(not a user)"
 # Alert kinds that have a section of their own; every other kind is listed under "other alerts".
 SECTION_ALERTS = ("circuit_breaker", "foreign_order", "key_check_failed", "deadman_failing", "login_locked_out")
 
@@ -374,6 +378,14 @@ def _events(period: Period, labels: dict[str, str]) -> dict[str, list[dict[str, 
                   last=Max("created_at"))
         .order_by("username", "action")
     )  # fmt: skip
+    failed_rows = list(failed)
+    lockout_entries = list(_audit(period).filter(action="login.locked_out"))
+    typed = {str(r["username"]) for r in failed_rows} | {str(e.data.get("username", "")) for e in lockout_entries}
+    users = set(User.objects.filter(username__in=typed).values_list("username", flat=True))
+
+    def shown(name: object) -> str:
+        return str(name) if str(name) in users else NOT_A_USER
+
     return {
         "gate_refusals": [
             {
@@ -424,22 +436,22 @@ def _events(period: Period, labels: dict[str, str]) -> dict[str, list[dict[str, 
         "failed_logins": [
             {
                 "action": r["action"],
-                "username": r["username"],
+                "username": shown(r["username"]),
                 "count": r["count"],
                 "addresses": r["addresses"],
                 "first": when(r["first"]),
                 "last": when(r["last"]),
             }
-            for r in failed
+            for r in failed_rows
         ],
         "lockouts": [
             {
                 "seq": e.seq,
                 "at": when(e.created_at),
-                "username": e.data.get("username", ""),
+                "username": shown(e.data.get("username", "")),
                 "ip": e.data.get("ip") or e.ip,
             }
-            for e in _audit(period).filter(action="login.locked_out")
+            for e in lockout_entries
         ],
         "key_check_failures": [
             {"at": when(a.created_at), "account": labels.get(str(a.data.get("account")), ""), "message": a.message}

@@ -34,11 +34,9 @@ Excluded, and why (nothing else is):
 - The walking user's own session id (sessions/<id>/end/) and own user id (users/<id>/<action>/) are
   not among the "valid" path values: ending or deactivating itself would end the walk the same way.
   Both routes are walked with another session / another user and with hostile ids.
-- The Django admin as Django staff: the four roles are the console's (its admin role is not staff),
-  so the Django admin answers them with its login page, whose form is walked. The first admin that
-  `make run` creates is a superuser; `_login` knows that role ("superuser") but it is not in ROLES
-  while the Django admin's TOTP device pages answer 500 to it (their sealed seeds are not hex);
-  making the admin read-only (issue 13, item 6) is another change, after which it belongs in ROLES.
+- Nothing about the Django admin: the console's four roles are not Django staff, so the admin answers
+  them with its login page, whose form is walked; the fifth role, "superuser", is the first admin that
+  `make run` creates, and walks every admin page (read-only: every change there is refused).
 - The websocket (/ws/live/) is Channels' route, not the URL resolver's: tests/live covers it.
 """
 
@@ -83,7 +81,7 @@ from tests.security import walk
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("anonymous", "viewer", "operator", "admin")
+ROLES = ("anonymous", "viewer", "operator", "admin", "superuser")
 EXAMPLES = 6  # hypothesis plans per route and role, on top of the fixed ones
 # Audit entries that record a refusal itself (a wrong password or code); anything else is a change.
 FAILURE_ACTIONS = {
