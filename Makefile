@@ -15,7 +15,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	@$(PY) -m apps.core.run
+	@$(PY) -m launcher.run
 
 test: $(STAMP) browser deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

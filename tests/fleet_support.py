@@ -29,8 +29,8 @@ from django.conf import settings
 from django.db import connection
 
 from apps.bots.fleet import Fleet
-from apps.core.embedded import stop_process_group
 from apps.vault import client as vault
+from launcher.embedded import stop_process_group
 from tests.harness import Harness
 from tests.processes import process_env
 

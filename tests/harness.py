@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from apps.core.embedded import EmbeddedServices, missing_services
 from apps.vault import client as vault
+from launcher.embedded import EmbeddedServices, missing_services
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from apps.core.embedded import pg_bin
+from apps.core.files import pg_bin
 
 
 def pg_dump() -> str:

@@ -15,8 +15,8 @@ from apps.accounts.models import User
 from apps.core.otp import is_verified
 
 # The only views reachable without an OTP-verified session. /metrics checks its own access
-# (a local scraper or a bearer token; apps.core.metrics).
-OPEN_VIEWS = frozenset({"accounts:login", "core:healthz", "core:metrics"})
+# (a local scraper or a bearer token; apps.ops.metrics).
+OPEN_VIEWS = frozenset({"accounts:login", "ops:healthz", "ops:metrics"})
 # Reachable with a password-only session, to finish logging in (or to leave).
 PASSWORD_ONLY_VIEWS = frozenset({"accounts:otp", "accounts:enroll", "accounts:logout"})
 

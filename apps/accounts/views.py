@@ -50,7 +50,7 @@ def _code_error(result: services.OtpResult, hint: str) -> str:
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     if is_verified(request.user):
-        return redirect("core:dashboard")
+        return redirect("live:dashboard")
     form = LoginForm(request, data=request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.get_user()
@@ -71,7 +71,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 def otp_view(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     if is_verified(user):
-        return redirect("core:dashboard")
+        return redirect("live:dashboard")
     if services.confirmed_totp_device(user) is None:
         return redirect("accounts:enroll")
     form = CodeForm(request.POST or None)
@@ -93,7 +93,7 @@ def otp_view(request: HttpRequest) -> HttpResponse:
 def enroll_view(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     if is_verified(user):
-        return redirect("core:dashboard")
+        return redirect("live:dashboard")
     if services.confirmed_totp_device(user) is not None:
         return redirect("accounts:otp")
     device = services.otp_enrollment_device(user=user)

@@ -111,7 +111,7 @@ def resume_view(request: HttpRequest) -> HttpResponse:
             error, status = exc.message, 400
         else:
             messages.success(request, "Trading resumed. Bots stay stopped until each is started again.")
-            return redirect("core:dashboard")
+            return redirect("live:dashboard")
     # Echoed back only when it is fit to show (no control characters), and never longer than the field.
     shown = reason if resume_reason_problem(reason) is None else ""
     context = {"halt_reason": global_halt_reason(), "reason": shown, "error": error,

@@ -3,4 +3,7 @@ from django.urls import path
 from apps.live import views
 
 app_name = "live"
-urlpatterns = [path("events/", views.events, name="events")]
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("live/events/", views.events, name="events"),
+]

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.core.input_validation import InputError, parse_id
+from apps.live.dashboard import dashboard_context
 from apps.live.selectors import VIEW_PERM, visible_events
 from apps.live.services import event_json
 
@@ -37,3 +40,9 @@ def events(request: HttpRequest) -> JsonResponse:
     assert after is not None
     found = visible_events(user, after=after, bot_id=bot_id)
     return JsonResponse({"events": [event_json(e) for e in found], "last": found[-1].seq if found else after})
+
+
+@permission_required("accounts.view_console", raise_exception=True)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    assert isinstance(request.user, User)
+    return render(request, "live/dashboard.html", dashboard_context(request.user))

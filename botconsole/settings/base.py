@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.live",
     "apps.sandbox",
     "apps.reviews",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
@@ -78,7 +79,7 @@ ROOT_URLCONF = "botconsole.urls"
 ASGI_APPLICATION = "botconsole.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "core:dashboard"
+LOGIN_REDIRECT_URL = "live:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 TEMPLATES = [

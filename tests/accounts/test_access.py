@@ -35,7 +35,7 @@ def all_urls() -> Iterator[tuple[str, str]]:
 
 
 def test_the_open_views_are_exactly_login_health_and_metrics() -> None:
-    assert {"accounts:login", "core:healthz", "core:metrics"} == OPEN_VIEWS
+    assert {"accounts:login", "ops:healthz", "ops:metrics"} == OPEN_VIEWS
     assert {"accounts:otp", "accounts:enroll", "accounts:logout"} == PASSWORD_ONLY_VIEWS
 
 

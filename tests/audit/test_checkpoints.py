@@ -21,7 +21,7 @@ from apps.audit.checkpoints import (
 from apps.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from apps.audit.services import record
 from apps.audit.tasks import audit_checkpoint_task, audit_verify_task
-from apps.core.embedded import pg_bin
+from apps.core.files import pg_bin
 from apps.killswitch.models import Alert
 from apps.vault import client as vault
 from tests.harness import Harness

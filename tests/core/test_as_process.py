@@ -1,4 +1,4 @@
-"""`python -m apps.core.as_process`: a shell command gets its own process token from the local root token."""
+"""`python -m launcher.as_process`: a shell command gets its own process token from the local root token."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def run(services: Harness, tmp_path: Path, *args: str) -> subprocess.CompletedPr
     env = process_env(services, token="", var_dir=tmp_path, AUDIT_CHECKPOINT_FILE=str(tmp_path / "checkpoints.jsonl"))
     env.pop("VAULT_TOKEN")
     return subprocess.run(
-        [sys.executable, "-m", "apps.core.as_process", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "launcher.as_process", *args], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
 

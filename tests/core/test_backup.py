@@ -1,6 +1,6 @@
 """Backup and restore: a backup of this session's real servers, restored into FRESH real servers.
 
-The restore goes the way an operator's does: `python -m apps.core.restore_local` starts fresh
+The restore goes the way an operator's does: `python -m launcher.restore_local` starts fresh
 embedded PostgreSQL, Valkey and OpenBao in a directory of their own and runs `manage.py restore`
 into them. The test then starts those servers again (as the next `make run` would), checks the
 audit log and a Vault secret there, and tampers with the restored log to see it caught.
@@ -30,9 +30,10 @@ from django.core.management.base import CommandError
 from apps.audit.checkpoints import audit_checkpoint_create
 from apps.audit.models import AuditEntry
 from apps.audit.services import record
-from apps.core.backup import CHECKPOINTS_FILE, DATABASE_FILE, MANIFEST, VAULT_FILE, file_sha256
-from apps.core.embedded import EmbeddedServices, write_private
+from apps.core.files import write_private
+from apps.ops.backup import CHECKPOINTS_FILE, DATABASE_FILE, MANIFEST, VAULT_FILE, file_sha256
 from apps.vault import client as vault
+from launcher.embedded import EmbeddedServices
 from tests.harness import Harness
 from tests.processes import process_env
 
@@ -167,7 +168,7 @@ def test_a_backup_restores_into_fresh_servers_where_the_audit_log_verifies_and_t
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "VAULT_", "DJANGO_"))}
     env.update(BOTCONSOLE_VAR_DIR=str(fresh_var), SECRET_KEY=settings.SECRET_KEY)
     restore = subprocess.run(
-        [sys.executable, "-m", "apps.core.restore_local", str(made), "--keys", str(keys)],
+        [sys.executable, "-m", "launcher.restore_local", str(made), "--keys", str(keys)],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert restore.returncode == 0, restore.stdout + restore.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from apps.core.embedded import PG_SYSTEM_USER, EmbeddedServices, ServiceStartError, free_port
 from apps.vault import client as vault
+from launcher.embedded import PG_SYSTEM_USER, EmbeddedServices, ServiceStartError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def _start_console(var_dir: Path, port: int) -> subprocess.Popen[str]:
     env.update({"BOTCONSOLE_VAR_DIR": str(var_dir), "BOTCONSOLE_PORT": str(port), "DJANGO_SETTINGS_MODULE": ""})
     env.pop("DJANGO_SETTINGS_MODULE")
     return subprocess.Popen(
-        [sys.executable, "-m", "apps.core.run"],
+        [sys.executable, "-m", "launcher.run"],
         cwd=ROOT,
         env=env,
         text=True,

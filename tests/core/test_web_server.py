@@ -1,4 +1,4 @@
-"""The web server exactly as `make run` starts it (apps.core.run.web_argv), for real: uvicorn with the local
+"""The web server exactly as `make run` starts it (launcher.run.web_argv), for real: uvicorn with the local
 settings, on this session's test database. Debug pages, static files, hostile static paths, and whose address
 counts for the lockout and the audit log."""
 
@@ -20,8 +20,8 @@ import requests
 from axes.models import AccessAttempt
 
 from apps.audit.models import AuditEntry
-from apps.core.embedded import free_port
-from apps.core.run import web_argv
+from launcher.embedded import free_port
+from launcher.run import web_argv
 from tests.harness import Harness
 from tests.people import PASSWORD, make_person
 from tests.processes import process_env

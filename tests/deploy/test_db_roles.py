@@ -23,7 +23,7 @@ from psycopg import sql
 from apps.accounts.models import User
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_verify_chain, record
-from apps.core.embedded import pg_bin
+from apps.core.files import pg_bin
 from apps.trading.halt import global_halt_lock_shared
 from tests.deploy.conftest import DEPLOY, Role, pg_superuser_params
 

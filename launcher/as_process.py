@@ -6,8 +6,8 @@ exchange keys to cancel orders. Locally the root token sits in var/openbao/init.
 this mints a token of the named kind from it — the root token is never passed on —, runs the
 command with that token only, and revokes it afterwards:
 
-    ./.venv/bin/python -m apps.core.as_process control audit_verify
-    ./.venv/bin/python -m apps.core.as_process control killswitch --reason "suspected key leak"
+    ./.venv/bin/python -m launcher.as_process control audit_verify
+    ./.venv/bin/python -m launcher.as_process control killswitch --reason "suspected key leak"
 
 In production each unit already has its AppRole; use deploy/bin/botconsole-manage there.
 """
@@ -19,19 +19,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botconsole.settings.local")
     from django.conf import settings
 
-    from apps.core.backup import BackupError, local_keys_file, read_token_file
+    from apps.ops.backup import BackupError, local_keys_file, read_token_file
     from apps.vault import client as vault
 
     if len(argv) < 2 or argv[0] not in vault.PROCESS_ROLES:
         kinds = ", ".join(sorted(vault.PROCESS_ROLES))
-        print(f"usage: python -m apps.core.as_process {{{kinds}}} COMMAND [ARGS...]", file=sys.stderr)
+        print(f"usage: python -m launcher.as_process {{{kinds}}} COMMAND [ARGS...]", file=sys.stderr)
         return 2
     process, command = argv[0], argv[1:]
     try:

@@ -1,10 +1,9 @@
 from django.urls import path
 
-from apps.core import views
+from apps.ops import views
 
-app_name = "core"
+app_name = "ops"
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
 ]

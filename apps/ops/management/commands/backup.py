@@ -1,6 +1,6 @@
 """`manage.py backup [--dir DIR]`: the database, OpenBao and the audit checkpoint file, in one directory.
 
-Writes DIR/<UTC time>/ (default var/backups/): see apps.core.backup. The OpenBao snapshot needs an
+Writes DIR/<UTC time>/ (default var/backups/): see apps.ops.backup. The OpenBao snapshot needs an
 operator token: --vault-token-file, or VAULT_OPERATOR_TOKEN (a token with the botconsole-backup
 policy), or, for the embedded servers of `make run`, the local root token in var/openbao/init.json.
 Never the token of a console process: none of them may take a snapshot.
@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.core.backup import BackupError, backup_create, operator_token
+from apps.ops.backup import BackupError, backup_create, operator_token
 from apps.vault import client as vault
 
 

@@ -31,8 +31,8 @@ import django
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from apps.core.embedded import pg_bin, read_json, write_private
 from apps.core.exceptions import ApplicationError
+from apps.core.files import pg_bin, read_json, write_private
 from apps.vault import client as vault
 
 FORMAT = 1

@@ -1,6 +1,6 @@
 """Restore a backup into fresh embedded servers (the servers of `make run`, under var/).
 
-    .venv/bin/python -m apps.core.restore_local var.before-restore/backups/<time> --keys /safe/init.json
+    .venv/bin/python -m launcher.restore_local var.before-restore/backups/<time> --keys /safe/init.json
 
 `make run` must be stopped and var/ must hold no servers' data (move it aside first). This starts
 fresh PostgreSQL, Valkey and OpenBao under var/, runs `manage.py restore` into them with the fresh
@@ -21,10 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from apps.core.embedded import EmbeddedServices, ServiceStartError, read_json, write_private
+from apps.core.files import read_json, write_private
 from apps.vault import client as vault
+from launcher.embedded import EmbeddedServices, ServiceStartError
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 SERVER_VARIABLES = ("DATABASE_URL", "REDIS_URL", "VAULT_ADDR")
 
 
@@ -34,7 +35,7 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apps.core.restore_local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m launcher.restore_local", description=__doc__.split("\n")[0])
     parser.add_argument("backup", type=Path, help="the backup's directory (it holds manifest.json)")
     parser.add_argument("--keys", type=Path, required=True, help="init.json of the OpenBao the backup came from")
     options = parser.parse_args(argv)

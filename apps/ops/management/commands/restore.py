@@ -25,7 +25,7 @@ from django.db import connection
 
 from apps.audit.checkpoints import VerifyReport, audit_verify
 from apps.audit.services import record
-from apps.core import backup
+from apps.ops import backup
 from apps.vault import client as vault
 
 CONFIRM_WORD = "restore"

@@ -5,7 +5,7 @@ migrates, creates the first admin on a fresh database, then runs the ASGI server
 control worker and beat, each in its own process group and each with only its own Vault
 token. Ctrl-C (or SIGTERM) stops every process it started, then the servers, in order.
 
-Run as `python -m apps.core.run`; this module does not import Django itself.
+Run as `python -m launcher.run`; this module does not import Django itself.
 """
 
 from __future__ import annotations
@@ -27,19 +27,18 @@ from typing import Any
 
 import environ
 
-from apps.core.embedded import (
+from apps.core.files import read_json, write_private
+from apps.vault import client as vault
+from launcher.embedded import (
     EmbeddedServices,
     ServiceStartError,
     free_port,
     kill_group,
     missing_services,
-    read_json,
     stop_process_group,
-    write_private,
 )
-from apps.vault import client as vault
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 WEB_READY_TIMEOUT_S = 30.0
 
