@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.files import MissingPackage, bao_bin, pg_bin, read_json, valkey_bin, write_private
+from apps.vault import admin as vault_admin
+from apps.vault import client as vault
 
 READY_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
@@ -453,7 +455,6 @@ ui            = false
         pidfile.write_text(str(proc.pid))
 
         def finish() -> None:
-            from apps.vault import client as vault
 
             def reachable() -> bool:
                 vault.health(addr)
@@ -472,10 +473,9 @@ ui            = false
 
     @staticmethod
     def _init_and_unseal(addr: str, keys_file: Path) -> VaultKeys:
-        from apps.vault import client as vault
 
-        if not vault.is_initialized(addr):
-            result = vault.initialize(addr)
+        if not vault_admin.is_initialized(addr):
+            result = vault_admin.initialize(addr)
             write_private(keys_file, json.dumps(result))
             print(
                 f"botconsole: WARNING: OpenBao's unseal key and root token are kept in {keys_file} "
@@ -488,7 +488,7 @@ ui            = false
                 "OpenBao", f"it is initialized but {keys_file} with its unseal key is missing", None
             )
         keys = VaultKeys(unseal_key=stored["unseal_key"], root_token=stored["root_token"])
-        vault.unseal(addr, keys.unseal_key)
+        vault_admin.unseal(addr, keys.unseal_key)
         return keys
 
 

@@ -33,6 +33,7 @@ from django.db import DatabaseError, connection, transaction
 
 from apps.core.exceptions import ApplicationError
 from apps.core.files import pg_bin, read_json, write_private
+from apps.vault import admin as vault_admin
 from apps.vault import client as vault
 
 FORMAT = 1
@@ -221,8 +222,8 @@ def backup_create(*, parent: Path, token: OperatorToken, log: Callable[[str], No
         database = _dump_database(target)
         log("taking the OpenBao raft snapshot")
         addr = settings.VAULT_ADDR
-        server = vault.server_info(addr)
-        vault.raft_snapshot(addr, token.token, target / VAULT_FILE)
+        server = vault_admin.server_info(addr)
+        vault_admin.raft_snapshot(addr, token.token, target / VAULT_FILE)
         openbao = {"file": VAULT_FILE, "version": server["version"], "cluster_id": server["cluster_id"],
                    "taken_at": _now()}  # fmt: skip
         files = {
@@ -350,7 +351,7 @@ def read_unseal_key(path: Path) -> tuple[str, str]:
 def vault_unseal(addr: str, unseal_key: str, timeout_s: float = 60.0) -> bool:
     """Unseal with one key share; True when OpenBao is active afterwards (False for a wrong key)."""
     try:
-        vault.unseal(addr, unseal_key)
+        vault_admin.unseal(addr, unseal_key)
     except vault.VaultUnavailable:
         raise
     except vault.VaultError:

@@ -26,6 +26,7 @@ from django.db import connection
 from apps.audit.checkpoints import VerifyReport, audit_verify
 from apps.audit.services import record
 from apps.ops import backup
+from apps.vault import admin as vault_admin
 from apps.vault import client as vault
 
 CONFIRM_WORD = "restore"
@@ -90,9 +91,9 @@ class Command(BaseCommand):
         backup.database_restore(path / backup.DATABASE_FILE)
         self.stdout.write(self.style.SUCCESS("database restored"))
 
-        same_cluster = vault.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
+        same_cluster = vault_admin.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
         self.stdout.write("restoring the OpenBao raft snapshot")
-        vault.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
+        vault_admin.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
         state = backup.vault_wait(addr, sealed_expected=not same_cluster)
         if state == "sealed":
             state = self._unseal(addr, unseal_key)

@@ -4,6 +4,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.vault import admin as vault_admin
 from apps.vault import client as vault
 
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         if not token:
             raise CommandError("set VAULT_BOOTSTRAP_TOKEN to a Vault admin token")
         try:
-            changed = vault.bootstrap(settings.VAULT_ADDR, token)
+            changed = vault_admin.bootstrap(settings.VAULT_ADDR, token)
         except vault.VaultError as exc:
             raise CommandError(str(exc)) from exc
         for line in changed or ["already set up; nothing changed"]:
