@@ -7,9 +7,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models
 from django.utils import timezone
 
-from apps.bots.strategies import REGISTRY
 from apps.core.input_validation import NoBidiControls, NoControlCharacters
 from apps.exchanges.models import ExchangeAccount
+from apps.strategies import REGISTRY
 
 DEFAULT_HOST = "local"
 # Business ranges of a bot's settings (the form says them; the model's validators repeat them).

@@ -19,9 +19,9 @@ from apps.accounts.services import step_up_is_fresh
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.bots.selectors import global_halt_reason
-from apps.bots.strategies import REGISTRY
-from apps.bots.strategies.base import ParamError
 from apps.core.exceptions import ApplicationError
+from apps.strategies import REGISTRY
+from apps.strategies.base import ParamError
 from apps.trading import events as bot_events
 from apps.trading.halt import global_halt_lock_shared
 

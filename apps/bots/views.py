@@ -15,8 +15,8 @@ from apps.accounts.models import User
 from apps.bots import selectors, services
 from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
 from apps.bots.models import Bot
-from apps.bots.strategies import REGISTRY
 from apps.core.exceptions import ApplicationError
+from apps.strategies import REGISTRY
 
 VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "accounts.enable_live_mode"
 # An edit that waits for the admin's fresh code: {"bot": id, "strategy": key, "data": the submitted fields}.

@@ -22,12 +22,12 @@ from django.utils import timezone
 
 from apps.audit.services import record
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert
 from apps.killswitch.text import reason_clean
+from apps.strategies.base import OrderIntent
 from apps.trading import events
 from apps.trading.halt import global_halt_active, global_halt_lock_shared
 from apps.trading.ids import client_order_id

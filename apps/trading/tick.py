@@ -18,9 +18,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.bots.models import Bot
-from apps.bots.strategies import get_strategy
-from apps.bots.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.exchanges import clients
+from apps.strategies import get_strategy
+from apps.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.trading import events
 from apps.trading.gate import OrderRefused, bot_halt, order_cancel, place_order
 from apps.trading.halt import global_halt_active

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.vault",
     "apps.exchanges",
+    "apps.strategies",
     "apps.bots",
     "apps.trading",
     "apps.killswitch",

@@ -207,7 +207,7 @@ def test_an_edit_saved_after_a_halt_keeps_the_halt(live_bot: Bot) -> None:
     """The form loaded the bot before the kill switch halted it; saving must not write the old state back."""
     from apps.bots import services
     from apps.bots.forms import BotForm
-    from apps.bots.strategies import REGISTRY
+    from apps.strategies import REGISTRY
 
     bot = Bot.objects.get(pk=live_bot.pk)
     form = BotForm(form_of(bot, max_order_notional="100"), instance=bot, strategy=REGISTRY["grid"])

@@ -23,10 +23,10 @@ from django.db import connection
 from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.live.services import publish
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
 from launcher.embedded import free_port

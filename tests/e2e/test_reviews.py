@@ -13,9 +13,9 @@ from pytest_django.live_server_helper import LiveServer
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.reviews.models import ReviewSignoff
 from apps.reviews.services import balance_snapshots_take
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
 from apps.vault import client as vault

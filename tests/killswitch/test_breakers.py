@@ -18,13 +18,13 @@ from django.utils import timezone
 from apps.audit.models import AuditEntry
 from apps.bots import runtime
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.bots.tasks import bot_tick_task
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import breakers
 from apps.killswitch.breakers import VaultProbe, breakers_check, rules_current
 from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, ExchangeAuthFailure, KillRun
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
 from apps.trading.halt import global_halt_active
 from apps.trading.ledger import ledger_for

@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import engine
@@ -30,6 +29,7 @@ from apps.killswitch.engine import kill_execute, kill_pending
 from apps.killswitch.models import Alert, KillRun
 from apps.killswitch.services import kill_request
 from apps.killswitch.tasks import _poll_forever, consumes_control_queue
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
 from apps.trading.halt import global_halt_active
 from apps.vault import client as vault

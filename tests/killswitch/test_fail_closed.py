@@ -20,10 +20,10 @@ from django.utils import timezone
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_verify_chain
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import gate_check
 from apps.trading.halt import global_halt_active, global_halt_set, global_halt_state
 from apps.trading.models import GateRefusal

@@ -22,7 +22,6 @@ import pytest
 from apps.audit.models import AuditEntry
 from apps.bots.fleet import Fleet, token_accessor_report
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.bots.tasks import RECONCILE_EVERY_TICKS
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
@@ -30,6 +29,7 @@ from apps.exchanges.services import exchange_account_create
 from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.halt import global_halt_state
 from apps.trading.ledger import ledger_for

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from tests.keys import Key
 

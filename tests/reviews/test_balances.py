@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import ExchangeAuthFailure
 from apps.reviews.models import BalanceSnapshot
@@ -24,6 +23,7 @@ from apps.reviews.periods import day_period
 from apps.reviews.selectors import review_build
 from apps.reviews.services import balance_snapshots_take, transfer_record
 from apps.reviews.tasks import balance_snapshot_task
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.models import Fill
 from apps.trading.sync import orders_sync

@@ -13,11 +13,11 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
 from apps.killswitch.alerts import alert_raise
 from apps.killswitch.models import Alert, BreakerTrip, KillRun
 from apps.reviews.periods import Period, day_period, month_period
 from apps.reviews.selectors import review_build, review_digest
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, bot_halt, place_order
 from apps.trading.models import Fill, Position
 from apps.trading.reconcile import reconcile

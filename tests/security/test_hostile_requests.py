@@ -68,11 +68,11 @@ from apps.accounts.models import SealedTOTPDevice, UserSession
 from apps.accounts.views import USER_ACTIONS
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.bots.strategies import REGISTRY
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.breakers import rules_current
 from apps.killswitch.models import BreakerRule, KillRun
+from apps.strategies import REGISTRY
 from apps.trading.halt import global_halt_state
 from tests.harness import harness
 from tests.keys import Key

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from apps.bots.models import Bot
-from apps.bots.strategies.base import OrderIntent
+from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, gate_check, place_order
 from apps.trading.halt import global_halt_active, global_halt_clear, global_halt_set
 from apps.trading.ids import CLIENT_ORDER_ID_RE, client_order_id

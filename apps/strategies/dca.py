@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.strategies.base import PRICE_MAX, Decision, MarketView, OrderIntent, Param, Strategy
+from apps.strategies.base import PRICE_MAX, Decision, MarketView, OrderIntent, Param, Strategy
 
 
 class DcaStrategy(Strategy):

@@ -3,16 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.strategies.base import (
-    AMOUNT_MAX,
-    PRICE_MAX,
-    Decision,
-    MarketView,
-    OrderIntent,
-    Param,
-    ParamError,
-    Strategy,
-)
+from apps.strategies.base import AMOUNT_MAX, PRICE_MAX, Decision, MarketView, OrderIntent, Param, ParamError, Strategy
 
 
 class GridStrategy(Strategy):
