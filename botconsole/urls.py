@@ -10,6 +10,7 @@ urlpatterns = [
     path("exchange-accounts/", include("apps.exchanges.urls")),
     path("bots/", include("apps.bots.urls")),
     path("killswitch/", include("apps.killswitch.urls")),
+    path("alerts/", include("apps.alerts.urls")),
     path("audit/", include("apps.audit.urls")),
     path("reviews/", include("apps.reviews.urls")),
     path("admin/", admin.site.urls),

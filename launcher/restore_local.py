@@ -65,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         # The fresh OpenBao's root token lets the restore replace its storage; the original
         # keys unseal the result and, as its root token, check the audit signatures.
         env.update(BOTCONSOLE_VAR_DIR=str(var_dir), VAULT_OPERATOR_TOKEN=services.vault_keys.root_token)
-        command = [sys.executable, str(BASE_DIR / "manage.py"), "restore", str(options.backup.resolve()), "--yes",
-                   "--unseal-key-file", str(options.keys.resolve())]  # fmt: skip
+        command = [
+            sys.executable,
+            str(BASE_DIR / "manage.py"),
+            "restore",
+            str(options.backup.resolve()),
+            "--yes",
+            "--unseal-key-file",
+            str(options.keys.resolve()),
+        ]
         code = subprocess.run(command, env=env, cwd=BASE_DIR, check=False).returncode
         if _restored(urls["VAULT_ADDR"], keys["root_token"]):
             # From now on only the original keys open this OpenBao.

@@ -52,9 +52,19 @@ def web_argv(port: int) -> list[str]:
     connects from: anyone could pick the address that django-axes locks out and the audit records.
     """
     return [
-        PYTHON, "-m", "uvicorn", "botconsole.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-        "--lifespan", "off", "--no-server-header", "--no-proxy-headers",
-    ]  # fmt: skip
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "botconsole.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--lifespan",
+        "off",
+        "--no-server-header",
+        "--no-proxy-headers",
+    ]
 
 
 class Stop(Exception):
@@ -145,10 +155,14 @@ class Supervisor:
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(
-            argv, env={**self.env, **extra_env}, cwd=BASE_DIR, stdin=subprocess.DEVNULL,
+            argv,
+            env={**self.env, **extra_env},
+            cwd=BASE_DIR,
+            stdin=subprocess.DEVNULL,
             # preexec_fn is unsafe with threads; the supervisor has none.
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.children.append(Child(name, proc))
         write_private(self.run_dir / "children.json", json.dumps({c.name: c.proc.pid for c in self.children}))
         return proc

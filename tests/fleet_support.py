@@ -113,17 +113,39 @@ class ControlWorker:
         # The circuit breakers have their own tests (tests/killswitch/test_breakers.py); here they would
         # race the scenario (e.g. the order-rate breaker halting bots while their grids are being placed).
         env = process_env(
-            services, token=services.tokens["control"].token, var_dir=var_dir, sandbox_url=sandbox_url,
+            services,
+            token=services.tokens["control"].token,
+            var_dir=var_dir,
+            sandbox_url=sandbox_url,
             BREAKERS_EVERY_S="86400",
-        )  # fmt: skip
-        argv = [sys.executable, "-m", "celery", "-A", "botconsole", "worker", "-Q", "control",
-                "-n", f"control-{os.getpid()}@%h", "--concurrency", "2", "--loglevel", "INFO"]  # fmt: skip
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "botconsole",
+            "worker",
+            "-Q",
+            "control",
+            "-n",
+            f"control-{os.getpid()}@%h",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+        ]
         var_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -34,9 +34,12 @@ def new_key(sandbox: Any, sandbox_url: str) -> Callable[..., Key]:
         # Binance-shaped: 64 letters and digits each.
         key = Key(api_key=secrets.token_hex(32), secret="CANARY" + secrets.token_hex(29))
         sandbox.admin.create_key(
-            api_key=key.api_key, secret=key.secret, can_trade=can_trade, can_withdraw=can_withdraw,
+            api_key=key.api_key,
+            secret=key.secret,
+            can_trade=can_trade,
+            can_withdraw=can_withdraw,
             ip_restrict=ip_restrict,
-        )  # fmt: skip
+        )
         return key
 
     return make

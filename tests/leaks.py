@@ -18,10 +18,22 @@ from apps.core.files import pg_bin
 def pg_dump() -> str:
     params = connection.get_connection_params()
     result = subprocess.run(
-        [str(pg_bin("pg_dump")), "--data-only", "-h", params["host"], "-p", str(params["port"]),
-         "-U", params["user"], params["dbname"]],
-        env={"PGPASSWORD": params["password"]}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            str(pg_bin("pg_dump")),
+            "--data-only",
+            "-h",
+            params["host"],
+            "-p",
+            str(params["port"]),
+            "-U",
+            params["user"],
+            params["dbname"],
+        ],
+        env={"PGPASSWORD": params["password"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout
 
 

@@ -39,9 +39,11 @@ def axes_username(request: HttpRequest | None, credentials: dict[str, Any] | Non
 
 class CodeForm(forms.Form):
     code = TextField(
-        label="Code", max_length=32, strip=True,
+        label="Code",
+        max_length=32,
+        strip=True,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
-    )  # fmt: skip
+    )
 
 
 class RoleForm(forms.Form):
@@ -49,9 +51,13 @@ class RoleForm(forms.Form):
 
 
 class UserCreateForm(forms.Form):
-    username = forms.RegexField(regex=r"^[\w.@+-]{3,150}$", max_length=150, error_messages={
-        "invalid": "Use 3 to 150 letters, digits and @ . + - _ only.",
-    })  # fmt: skip
+    username = forms.RegexField(
+        regex=r"^[\w.@+-]{3,150}$",
+        max_length=150,
+        error_messages={
+            "invalid": "Use 3 to 150 letters, digits and @ . + - _ only.",
+        },
+    )
     email = forms.EmailField(required=False, max_length=254)  # the column's length
     role = forms.ChoiceField(choices=[(r, r.capitalize()) for r in ROLES], initial="viewer")
 

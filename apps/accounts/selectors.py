@@ -5,10 +5,18 @@ from typing import Any
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts.models import BackupCodeDevice, SealedTOTPDevice, User, UserSession
 from apps.accounts.services import user_role
+
+
+def acting_user(request: HttpRequest) -> User:
+    """The signed-in user a view acts for (RequireVerifiedMiddleware and the permission checks let only one in)."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
 
 
 def active_sessions(user: User) -> QuerySet[UserSession]:

@@ -37,10 +37,15 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "viewer": ("view_console",),
     "operator": ("view_console", "operate_bots", "trigger_killswitch"),
     "admin": (
-        "view_console", "operate_bots", "trigger_killswitch", "manage_users",
-        "manage_exchange_accounts", "enable_live_mode", "resume_after_kill",
+        "view_console",
+        "operate_bots",
+        "trigger_killswitch",
+        "manage_users",
+        "manage_exchange_accounts",
+        "enable_live_mode",
+        "resume_after_kill",
     ),
-}  # fmt: skip
+}
 SESSION_LOGIN_AT = "bc_login_at"
 SESSION_LAST_SEEN = "bc_last_seen"
 SESSION_STEP_UP_AT = "bc_step_up_at"
@@ -74,9 +79,12 @@ def user_set_role(*, user: User, role: str, actor: Actor, request: HttpRequest |
         user.groups.remove(*Group.objects.filter(name__in=ROLES))
         user.groups.add(Group.objects.get(name=role))
         record(
-            actor=actor, action="user.role_changed", target=user, request=request,
+            actor=actor,
+            action="user.role_changed",
+            target=user,
+            request=request,
             data={"username": user.username, "before": before, "after": role},
-        )  # fmt: skip
+        )
 
 
 def user_create(*, username: str, email: str, role: str, actor: Actor, request: HttpRequest | None = None) -> str:
@@ -89,9 +97,12 @@ def user_create(*, username: str, email: str, role: str, actor: Actor, request: 
     with transaction.atomic():
         user = User.objects.create_user(username=username, email=email, password=password)
         record(
-            actor=actor, action="user.created", target=user, request=request,
+            actor=actor,
+            action="user.created",
+            target=user,
+            request=request,
             data={"username": username, "email": email},
-        )  # fmt: skip
+        )
         user_set_role(user=user, role=role, actor=actor, request=request)
     return password
 
@@ -107,9 +118,11 @@ def user_create_first_admin() -> tuple[User, str] | None:
         password = secrets.token_urlsafe(18)
         user = User.objects.create_superuser(username=FIRST_ADMIN_USERNAME, email="", password=password)
         record(
-            actor="system:first-run", action="user.created", target=user,
+            actor="system:first-run",
+            action="user.created",
+            target=user,
             data={"username": user.username, "first_admin": True},
-        )  # fmt: skip
+        )
         user_set_role(user=user, role="admin", actor="system:first-run")
     return user, password
 
@@ -121,9 +134,12 @@ def user_set_active(*, user: User, active: bool, actor: Actor, request: HttpRequ
         user.is_active = active
         user.save(update_fields=["is_active"])
         record(
-            actor=actor, action="user.activated" if active else "user.deactivated", target=user,
-            request=request, data={"username": user.username},
-        )  # fmt: skip
+            actor=actor,
+            action="user.activated" if active else "user.deactivated",
+            target=user,
+            request=request,
+            data={"username": user.username},
+        )
         if not active:
             user_sessions_end(user=user, reason=UserSession.EndReason.DEACTIVATED, actor=actor, request=request)
 
@@ -132,9 +148,12 @@ def user_unlock(*, username: str, actor: Actor, request: HttpRequest | None = No
     """Clear django-axes' failure records for a username (every IP); returns how many."""
     removed = int(AxesProxyHandler.reset_attempts(username=username))
     record(
-        actor=actor, action="user.unlocked", target=("accounts.user", username), request=request,
+        actor=actor,
+        action="user.unlocked",
+        target=("accounts.user", username),
+        request=request,
         data={"username": username, "attempts_cleared": removed},
-    )  # fmt: skip
+    )
     return removed
 
 
@@ -153,9 +172,12 @@ def user_password_changed(*, request: HttpRequest, user: User) -> int:
     with transaction.atomic():
         record(actor=user, action="user.password_changed", target=user, request=request)
         return user_sessions_end(
-            user=user, reason=UserSession.EndReason.PASSWORD_CHANGED, actor=user, request=request,
+            user=user,
+            reason=UserSession.EndReason.PASSWORD_CHANGED,
+            actor=user,
+            request=request,
             except_key=request.session.session_key,
-        )  # fmt: skip
+        )
 
 
 # -- the OTP step -------------------------------------------------------------------------
@@ -302,9 +324,12 @@ def backup_codes_regenerate(*, user: User, request: HttpRequest | None, first: b
     device, _ = BackupCodeDevice.objects.get_or_create(user=user, defaults={"name": "Backup codes"})
     codes: list[str] = device.replace_codes(settings.BACKUP_CODE_COUNT)
     record(
-        actor=user, action="otp.backup_codes_generated", target=user, request=request,
+        actor=user,
+        action="otp.backup_codes_generated",
+        target=user,
+        request=request,
         data={"count": len(codes), "first": first},
-    )  # fmt: skip
+    )
     return codes
 
 
@@ -357,9 +382,12 @@ def session_end(*, user_session: UserSession, reason: str, actor: Actor, request
     user_session.end_reason = reason
     user_session.save(update_fields=["ended_at", "end_reason"])
     record(
-        actor=actor, action="session.ended", target=user_session, request=request,
+        actor=actor,
+        action="session.ended",
+        target=user_session,
+        request=request,
         data={"user": user_session.user.get_username(), "reason": reason},
-    )  # fmt: skip
+    )
 
 
 def user_sessions_end(
@@ -382,8 +410,13 @@ def session_logout(*, request: HttpRequest, reason: str = UserSession.EndReason.
         actor: Actor = user if isinstance(user, User) and reason == UserSession.EndReason.LOGOUT else "system:sessions"
         session_end(user_session=tracked, reason=reason, actor=actor, request=request)
     elif isinstance(user, User):
-        record(actor="system:sessions", action="session.ended", target=user, request=request,
-               data={"user": user.get_username(), "reason": reason, "verified": False})  # fmt: skip
+        record(
+            actor="system:sessions",
+            action="session.ended",
+            target=user,
+            request=request,
+            data={"user": user.get_username(), "reason": reason, "verified": False},
+        )
     logout(request)
 
 

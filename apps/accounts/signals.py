@@ -38,17 +38,12 @@ def audit_lockout(
     # The address the audit entry records (apps.core.net), whatever django-axes was configured with.
     ip = client_ip(request) if request is not None else ip_address
     record(
-        actor="system:auth", action="login.locked_out", request=request,
+        actor="system:auth",
+        action="login.locked_out",
+        request=request,
         data={"username": username or "", "ip": ip},
-    )  # fmt: skip
+    )
     notifications.lockout(username=username or "", ip=ip)
-    from apps.killswitch.alerts import alert_raise  # late: killswitch imports accounts
-
-    # Already mailed above (to the admins and the user); the alert adds the history and the webhook.
-    alert_raise(
-        kind="login_locked_out", source="system:auth", mail=False, data={"username": username or "", "ip": ip},
-        message=f"Account {username or '?'!r} locked after repeated failed sign-ins from {ip or 'unknown'}.",
-    )  # fmt: skip
 
 
 @receiver(post_save, sender=LogEntry)
@@ -59,7 +54,8 @@ def audit_admin_change(sender: Any, instance: LogEntry, created: bool, **kwargs:
     action = {ADDITION: "admin.added", CHANGE: "admin.changed", DELETION: "admin.deleted"}[instance.action_flag]
     model = instance.content_type.model_class() if instance.content_type else None
     record(
-        actor=instance.user, action=action,
+        actor=instance.user,
+        action=action,
         target=(model._meta.label_lower if model else "unknown", instance.object_id or ""),
         data={"object": instance.object_repr, "change": instance.get_change_message()},
-    )  # fmt: skip
+    )

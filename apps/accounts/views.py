@@ -250,9 +250,12 @@ def user_action_view(request: HttpRequest, user_id: int, action: str) -> HttpRes
             services.user_set_active(user=target, active=action == "activate", actor=actor, request=request)
         elif action == "end_sessions":
             services.user_sessions_end(
-                user=target, reason=UserSession.EndReason.TERMINATED, actor=actor, request=request,
+                user=target,
+                reason=UserSession.EndReason.TERMINATED,
+                actor=actor,
+                request=request,
                 except_key=request.session.session_key,
-            )  # fmt: skip
+            )
         elif action == "unlock":
             services.user_unlock(username=target.get_username(), actor=actor, request=request)
         elif action == "reset_otp":

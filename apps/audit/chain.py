@@ -48,6 +48,10 @@ def entry_hash(
 
 def checkpoint_message(*, seq: int, entry_hash: str, signed_at: datetime) -> bytes:
     """The bytes a checkpoint signature covers: which entry, its hash, and when it was signed."""
-    payload = {"kind": "botconsole.audit-checkpoint.v1", "seq": seq, "hash": entry_hash,
-               "signed_at": canonical_time(signed_at)}  # fmt: skip
+    payload = {
+        "kind": "botconsole.audit-checkpoint.v1",
+        "seq": seq,
+        "hash": entry_hash,
+        "signed_at": canonical_time(signed_at),
+    }
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -37,6 +37,7 @@ from django.utils.dateparse import parse_datetime
 from apps.audit.chain import GENESIS_HASH, canonical_time, checkpoint_message
 from apps.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from apps.audit.services import audit_verify_chain, record
+from apps.audit.signals import tampering_found
 from apps.core.exceptions import ApplicationError
 from apps.vault import client as vault
 
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 # so that a verifier never sees a checkpoint in one place and not yet in the other.
 CHECKPOINT_LOCK_KEY = 0x6175646370  # "audcp"
 MAX_PROBLEMS = 50
-ALERT_KIND = "audit_tampered"
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,12 @@ class SignedCheckpoint:
         return (self.seq, self.entry_hash, canonical_time(self.signed_at), self.signature)
 
     def as_line(self) -> str:
-        record = {"seq": self.seq, "hash": self.entry_hash, "signed_at": canonical_time(self.signed_at),
-                  "signature": self.signature}  # fmt: skip
+        record = {
+            "seq": self.seq,
+            "hash": self.entry_hash,
+            "signed_at": canonical_time(self.signed_at),
+            "signature": self.signature,
+        }
         return json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
@@ -112,11 +116,13 @@ class VerifyReport:
         """What the shell commands print: one line when intact; the first break and each problem otherwise."""
         if not self.ok:
             where = f"at #{self.broken_seq}" if self.broken_seq is not None else "(checkpoint file)"
-            return "\n".join([
-                f"audit log BROKEN {where}: {self.reason}",
-                *(f"  - {p.message}" for p in self.sorted_problems()[1:]),
-                f"({self.entries_checked} entries verified before the first break)",
-            ])  # fmt: skip
+            return "\n".join(
+                [
+                    f"audit log BROKEN {where}: {self.reason}",
+                    *(f"  - {p.message}" for p in self.sorted_problems()[1:]),
+                    f"({self.entries_checked} entries verified before the first break)",
+                ]
+            )
         last = self.last_checkpoint
         signed = (
             f"; {self.checkpoints_checked} signed checkpoints verified, the last #{last.seq} "
@@ -206,11 +212,20 @@ def compare_copies(in_db: list[SignedCheckpoint], in_file: list[SignedCheckpoint
     for seq in sorted(db_by_seq.keys() | file_by_seq.keys()):
         db, fl = db_by_seq.get(seq), file_by_seq.get(seq)
         if db is None:
-            problems.append(Problem(seq, f"the database lacks signed checkpoint #{seq} that the checkpoint file "
-                                         "holds: the database was rolled back or the checkpoint deleted"))  # fmt: skip
+            problems.append(
+                Problem(
+                    seq,
+                    f"the database lacks signed checkpoint #{seq} that the checkpoint file "
+                    "holds: the database was rolled back or the checkpoint deleted",
+                )
+            )
         elif fl is None:
-            problems.append(Problem(seq, f"the checkpoint file lacks signed checkpoint #{seq}: "
-                                         "the file was truncated, edited or replaced"))  # fmt: skip
+            problems.append(
+                Problem(
+                    seq,
+                    f"the checkpoint file lacks signed checkpoint #{seq}: the file was truncated, edited or replaced",
+                )
+            )
         elif db.key() != fl.key():
             problems.append(Problem(seq, f"checkpoint #{seq} differs between the database and the checkpoint file"))
     return problems
@@ -241,8 +256,13 @@ def check_entries(checkpoints: Iterable[SignedCheckpoint]) -> list[Problem]:
     problems: list[Problem] = []
     beyond = [s for s in seqs if s > head]
     if beyond:
-        problems.append(Problem(head + 1, f"the log ends at #{head} but entry #{max(beyond)} was signed in a "
-                                          "checkpoint: its tail was deleted or the database rolled back"))  # fmt: skip
+        problems.append(
+            Problem(
+                head + 1,
+                f"the log ends at #{head} but entry #{max(beyond)} was signed in a "
+                "checkpoint: its tail was deleted or the database rolled back",
+            )
+        )
     for seq in seqs:
         if seq > head:
             continue
@@ -287,26 +307,34 @@ def _verify(*, full: bool, process_vault: vault.ProcessVault, path: Path, locked
 
 def _store(report: VerifyReport, *, started: datetime, source: str) -> AuditVerification:
     return AuditVerification.objects.create(
-        started_at=started, finished_at=timezone.now(), scope=report.scope,
-        status=AuditVerification.Status.OK if report.ok else AuditVerification.Status.BROKEN, source=source,
-        entries_checked=report.entries_checked, last_seq=report.last_seq,
+        started_at=started,
+        finished_at=timezone.now(),
+        scope=report.scope,
+        status=AuditVerification.Status.OK if report.ok else AuditVerification.Status.BROKEN,
+        source=source,
+        entries_checked=report.entries_checked,
+        last_seq=report.last_seq,
         checkpoints_checked=report.checkpoints_checked,
         last_checkpoint_seq=report.last_checkpoint.seq if report.last_checkpoint else None,
-        broken_seq=report.broken_seq, problems=[p.as_dict() for p in report.problems],
-    )  # fmt: skip
+        broken_seq=report.broken_seq,
+        problems=[p.as_dict() for p in report.problems],
+    )
 
 
 def _store_error(*, scope: str, started: datetime, source: str, error: Exception) -> None:
     AuditVerification.objects.create(
-        started_at=started, finished_at=timezone.now(), scope=scope, status=AuditVerification.Status.ERROR,
-        source=source, problems=[{"seq": None, "message": str(error)}],
-    )  # fmt: skip
+        started_at=started,
+        finished_at=timezone.now(),
+        scope=scope,
+        status=AuditVerification.Status.ERROR,
+        source=source,
+        problems=[{"seq": None, "message": str(error)}],
+    )
 
 
 def _alert_if_new(report: VerifyReport, stored: AuditVerification) -> None:
-    """Raise the tampering alert, once per distinct break (a broken log stays broken every run)."""
-    from apps.killswitch.alerts import alert_raise
-
+    """Announce the tampering (the alerts app raises the alert), once per distinct break (a broken log stays
+    broken every run)."""
     previous = (
         AuditVerification.objects.exclude(pk=stored.pk)
         .exclude(status=AuditVerification.Status.ERROR)
@@ -320,12 +348,16 @@ def _alert_if_new(report: VerifyReport, stored: AuditVerification) -> None:
     ):
         return
     where = f"at #{report.broken_seq}" if report.broken_seq is not None else "in its checkpoint file"
-    alert_raise(
-        kind=ALERT_KIND, severity="critical", target=stored,
+    tampering_found.send(
+        sender=AuditVerification,
+        verification=stored,
         message=f"The audit log has been tampered with {where}: {report.reason}",
-        data={"broken_seq": report.broken_seq, "problems": [p.as_dict() for p in report.problems[:10]],
-              "verification": stored.pk},
-    )  # fmt: skip
+        data={
+            "broken_seq": report.broken_seq,
+            "problems": [p.as_dict() for p in report.problems[:10]],
+            "verification": stored.pk,
+        },
+    )
 
 
 def _finish(report: VerifyReport, *, started: datetime, source: str) -> VerifyReport:

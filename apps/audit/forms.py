@@ -27,15 +27,21 @@ class AuditFilterForm(forms.Form):
     """The audit page's GET parameters. Invalid input is reported and nothing is queried."""
 
     q = TextField(
-        label="Text", required=False, min_length=3, max_length=200, strip=True,
+        label="Text",
+        required=False,
+        min_length=3,
+        max_length=200,
+        strip=True,
         help_text="Found in the action, actor, target or data (at least 3 characters).",
-    )  # fmt: skip
+    )
     actor = TextField(required=False, max_length=150, help_text="A username, or system:<component>.")
     action = forms.RegexField(
-        required=False, max_length=101, regex=r"^[A-Za-z0-9_.:-]+\*?$",
-        help_text='e.g. bot.updated, or bot.* for every bot action.',
+        required=False,
+        max_length=101,
+        regex=r"^[A-Za-z0-9_.:-]+\*?$",
+        help_text="e.g. bot.updated, or bot.* for every bot action.",
         error_messages={"invalid": "Letters, digits and . _ : - only, optionally ending with *."},
-    )  # fmt: skip
+    )
     target = TextField(required=False, max_length=201, help_text='A type ("bots.bot") or a type and id ("bots.bot:7").')
     since = forms.DateTimeField(
         label="From (UTC)", required=False, input_formats=DATETIME_FORMATS, widget=_DateTimeInput()
@@ -82,9 +88,14 @@ class AuditFilterForm(forms.Form):
         d = self.cleaned_data
         target_type, target_id = d.get("target") or ("", "")
         return AuditFilters(
-            actor=d.get("actor") or "", action=d.get("action") or "", target_type=target_type, target_id=target_id,
-            since=d.get("since"), until=d.get("until"), text=(d.get("q") or "").lower(),
-        )  # fmt: skip
+            actor=d.get("actor") or "",
+            action=d.get("action") or "",
+            target_type=target_type,
+            target_id=target_id,
+            since=d.get("since"),
+            until=d.get("until"),
+            text=(d.get("q") or "").lower(),
+        )
 
     def cursor(self) -> tuple[int | None, int | None]:
         """(before, after) for the selector; "start at #N" shows N first."""

@@ -35,9 +35,19 @@ SEARCH_EXPRESSION_HIDING = (
     "(CASE WHEN jsonb_typeof(data) = 'object' THEN data - ARRAY['username', 'message'] ELSE data END)::text)"
 )
 EXPORT_FIELDS = (
-    "seq", "created_at", "actor", "actor_user_id", "ip", "otp_verified", "action", "target_type", "target_id",
-    "data", "prev_hash", "hash",
-)  # fmt: skip
+    "seq",
+    "created_at",
+    "actor",
+    "actor_user_id",
+    "ip",
+    "otp_verified",
+    "action",
+    "target_type",
+    "target_id",
+    "data",
+    "prev_hash",
+    "hash",
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +63,14 @@ class AuditFilters:
     def as_audit_data(self) -> dict[str, str]:
         """The filters as they go into the audit entry of an export."""
         values = {
-            "actor": self.actor, "action": self.action, "target_type": self.target_type,
-            "target_id": self.target_id, "text": self.text,
+            "actor": self.actor,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "text": self.text,
             "since": canonical_time(self.since) if self.since else "",
             "until": canonical_time(self.until) if self.until else "",
-        }  # fmt: skip
+        }
         return {k: v for k, v in values.items() if v}
 
 
@@ -139,8 +152,11 @@ def audit_page(
         hide_typed_usernames(entries)
     if not entries:
         # An empty window (e.g. a cursor past the end): offer the way back, not a dead end.
-        return AuditPage([], newer_cursor=before - 1 if more_newer and before else None,
-                         older_cursor=after + 1 if more_older and after is not None else None)  # fmt: skip
+        return AuditPage(
+            [],
+            newer_cursor=before - 1 if more_newer and before else None,
+            older_cursor=after + 1 if more_older and after is not None else None,
+        )
     return AuditPage(
         entries,
         newer_cursor=entries[0].seq if more_newer else None,
@@ -174,11 +190,19 @@ def audit_export_batches(
 def entry_record(entry: AuditEntry) -> dict[str, Any]:
     """An entry as exported: every field the hash covers, so a reader can recompute the chain."""
     return {
-        "seq": entry.seq, "created_at": canonical_time(entry.created_at), "actor": entry.actor,
-        "actor_user_id": entry.actor_user_id, "ip": entry.ip, "otp_verified": entry.otp_verified,
-        "action": entry.action, "target_type": entry.target_type, "target_id": entry.target_id,
-        "data": entry.data, "prev_hash": entry.prev_hash, "hash": entry.hash,
-    }  # fmt: skip
+        "seq": entry.seq,
+        "created_at": canonical_time(entry.created_at),
+        "actor": entry.actor,
+        "actor_user_id": entry.actor_user_id,
+        "ip": entry.ip,
+        "otp_verified": entry.otp_verified,
+        "action": entry.action,
+        "target_type": entry.target_type,
+        "target_id": entry.target_id,
+        "data": entry.data,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 # -- an entry's detail ---------------------------------------------------------------------------
@@ -208,8 +232,9 @@ def data_diff(data: Any) -> list[DiffRow] | None:
     if not isinstance(before, dict | None) or not isinstance(after, dict | None):
         # Scalars: one row for the whole value.
         change = "changed" if before != after else "same"
-        return [DiffRow("value", _show(before) if "before" in data else "", _show(after) if "after" in data else "",
-                        change)]  # fmt: skip
+        return [
+            DiffRow("value", _show(before) if "before" in data else "", _show(after) if "after" in data else "", change)
+        ]
     before, after = before or {}, after or {}
     rows = []
     for key in sorted(before.keys() | after.keys()):

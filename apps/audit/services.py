@@ -193,7 +193,9 @@ def audit_export_start(*, actor: AbstractBaseUser, filters: Any, fmt: str, reque
     """Audit an export and return the last seq it covers (its own entry, written after, is not in it)."""
     upto = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
     record(
-        actor=actor, action="audit.exported", request=request,
+        actor=actor,
+        action="audit.exported",
+        request=request,
         data={"format": fmt, "filters": filters.as_audit_data(), "upto_seq": upto},
-    )  # fmt: skip
+    )
     return upto

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.models import User
+from apps.accounts.selectors import acting_user
 from apps.audit import selectors
 from apps.audit.checkpoints import audit_checkpoint_request
 from apps.audit.forms import AuditFilterForm
@@ -33,19 +33,16 @@ EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _actor(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 @never_cache
 @permission_required(VIEW, raise_exception=True)
 @require_GET
 def entry_list_view(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     context: dict[str, object] = {
-        "form": form, "state": selectors.audit_chain_state(), "can_checkpoint": request.user.has_perm(ADMIN),
-    }  # fmt: skip
+        "form": form,
+        "state": selectors.audit_chain_state(),
+        "can_checkpoint": request.user.has_perm(ADMIN),
+    }
     if not form.is_valid():  # nothing is queried with a bad filter
         return render(request, "audit/list.html", context, status=400)
     before, after = form.cursor()
@@ -134,12 +131,13 @@ def export_view(request: HttpRequest, fmt: str) -> HttpResponseBase:
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
         return render(
-            request, "audit/list.html",
+            request,
+            "audit/list.html",
             {"form": form, "state": selectors.audit_chain_state(), "can_checkpoint": request.user.has_perm(ADMIN)},
             status=400,
-        )  # fmt: skip
+        )
     filters = form.filters()
-    upto = audit_export_start(actor=_actor(request), filters=filters, fmt=fmt, request=request)
+    upto = audit_export_start(actor=acting_user(request), filters=filters, fmt=fmt, request=request)
     chunker = _csv_chunks if fmt == "csv" else _json_chunks
 
     reveal = request.user.has_perm(ADMIN)
@@ -159,7 +157,7 @@ def export_view(request: HttpRequest, fmt: str) -> HttpResponseBase:
 @require_POST
 def checkpoint_request_view(request: HttpRequest) -> HttpResponse:
     try:
-        audit_checkpoint_request(actor=_actor(request), request=request)
+        audit_checkpoint_request(actor=acting_user(request), request=request)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:

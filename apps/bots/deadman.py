@@ -140,9 +140,12 @@ class DeadmanSwitch:
         try:
             # No retries inside one refresh: the next interval is the retry, and it comes on time.
             clients.deadman_arm(
-                self.client, exchange_id=self.exchange_id, symbols=symbols, timeout_ms=round(self.timeout_s * 1000),
+                self.client,
+                exchange_id=self.exchange_id,
+                symbols=symbols,
+                timeout_ms=round(self.timeout_s * 1000),
                 retries=0,
-            )  # fmt: skip
+            )
         except Exception as exc:  # whatever it is, the thread goes on and retries at the next interval
             self._failed(type(exc).__name__)
             return False
@@ -151,10 +154,11 @@ class DeadmanSwitch:
             logger.info("bot %s: dead-man's switch refreshed again after %d failures", self.bot_id, self.failures)
             if self.alerted:
                 self._alert(
-                    "deadman_recovered", "warning",
+                    "deadman_recovered",
+                    "warning",
                     f"Bot {self.bot_name}: the dead-man's switch on {self.exchange_id} is refreshed again "
                     f"after {self.failures} failures.",
-                )  # fmt: skip
+                )
         self.failures, self.alerted = 0, False
         self._report(State.ARMED)
         return True
@@ -173,8 +177,11 @@ class DeadmanSwitch:
         self.failures += 1
         logger.warning(
             "bot %s: dead-man's switch refresh failed (%s, %d in a row); retrying in %g s",
-            self.bot_id, kind, self.failures, self.refresh_s,
-        )  # fmt: skip
+            self.bot_id,
+            kind,
+            self.failures,
+            self.refresh_s,
+        )
         self._report(State.FAILING, error=kind)
         if self.failures >= alert_after(refresh_s=self.refresh_s, timeout_s=self.timeout_s) and not self.alerted:
             if self.expires_at is None:
@@ -192,15 +199,18 @@ class DeadmanSwitch:
             self.alerted = self._alert("deadman_failing", "critical", message, error=kind)
 
     def _alert(self, kind: str, severity: str, message: str, **data: Any) -> bool:
+        from apps.alerts.services import alert_raise
         from apps.bots.models import Bot
-        from apps.killswitch.alerts import alert_raise
 
         try:
             alert_raise(
-                kind=kind, severity=severity, message=message, target=Bot.objects.filter(pk=self.bot_id).first(),
+                kind=kind,
+                severity=severity,
+                message=message,
+                target=Bot.objects.filter(pk=self.bot_id).first(),
                 data={"bot": self.bot_id, "exchange": self.exchange_id, "failures": self.failures, **data},
                 source=f"system:bot-{self.bot_id}",
-            )  # fmt: skip
+            )
         except Exception as exc:  # the log line above stands; the next failure tries again
             logger.error("bot %s: could not raise the %s alert (%s)", self.bot_id, kind, type(exc).__name__)
             return False
@@ -231,8 +241,10 @@ class DeadmanSwitch:
                     logger.warning(
                         "bot %s: worker ends while its bot is wanted running: the dead-man's switch stays armed; "
                         "%s cancels its open orders at about %s unless a new worker refreshes it",
-                        self.bot_id, self.exchange_id, _clock(self.expires_at),
-                    )  # fmt: skip
+                        self.bot_id,
+                        self.exchange_id,
+                        _clock(self.expires_at),
+                    )
                 return
             try:
                 if self.armed_symbols:
@@ -240,9 +252,11 @@ class DeadmanSwitch:
             except Exception as exc:
                 logger.error(
                     "bot %s: could not disarm the dead-man's switch (%s): %s cancels its open orders at about %s",
-                    self.bot_id, type(exc).__name__, self.exchange_id,
+                    self.bot_id,
+                    type(exc).__name__,
+                    self.exchange_id,
                     _clock(self.expires_at) if self.expires_at is not None else "the end of the countdown",
-                )  # fmt: skip
+                )
                 return
             self.last_refresh = None
             self._report(State.DISARMED)

@@ -196,9 +196,13 @@ class Fleet:
             return
         FleetHost.objects.update_or_create(
             label=self.host_label,
-            defaults={"hostname": socket.gethostname()[:255], "pid": os.getpid(), "started_at": self._started_at,
-                      "last_seen": timezone.now()},
-        )  # fmt: skip
+            defaults={
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "started_at": self._started_at,
+                "last_seen": timezone.now(),
+            },
+        )
         self._last_report = now
 
     def _settle_stopped(self, bot: Bot) -> None:
@@ -244,11 +248,26 @@ class Fleet:
 
     def worker_argv(self, bot_id: int) -> list[str]:
         return [
-            sys.executable, "-m", "celery", "-A", "botconsole", "worker",
-            "-Q", f"bot.{bot_id}", "-P", "solo", "-c", "1", "-n", f"bot-{bot_id}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "botconsole",
+            "worker",
+            "-Q",
+            f"bot.{bot_id}",
+            "-P",
+            "solo",
+            "-c",
+            "1",
+            "-n",
+            f"bot-{bot_id}@%h",
             # No mingle/gossip: a bot worker has nothing to learn from the others.
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ]
 
     def worker_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in WITHHELD_ENV}

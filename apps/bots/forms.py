@@ -20,10 +20,20 @@ from apps.strategies.base import Param, ParamError, Strategy
 
 PARAM_PREFIX = "param_"
 BASE_FIELDS = [
-    "name", "account", "symbols", "tick_interval_s", "paper_balance", "max_order_notional",
-    "max_position_notional", "max_open_orders", "max_orders_per_minute", "daily_loss_limit",
-    "max_drawdown_pct", "size_anomaly_factor", "host",
-]  # fmt: skip
+    "name",
+    "account",
+    "symbols",
+    "tick_interval_s",
+    "paper_balance",
+    "max_order_notional",
+    "max_position_notional",
+    "max_open_orders",
+    "max_orders_per_minute",
+    "daily_loss_limit",
+    "max_drawdown_pct",
+    "size_anomaly_factor",
+    "host",
+]
 MAX_SYMBOLS = 20
 # A unified spot symbol as ccxt writes it: BASE/QUOTE in capitals and digits (e.g. 1000SHIB/USDT).
 SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
@@ -62,15 +72,22 @@ def _number_field(name: str, model_field: forms.Field) -> forms.Field:
     """The form field of a bot number: typed plainly, within its business range and its column."""
     lo, hi, lo_exclusive, unit = NUMBER_RANGES[name]
     common: dict[str, Any] = {
-        "label": model_field.label, "help_text": model_field.help_text, "initial": model_field.initial,
+        "label": model_field.label,
+        "help_text": model_field.help_text,
+        "initial": model_field.initial,
         "required": model_field.required,
-    }  # fmt: skip
+    }
     column = Bot._meta.get_field(name)
     if isinstance(column, models.DecimalField):
         return PlainDecimalField(
-            lo=Decimal(lo), hi=Decimal(hi), lo_exclusive=lo_exclusive, unit=unit, max_digits=column.max_digits,
-            decimal_places=column.decimal_places, **common,
-        )  # fmt: skip
+            lo=Decimal(lo),
+            hi=Decimal(hi),
+            lo_exclusive=lo_exclusive,
+            unit=unit,
+            max_digits=column.max_digits,
+            decimal_places=column.decimal_places,
+            **common,
+        )
     return PlainIntegerField(lo=int(lo), hi=int(hi), unit=unit, **common)
 
 
@@ -115,9 +132,11 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
             self.initial["symbols"] = ", ".join(self.instance.symbols)
         self.fields["account"].empty_label = None  # type: ignore[attr-defined]
         self.fields["host"] = forms.ChoiceField(
-            label="Host", choices=[(label, label) for label in host_labels(self.instance.host)], required=False,
+            label="Host",
+            choices=[(label, label) for label in host_labels(self.instance.host)],
+            required=False,
             help_text="The fleet supervisor (machine) that runs this bot's worker; change it only while stopped.",
-        )  # fmt: skip
+        )
 
     def param_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(PARAM_PREFIX)]

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.input_validation import NoBidiControls, NoControlCharacters
@@ -72,9 +73,11 @@ class Bot(models.Model):
         max_digits=6, decimal_places=2, validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(100)]
     )
     size_anomaly_factor = models.DecimalField(
-        max_digits=6, decimal_places=2, default=Decimal("10"),
+        max_digits=6,
+        decimal_places=2,
+        default=Decimal("10"),
         validators=[MinValueValidator(SIZE_ANOMALY_FACTOR_MIN), MaxValueValidator(SIZE_ANOMALY_FACTOR_MAX)],
-    )  # fmt: skip
+    )
 
     # Which fleet supervisor runs this bot's worker: the one started with this host label
     # (FLEET_HOST_LABEL). Changed only while the bot is stopped, so two hosts never run it at once.
@@ -126,3 +129,22 @@ class FleetHost(models.Model):
 
     def __str__(self) -> str:
         return f"fleet host {self.label} ({self.hostname})"
+
+
+class TradingHalt(models.Model):
+    """The global halt: a single row (pk=1). The gate reads it from the database before every order."""
+
+    SINGLETON_PK = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_PK)
+    active = models.BooleanField(default=False)
+    reason = models.CharField(max_length=300, blank=True)
+    since = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "trading_tradinghalt"  # the table it had when the trading app held it
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="trading_halt_singleton")]
+
+    def __str__(self) -> str:
+        return f"halt active={self.active}"

@@ -147,8 +147,9 @@ def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
         logger.warning(
             "bot %s: %s offers no dead-man's switch (cancelAllOrdersAfter): if the console dies, "
             "its open orders stay on the exchange",
-            bot.pk, exchange_id,
-        )  # fmt: skip
+            bot.pk,
+            exchange_id,
+        )
         report_state(bot.pk, state=State.UNAVAILABLE, exchange=exchange_id)
         return None
 
@@ -156,9 +157,14 @@ def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
         return list(Bot.objects.values_list("symbols", flat=True).get(pk=bot.pk) or [])
 
     switch = DeadmanSwitch(
-        bot_id=bot.pk, bot_name=bot.name, exchange_id=exchange_id, client=runtime.deadman_client, symbols=symbols,
-        refresh_s=settings.DEADMAN_REFRESH_S, timeout_s=settings.DEADMAN_TIMEOUT_S,
-    )  # fmt: skip
+        bot_id=bot.pk,
+        bot_name=bot.name,
+        exchange_id=exchange_id,
+        client=runtime.deadman_client,
+        symbols=symbols,
+        refresh_s=settings.DEADMAN_REFRESH_S,
+        timeout_s=settings.DEADMAN_TIMEOUT_S,
+    )
     switch.start()
     return switch
 

@@ -110,7 +110,7 @@ def bot_deadman(bot: Bot) -> dict[str, Any]:
 
 def global_halt_reason() -> str | None:
     """Why every bot is halted (the kill switch), read from the database; None when trading may run."""
-    from apps.trading.halt import global_halt_state
+    from apps.bots.halts import global_halt_state
 
     halt = global_halt_state()
     return (halt.reason or "halted") if halt.active else None
@@ -118,7 +118,7 @@ def global_halt_reason() -> str | None:
 
 def event_cursor() -> int:
     """The newest live event's sequence number: the page's starting cursor for live updates."""
-    from apps.live.models import Event
+    from apps.events.models import Event
 
     return int(Event.objects.aggregate(last=Max("seq"))["last"] or 0)
 

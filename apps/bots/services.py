@@ -17,40 +17,78 @@ from django.http import HttpRequest
 from apps.accounts.models import User
 from apps.accounts.services import step_up_is_fresh
 from apps.audit.services import record
+from apps.bots.halts import global_halt_lock_shared
 from apps.bots.models import Bot
 from apps.bots.selectors import global_halt_reason
 from apps.core.exceptions import ApplicationError
 from apps.strategies import REGISTRY
 from apps.strategies.base import ParamError
 from apps.trading import events as bot_events
-from apps.trading.halt import global_halt_lock_shared
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (
-    "name", "account", "strategy", "params", "symbols", "mode", "paper_balance", "tick_interval_s",
-    "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
-    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor", "host",
-)  # fmt: skip
+    "name",
+    "account",
+    "strategy",
+    "params",
+    "symbols",
+    "mode",
+    "paper_balance",
+    "tick_interval_s",
+    "max_order_notional",
+    "max_position_notional",
+    "max_open_orders",
+    "max_orders_per_minute",
+    "daily_loss_limit",
+    "max_drawdown_pct",
+    "size_anomaly_factor",
+    "host",
+)
 # The fields an edit writes; state fields (desired/observed state, halt, mode) change only through
 # their own actions, so an edit saved just after a halt cannot clear it.
 EDIT_FIELDS = (
-    "name", "account", "strategy", "params", "symbols", "paper_balance", "tick_interval_s",
-    "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
-    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor", "host", "updated_at",
-)  # fmt: skip
+    "name",
+    "account",
+    "strategy",
+    "params",
+    "symbols",
+    "paper_balance",
+    "tick_interval_s",
+    "max_order_notional",
+    "max_position_notional",
+    "max_open_orders",
+    "max_orders_per_minute",
+    "daily_loss_limit",
+    "max_drawdown_pct",
+    "size_anomaly_factor",
+    "host",
+    "updated_at",
+)
 # Limits where a higher value lets the bot risk more.
 RISK_LIMITS = (
-    "max_order_notional", "max_position_notional", "max_open_orders", "max_orders_per_minute",
-    "daily_loss_limit", "max_drawdown_pct", "size_anomaly_factor",
-)  # fmt: skip
+    "max_order_notional",
+    "max_position_notional",
+    "max_open_orders",
+    "max_orders_per_minute",
+    "daily_loss_limit",
+    "max_drawdown_pct",
+    "size_anomaly_factor",
+)
 LOOSENING_LABELS = {
-    "account": "exchange account", "symbols": "new symbols", "tick_interval_s": "faster ticks",
-    "max_order_notional": "max order size", "max_position_notional": "max position",
-    "max_open_orders": "max open orders", "max_orders_per_minute": "orders per minute",
-    "daily_loss_limit": "daily loss limit", "max_drawdown_pct": "max drawdown",
-    "size_anomaly_factor": "size anomaly factor", "strategy": "strategy", "params": "strategy parameters",
+    "account": "exchange account",
+    "symbols": "new symbols",
+    "tick_interval_s": "faster ticks",
+    "max_order_notional": "max order size",
+    "max_position_notional": "max position",
+    "max_open_orders": "max open orders",
+    "max_orders_per_minute": "orders per minute",
+    "daily_loss_limit": "daily loss limit",
+    "max_drawdown_pct": "max drawdown",
+    "size_anomaly_factor": "size anomaly factor",
+    "strategy": "strategy",
+    "params": "strategy parameters",
     "host": "host",
-}  # fmt: skip
+}
 LIVE_PERM = "accounts.enable_live_mode"
 Actor = User | str
 
@@ -221,9 +259,12 @@ def bot_set_mode(*, bot: Bot, mode: str, actor: Actor, request: HttpRequest | No
     with transaction.atomic():
         Bot.objects.filter(pk=bot.pk).update(mode=mode)
         record(
-            actor=actor, action="bot.mode_changed", target=bot, request=request,
+            actor=actor,
+            action="bot.mode_changed",
+            target=bot,
+            request=request,
             data={"before": {"mode": before}, "after": {"mode": mode}},
-        )  # fmt: skip
+        )
     bot.refresh_from_db()
 
 
@@ -237,7 +278,10 @@ def bot_set_flatten_on_kill(*, bot: Bot, flatten: bool, actor: Actor, request: H
     with transaction.atomic():
         Bot.objects.filter(pk=bot.pk).update(flatten_on_kill=flatten)
         record(
-            actor=actor, action="bot.flatten_on_kill_changed", target=bot, request=request,
+            actor=actor,
+            action="bot.flatten_on_kill_changed",
+            target=bot,
+            request=request,
             data={"before": {"flatten_on_kill": before}, "after": {"flatten_on_kill": flatten}},
-        )  # fmt: skip
+        )
     bot.refresh_from_db()

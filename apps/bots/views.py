@@ -11,7 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
-from apps.accounts.models import User
+from apps.accounts.selectors import acting_user
 from apps.bots import selectors, services
 from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
 from apps.bots.models import Bot
@@ -22,11 +22,6 @@ VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "account
 # An edit that waits for the admin's fresh code: {"bot": id, "strategy": key, "data": the submitted fields}.
 # Kept in the session so the admin comes back from step-up to the form as they filled it in (not saved).
 PENDING_EDIT = "bc_bot_edit_pending"
-
-
-def _actor(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 @never_cache
@@ -45,10 +40,13 @@ def bot_list_view(request: HttpRequest) -> HttpResponse:
 def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = get_object_or_404(Bot.objects.select_related("account"), pk=bot_id)
     context = {
-        "bot": bot, "strategy": REGISTRY[bot.strategy], **selectors.bot_activity(bot),
+        "bot": bot,
+        "strategy": REGISTRY[bot.strategy],
+        **selectors.bot_activity(bot),
         "cursor": selectors.event_cursor(),
-        "can_operate": request.user.has_perm(OPERATE), "can_live": request.user.has_perm(LIVE),
-    }  # fmt: skip
+        "can_operate": request.user.has_perm(OPERATE),
+        "can_live": request.user.has_perm(LIVE),
+    }
     return render(request, "bots/detail.html", context)
 
 
@@ -62,7 +60,7 @@ def bot_create_view(request: HttpRequest) -> HttpResponse:
         return _bad_request(request, exc.message)
     form = BotForm(request.POST or None, strategy=strategy)
     if request.method == "POST" and form.is_valid():
-        bot = services.bot_create(bot=form.save(commit=False), actor=_actor(request), request=request)
+        bot = services.bot_create(bot=form.save(commit=False), actor=acting_user(request), request=request)
         messages.success(request, f"{bot.name} created (paper mode, stopped).")
         return redirect("bots:detail", bot_id=bot.pk)
     context = {"form": form, "strategy": strategy, "strategies": REGISTRY.values(), "title": "New bot"}
@@ -89,7 +87,7 @@ def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            services.bot_update(bot=form.save(commit=False), actor=_actor(request), request=request)
+            services.bot_update(bot=form.save(commit=False), actor=acting_user(request), request=request)
         except services.StepUpNeededError as exc:
             submitted = {name: request.POST.get(name, "") for name in form.fields}
             request.session[PENDING_EDIT] = {"bot": bot.pk, "strategy": strategy.key, "data": submitted}
@@ -124,7 +122,7 @@ def _bad_request(request: HttpRequest, message: str) -> HttpResponse:
 
 def _act(request: HttpRequest, bot_id: int, action: str) -> HttpResponse:
     bot = get_object_or_404(Bot.objects.select_related("account"), pk=bot_id)
-    actor = _actor(request)
+    actor = acting_user(request)
     try:
         if action == "start":
             services.bot_start(bot=bot, actor=actor, request=request)
@@ -139,8 +137,15 @@ def _act(request: HttpRequest, bot_id: int, action: str) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, {"start": "Start requested.", "stop": "Stop requested.", "live": "Now in live mode.",
-                                   "paper": "Now in paper mode."}[action])  # fmt: skip
+        messages.success(
+            request,
+            {
+                "start": "Start requested.",
+                "stop": "Stop requested.",
+                "live": "Now in live mode.",
+                "paper": "Now in paper mode.",
+            }[action],
+        )
     return redirect(reverse("bots:detail", kwargs={"bot_id": bot.pk}))
 
 
@@ -175,7 +180,7 @@ def bot_flatten_on_kill_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         return redirect("bots:edit", bot_id=bot.pk)
     flatten = bool(form.cleaned_data["flatten_on_kill"])
     try:
-        services.bot_set_flatten_on_kill(bot=bot, flatten=flatten, actor=_actor(request), request=request)
+        services.bot_set_flatten_on_kill(bot=bot, flatten=flatten, actor=acting_user(request), request=request)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:

@@ -116,9 +116,14 @@ class PlainDecimalField(forms.DecimalField):
     and to its column (max_digits / decimal_places)."""
 
     def __init__(
-        self, *, lo: Decimal | None = None, hi: Decimal | None = None, lo_exclusive: bool = False, unit: str = "",
+        self,
+        *,
+        lo: Decimal | None = None,
+        hi: Decimal | None = None,
+        lo_exclusive: bool = False,
+        unit: str = "",
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(**kwargs)
         self.lo, self.hi, self.lo_exclusive, self.unit = lo, hi, lo_exclusive, unit
 

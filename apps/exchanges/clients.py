@@ -134,8 +134,13 @@ def call(fn: Callable[..., T], *args: Any, retries: int | None = None, **kwargs:
         except ccxt.BaseError as exc:
             if attempt < attempts and _retryable(exc):
                 delay = min(0.25 * 2 ** (attempt - 1), 4.0)
-                logger.info("exchange call %s failed (%s); retry %d in %.2f s", getattr(fn, "__name__", fn),
-                            type(exc).__name__, attempt, delay)  # fmt: skip
+                logger.info(
+                    "exchange call %s failed (%s); retry %d in %.2f s",
+                    getattr(fn, "__name__", fn),
+                    type(exc).__name__,
+                    attempt,
+                    delay,
+                )
                 time.sleep(delay)
                 continue
             raise translate(exc) from None

@@ -21,14 +21,18 @@ class _CredentialsForm(forms.Form):
         label="API secret", max_length=2048, widget=forms.PasswordInput(render_value=False), validators=[_ASCII_KEY]
     )
     password = TextField(
-        label="Passphrase", required=False, max_length=512, widget=forms.PasswordInput(render_value=False),
+        label="Passphrase",
+        required=False,
+        max_length=512,
+        widget=forms.PasswordInput(render_value=False),
         validators=[_ASCII_PASSPHRASE],
         help_text="Only for exchanges that issue a passphrase with the key.",
-    )  # fmt: skip
+    )
     attest_no_withdrawals = forms.BooleanField(
-        required=False, label="I confirm withdrawals are disabled for this key on the exchange",
+        required=False,
+        label="I confirm withdrawals are disabled for this key on the exchange",
         help_text="Needed only for exchanges whose API cannot tell us (Binance and the sandbox can).",
-    )  # fmt: skip
+    )
 
     def credentials(self) -> dict[str, str]:
         return {k: self.cleaned_data.get(k) or "" for k in ("apiKey", "secret", "password")}

@@ -53,3 +53,22 @@ class ExchangeAccount(models.Model):
     @property
     def key_is_old(self) -> bool:
         return self.key_age > timedelta(days=settings.EXCHANGE_KEY_MAX_AGE_DAYS)
+
+
+class ExchangeAuthFailure(models.Model):
+    """An exchange refused an account's key (authentication or permission). Counted by a breaker.
+
+    Only the error kind is kept (never the request, which may quote signed parameters).
+    """
+
+    account = models.ForeignKey(ExchangeAccount, on_delete=models.CASCADE, related_name="+")
+    bot = models.ForeignKey("bots.Bot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.CharField(max_length=60)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "killswitch_exchangeauthfailure"  # the table it had when the kill switch app held it
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"auth failure on {self.account_id}: {self.error}"

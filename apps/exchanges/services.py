@@ -18,11 +18,11 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from apps.accounts.models import User
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
-from apps.killswitch.alerts import alert_raise
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -116,9 +116,15 @@ def _duplicate_account(digest: str, exclude: uuid.UUID | None = None) -> Exchang
 
 
 def exchange_account_create(
-    *, label: str, exchange_id: str, credentials: dict[str, str], attested_no_withdrawals: bool,
-    actor: User | str, request: HttpRequest | None = None, process_vault: vault.ProcessVault | None = None,
-) -> tuple[ExchangeAccount, list[str]]:  # fmt: skip
+    *,
+    label: str,
+    exchange_id: str,
+    credentials: dict[str, str],
+    attested_no_withdrawals: bool,
+    actor: User | str,
+    request: HttpRequest | None = None,
+    process_vault: vault.ProcessVault | None = None,
+) -> tuple[ExchangeAccount, list[str]]:
     """Validate the key with the exchange, store the secret in Vault, keep metadata. Returns warnings."""
     label = label.strip()
     if not label:
@@ -132,11 +138,17 @@ def exchange_account_create(
     check, withdrawals = _check_or_refuse(exchange_id, credentials, attested_no_withdrawals)
 
     account = ExchangeAccount(
-        label=label, exchange_id=exchange_id, key_fingerprint=credentials["apiKey"][-4:], key_digest=digest,
-        withdrawals=withdrawals, ip_restricted=check.ip_restricted,
+        label=label,
+        exchange_id=exchange_id,
+        key_fingerprint=credentials["apiKey"][-4:],
+        key_digest=digest,
+        withdrawals=withdrawals,
+        ip_restricted=check.ip_restricted,
         created_by=actor if isinstance(actor, User) else None,
-        last_check_at=timezone.now(), last_check_ok=True, last_check_message="Key accepted when added.",
-    )  # fmt: skip
+        last_check_at=timezone.now(),
+        last_check_ok=True,
+        last_check_message="Key accepted when added.",
+    )
     pv = process_vault or vault.from_settings()
     # Secret first, under a fresh id: if the database write then fails, the secret is removed again.
     account.kv_version = pv.kv_write(account.vault_path, credentials)
@@ -144,10 +156,18 @@ def exchange_account_create(
         with transaction.atomic():
             account.save(force_insert=True)
             record(
-                actor=actor, action="exchange_account.created", target=account, request=request,
-                data={"label": label, "exchange": exchange_id, "fingerprint": account.key_fingerprint,
-                      "withdrawals": withdrawals, "ip_restricted": check.ip_restricted},
-            )  # fmt: skip
+                actor=actor,
+                action="exchange_account.created",
+                target=account,
+                request=request,
+                data={
+                    "label": label,
+                    "exchange": exchange_id,
+                    "fingerprint": account.key_fingerprint,
+                    "withdrawals": withdrawals,
+                    "ip_restricted": check.ip_restricted,
+                },
+            )
     except BaseException:
         pv.kv_destroy(account.vault_path)
         raise
@@ -155,9 +175,14 @@ def exchange_account_create(
 
 
 def exchange_account_rotate(
-    *, account: ExchangeAccount, credentials: dict[str, str], attested_no_withdrawals: bool,
-    actor: User | str, request: HttpRequest | None = None, process_vault: vault.ProcessVault | None = None,
-) -> list[str]:  # fmt: skip
+    *,
+    account: ExchangeAccount,
+    credentials: dict[str, str],
+    attested_no_withdrawals: bool,
+    actor: User | str,
+    request: HttpRequest | None = None,
+    process_vault: vault.ProcessVault | None = None,
+) -> list[str]:
     """Replace the key: validated like a new one, written as a new KV version."""
     credentials = _validate_credentials(account.exchange_id, credentials)
     digest = key_digest(credentials["apiKey"])
@@ -177,26 +202,38 @@ def exchange_account_rotate(
         account.last_check_message = "Key accepted when rotated."
         account.save()
         record(
-            actor=actor, action="exchange_account.rotated", target=account, request=request,
-            data={"before": {"fingerprint": before}, "after": {"fingerprint": account.key_fingerprint},
-                  "kv_version": account.kv_version},
-        )  # fmt: skip
+            actor=actor,
+            action="exchange_account.rotated",
+            target=account,
+            request=request,
+            data={
+                "before": {"fingerprint": before},
+                "after": {"fingerprint": account.key_fingerprint},
+                "kv_version": account.kv_version,
+            },
+        )
     return check.warnings
 
 
 def exchange_account_delete(
-    *, account: ExchangeAccount, actor: User | str, request: HttpRequest | None = None,
+    *,
+    account: ExchangeAccount,
+    actor: User | str,
+    request: HttpRequest | None = None,
     process_vault: vault.ProcessVault | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Delete the account and destroy every version of its secret; refused while a bot uses it."""
     pv = process_vault or vault.from_settings()
     label, path = account.label, account.vault_path  # delete() clears the instance's pk
     try:
         with transaction.atomic():
             record(
-                actor=actor, action="exchange_account.deleted", target=account, request=request,
+                actor=actor,
+                action="exchange_account.deleted",
+                target=account,
+                request=request,
                 data={"label": label, "exchange": account.exchange_id, "fingerprint": account.key_fingerprint},
-            )  # fmt: skip
+            )
             account.delete()  # bots reference accounts with PROTECT: a used account cannot go
             pv.kv_destroy(path)
     except ProtectedError:
@@ -235,15 +272,19 @@ def exchange_account_check(*, account: ExchangeAccount, process_vault: vault.Pro
     account.last_check_message = " ".join(problems)[:500] or "Key OK."
     account.save(update_fields=["last_check_at", "last_check_ok", "last_check_message", "ip_restricted"])
     record(
-        actor="system:control-worker", action="exchange_account.checked", target=account,
+        actor="system:control-worker",
+        action="exchange_account.checked",
+        target=account,
         data={"ok": not problems, "problems": problems},
-    )  # fmt: skip
+    )
     for problem in problems:
         alert_raise(
-            kind="key_check_failed", severity="critical", target=account,
+            kind="key_check_failed",
+            severity="critical",
+            target=account,
             message=f"Exchange account {account.label} (…{account.key_fingerprint}): {problem}",
             data={"account": str(account.id)},
-        )  # fmt: skip
+        )
     return problems
 
 

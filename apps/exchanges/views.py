@@ -12,7 +12,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
-from apps.accounts.models import User
+from apps.accounts.selectors import acting_user
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import selectors, services
@@ -24,11 +24,6 @@ SECRET_FIELDS = ("apiKey", "secret", "password")
 MANAGE = "accounts.manage_exchange_accounts"
 
 
-def _actor(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 @never_cache
 @permission_required("accounts.view_console", raise_exception=True)
 def account_list_view(request: HttpRequest) -> HttpResponse:
@@ -37,9 +32,11 @@ def account_list_view(request: HttpRequest) -> HttpResponse:
 
 
 def _key_form_view(
-    request: HttpRequest, form: ExchangeAccountForm | RotateForm, context: dict[str, object],
+    request: HttpRequest,
+    form: ExchangeAccountForm | RotateForm,
+    context: dict[str, object],
     save: Callable[[], tuple[str, list[str]]],
-) -> HttpResponse:  # fmt: skip
+) -> HttpResponse:
     """Shared by add and rotate: run the save, report refusals on the form, warnings as messages."""
     if request.method == "POST" and form.is_valid():
         try:
@@ -64,10 +61,13 @@ def account_add_view(request: HttpRequest) -> HttpResponse:
 
     def save() -> tuple[str, list[str]]:
         account, warnings = services.exchange_account_create(
-            label=form.cleaned_data["label"], exchange_id=form.cleaned_data["exchange_id"],
-            credentials=form.credentials(), attested_no_withdrawals=form.cleaned_data["attest_no_withdrawals"],
-            actor=_actor(request), request=request,
-        )  # fmt: skip
+            label=form.cleaned_data["label"],
+            exchange_id=form.cleaned_data["exchange_id"],
+            credentials=form.credentials(),
+            attested_no_withdrawals=form.cleaned_data["attest_no_withdrawals"],
+            actor=acting_user(request),
+            request=request,
+        )
         return f"{account.label} added; its key is stored in Vault only.", warnings
 
     return _key_form_view(request, form, {"title": "Add an exchange account"}, save)
@@ -84,9 +84,12 @@ def account_rotate_view(request: HttpRequest, account_id: str) -> HttpResponse:
 
     def save() -> tuple[str, list[str]]:
         warnings = services.exchange_account_rotate(
-            account=account, credentials=form.credentials(),
-            attested_no_withdrawals=form.cleaned_data["attest_no_withdrawals"], actor=_actor(request), request=request,
-        )  # fmt: skip
+            account=account,
+            credentials=form.credentials(),
+            attested_no_withdrawals=form.cleaned_data["attest_no_withdrawals"],
+            actor=acting_user(request),
+            request=request,
+        )
         return f"{account.label}: key rotated (Vault version {account.kv_version}).", warnings
 
     return _key_form_view(request, form, {"title": f"Rotate the key of {account.label}", "account": account}, save)
@@ -97,7 +100,7 @@ def account_rotate_view(request: HttpRequest, account_id: str) -> HttpResponse:
 @require_POST
 def account_check_view(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_object_or_404(ExchangeAccount, id=account_id)
-    record(actor=_actor(request), action="exchange_account.check_requested", target=account, request=request)
+    record(actor=acting_user(request), action="exchange_account.check_requested", target=account, request=request)
     # The web process cannot read the secret; the control worker checks it. Only the id travels.
     transaction.on_commit(lambda: exchange_account_check_task.delay(str(account.id)))
     messages.info(request, f"{account.label}: check queued; the result appears here when the control worker is done.")
@@ -112,7 +115,7 @@ def account_delete_view(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_object_or_404(ExchangeAccount, id=account_id)
     if request.method == "POST":
         try:
-            services.exchange_account_delete(account=account, actor=_actor(request), request=request)
+            services.exchange_account_delete(account=account, actor=acting_user(request), request=request)
         except ApplicationError as exc:
             messages.error(request, exc.message)
         else:

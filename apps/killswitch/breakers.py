@@ -34,12 +34,14 @@ from django.db.models import Count
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.periodic import run_every
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, ExchangeAuthFailure
+from apps.exchanges.models import ExchangeAuthFailure
+from apps.killswitch.models import BreakerRule, BreakerTrip
 from apps.trading.gate import bot_halt
 from apps.trading.models import BotLedger, Order
 from apps.vault import client as vault
@@ -163,9 +165,15 @@ def rules_current() -> dict[str, BreakerRule]:
 
 
 def breaker_rule_update(
-    *, actor: User, kind: str, enabled: bool, action: str, threshold: Decimal | None, window_s: int | None,
+    *,
+    actor: User,
+    kind: str,
+    enabled: bool,
+    action: str,
+    threshold: Decimal | None,
+    window_s: int | None,
     request: Any = None,
-) -> BreakerRule:  # fmt: skip
+) -> BreakerRule:
     """Change one breaker's rule (admins, behind step-up in the view); audited with before and after."""
     if kind not in DEFAULTS:
         raise ApplicationError(f"Unknown circuit breaker {kind[:50]!r}.")
@@ -186,8 +194,13 @@ def breaker_rule_update(
         return rule
     with transaction.atomic():
         rule.save()
-        record(actor=actor, action="breaker.rule_changed", target=rule, request=request,
-               data={"kind": kind, "before": before, "after": after})  # fmt: skip
+        record(
+            actor=actor,
+            action="breaker.rule_changed",
+            target=rule,
+            request=request,
+            data={"kind": kind, "before": before, "after": after},
+        )
     return rule
 
 
@@ -237,9 +250,14 @@ def breaker_rule_update_from_input(
     else:
         raise ApplicationError(f"The window {raw_window!r} is not a whole number of seconds.")
     return breaker_rule_update(
-        actor=actor, kind=kind, enabled=data.get("enabled") == "on", action=raw_action,
-        threshold=threshold, window_s=window_s, request=request,
-    )  # fmt: skip
+        actor=actor,
+        kind=kind,
+        enabled=data.get("enabled") == "on",
+        action=raw_action,
+        threshold=threshold,
+        window_s=window_s,
+        request=request,
+    )
 
 
 def _rule_data(rule: BreakerRule) -> dict[str, Any]:
@@ -286,11 +304,14 @@ def _bot_loss(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
             continue  # a stale day: the bot has not ticked today
         loss = ledger.day_start_equity - ledger.last_equity
         if loss > bot.daily_loss_limit:
-            findings.append(Finding(
-                f"bot:{bot.pk}",
-                f"Bot {bot.name} lost {loss:.2f} today, beyond its daily loss limit {bot.daily_loss_limit:.2f}.",
-                [bot], {"bot": bot.pk, "loss": str(loss), "limit": str(bot.daily_loss_limit)},
-            ))  # fmt: skip
+            findings.append(
+                Finding(
+                    f"bot:{bot.pk}",
+                    f"Bot {bot.name} lost {loss:.2f} today, beyond its daily loss limit {bot.daily_loss_limit:.2f}.",
+                    [bot],
+                    {"bot": bot.pk, "loss": str(loss), "limit": str(bot.daily_loss_limit)},
+                )
+            )
     return findings
 
 
@@ -304,11 +325,15 @@ def _bot_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
             continue
         drawdown = (ledger.peak_equity - ledger.last_equity) / ledger.peak_equity * 100
         if drawdown > bot.max_drawdown_pct:
-            findings.append(Finding(
-                f"bot:{bot.pk}",
-                f"Bot {bot.name} is {drawdown:.2f}% below its peak equity, beyond its {bot.max_drawdown_pct}% limit.",
-                [bot], {"bot": bot.pk, "drawdown_pct": f"{drawdown:.2f}", "limit_pct": str(bot.max_drawdown_pct)},
-            ))  # fmt: skip
+            findings.append(
+                Finding(
+                    f"bot:{bot.pk}",
+                    f"Bot {bot.name} is {drawdown:.2f}% below its peak equity, beyond its "
+                    f"{bot.max_drawdown_pct}% limit.",
+                    [bot],
+                    {"bot": bot.pk, "drawdown_pct": f"{drawdown:.2f}", "limit_pct": str(bot.max_drawdown_pct)},
+                )
+            )
     return findings
 
 
@@ -335,10 +360,14 @@ def _fleet_loss(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
     loss = sum(((lg.day_start_equity or Decimal(0)) - (lg.last_equity or Decimal(0)) for lg in today), Decimal(0))
     if loss <= rule.threshold:
         return []
-    return [Finding(
-        "fleet", f"The live accounts lost {loss:.2f} together today, beyond the fleet limit {rule.threshold:.2f}.",
-        bots, {"loss": str(loss), "limit": _num(rule.threshold), "accounts": len(today)},
-    )]  # fmt: skip
+    return [
+        Finding(
+            "fleet",
+            f"The live accounts lost {loss:.2f} together today, beyond the fleet limit {rule.threshold:.2f}.",
+            bots,
+            {"loss": str(loss), "limit": _num(rule.threshold), "accounts": len(today)},
+        )
+    ]
 
 
 def _fleet_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
@@ -351,12 +380,15 @@ def _fleet_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
     drawdown = (peak - last) / peak * 100
     if drawdown <= rule.threshold:
         return []
-    return [Finding(
-        "fleet",
-        f"The live accounts are {drawdown:.2f}% below their summed peak equity, beyond the fleet limit "
-        f"{_num(rule.threshold)}%.",
-        bots, {"drawdown_pct": f"{drawdown:.2f}", "limit_pct": _num(rule.threshold), "accounts": len(peaks)},
-    )]  # fmt: skip
+    return [
+        Finding(
+            "fleet",
+            f"The live accounts are {drawdown:.2f}% below their summed peak equity, beyond the fleet limit "
+            f"{_num(rule.threshold)}%.",
+            bots,
+            {"drawdown_pct": f"{drawdown:.2f}", "limit_pct": _num(rule.threshold), "accounts": len(peaks)},
+        )
+    ]
 
 
 def _num(value: Decimal) -> str:
@@ -376,13 +408,15 @@ def _order_rate(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
         return []
     bot_ids = set(recent.values_list("bot_id", flat=True))
     bots = list(Bot.objects.select_related("account").filter(pk__in=bot_ids))
-    return [Finding(
-        "fleet",
-        f"{count} live orders in the last {rule.window_s} s, beyond the limit of {_num(rule.threshold)}; "
-        f"placed by {', '.join(sorted(b.name for b in bots))}.",
-        bots, {"orders": count, "limit": _num(rule.threshold), "window_s": rule.window_s,
-               "bots": sorted(bot_ids)},
-    )]  # fmt: skip
+    return [
+        Finding(
+            "fleet",
+            f"{count} live orders in the last {rule.window_s} s, beyond the limit of {_num(rule.threshold)}; "
+            f"placed by {', '.join(sorted(b.name for b in bots))}.",
+            bots,
+            {"orders": count, "limit": _num(rule.threshold), "window_s": rule.window_s, "bots": sorted(bot_ids)},
+        )
+    ]
 
 
 def _per_account(rule: BreakerRule, counts: dict[str, int], what: str) -> list[Finding]:
@@ -396,10 +430,14 @@ def _per_account(rule: BreakerRule, counts: dict[str, int], what: str) -> list[F
     for account, n in sorted(breached.items()):
         bots = bots_by_account.get(account, [])
         label = bots[0].account.label if bots else account
-        findings.append(Finding(
-            f"account:{account}", f"{n} {what} on account {label} in the last {rule.window_s} s.",
-            bots, {"account": account, "count": n, "window_s": rule.window_s},
-        ))  # fmt: skip
+        findings.append(
+            Finding(
+                f"account:{account}",
+                f"{n} {what} on account {label} in the last {rule.window_s} s.",
+                bots,
+                {"account": account, "count": n, "window_s": rule.window_s},
+            )
+        )
     return findings
 
 
@@ -454,12 +492,15 @@ def _vault_unreachable(rule: BreakerRule, now: dt.datetime, probe: VaultProbe | 
     probe.probe()
     if rule.threshold is None or probe.failures < rule.threshold:
         return []
-    return [Finding(
-        "vault",
-        f"Vault has failed {probe.failures} health checks in a row ({probe.last_error}): bots cannot renew "
-        "their identities, keys cannot be read or rotated.",
-        _live_running_bots(), {"failures": probe.failures, "last_error": probe.last_error},
-    )]  # fmt: skip
+    return [
+        Finding(
+            "vault",
+            f"Vault has failed {probe.failures} health checks in a row ({probe.last_error}): bots cannot renew "
+            "their identities, keys cannot be read or rotated.",
+            _live_running_bots(),
+            {"failures": probe.failures, "last_error": probe.last_error},
+        )
+    ]
 
 
 CHECKS: dict[str, Callable[[BreakerRule, dt.datetime], list[Finding]]] = {
@@ -481,17 +522,23 @@ def _trip(rule: BreakerRule, finding: Finding) -> BreakerTrip | None:
     try:
         with transaction.atomic():
             trip = BreakerTrip.objects.create(
-                kind=rule.kind, subject=finding.subject, action=rule.action, message=finding.message,
+                kind=rule.kind,
+                subject=finding.subject,
+                action=rule.action,
+                message=finding.message,
                 data={**finding.data, "bots": [b.pk for b in finding.bots]},
-            )  # fmt: skip
+            )
     except IntegrityError:  # another checker opened it first
         return None
     label = Kind(rule.kind).label
     alert_raise(
-        kind="circuit_breaker", severity=Alert.Severity.CRITICAL, source=ACTOR, target=trip,
+        kind="circuit_breaker",
+        severity=Alert.Severity.CRITICAL,
+        source=ACTOR,
+        target=trip,
         message=f"Circuit breaker tripped: {label}. {finding.message} Action: {Action(rule.action).label.lower()}.",
         data={"breaker": rule.kind, "subject": finding.subject, "action": rule.action, "trip": trip.pk},
-    )  # fmt: skip
+    )
     _act(rule, finding, trip)
     return trip
 
@@ -510,8 +557,9 @@ def _act(rule: BreakerRule, finding: Finding, trip: BreakerTrip) -> None:
 def _clear(trips: Iterable[BreakerTrip], now: dt.datetime) -> None:
     for trip in trips:
         if BreakerTrip.objects.filter(pk=trip.pk, cleared_at__isnull=True).update(cleared_at=now):
-            record(actor=ACTOR, action="breaker.cleared", target=trip,
-                   data={"breaker": trip.kind, "subject": trip.subject})  # fmt: skip
+            record(
+                actor=ACTOR, action="breaker.cleared", target=trip, data={"breaker": trip.kind, "subject": trip.subject}
+            )
 
 
 def breakers_check(*, now: dt.datetime | None = None, probe: VaultProbe | None = None) -> list[BreakerTrip]:

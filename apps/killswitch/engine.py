@@ -47,14 +47,15 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.fleet import GRACE_S
 from apps.bots.models import Bot
+from apps.events.services import publish
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert, KillRun
-from apps.live.services import publish
+from apps.killswitch.models import KillRun
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import fill_record, ledger_for, split_symbol
 from apps.trading.models import Order, Position
@@ -258,9 +259,10 @@ class _Runner:
     def _revoke_late(self, ids: list[int]) -> int:
         """Revoke tokens of workers that logged in after the revoke step read the accessors."""
         late = [
-            b for b in Bot.objects.filter(pk__in=ids).exclude(vault_token_accessor="")
+            b
+            for b in Bot.objects.filter(pk__in=ids).exclude(vault_token_accessor="")
             if b.vault_token_accessor not in self.revoked
-        ]  # fmt: skip
+        ]
         pv = self.vault()
         revoked = 0
         for bot in late:
@@ -404,11 +406,17 @@ def flatten_plan(run: KillRun, bots: Iterable[Bot], targets: list[AccountTarget]
         for position in positions:
             tag = f"{FLATTEN_TAG}-{run.pk}-{bot.symbols.index(position.symbol)}"
             order = Order.objects.create(
-                bot=bot, account_id=bot.account_id, symbol=position.symbol, side=Order.Side.SELL,
-                type=Order.Type.MARKET, amount=position.base_quantity,
+                bot=bot,
+                account_id=bot.account_id,
+                symbol=position.symbol,
+                side=Order.Side.SELL,
+                type=Order.Type.MARKET,
+                amount=position.base_quantity,
                 notional=position.base_quantity * (position.last_price or 0),
-                client_order_id=client_order_id(bot.pk, tag, generation), intent_tag=tag, generation=generation,
-            )  # fmt: skip
+                client_order_id=client_order_id(bot.pk, tag, generation),
+                intent_tag=tag,
+                generation=generation,
+            )
             by_account[str(bot.account_id)].flatten.append(
                 FlattenSale(order.pk, bot.pk, bot.name, position.symbol, position.base_quantity, order.client_order_id)
             )
@@ -459,11 +467,14 @@ def flatten_record(targets: list[AccountTarget]) -> tuple[str, list[str]]:
             for trade in sale.trades:
                 fee = trade.get("fee") or {}
                 fill_record(
-                    order=order, trade_id=str(trade["id"]), price=Decimal(str(trade["price"])),
-                    amount=Decimal(str(trade["amount"])), fee=Decimal(str(fee.get("cost") or 0)),
+                    order=order,
+                    trade_id=str(trade["id"]),
+                    price=Decimal(str(trade["price"])),
+                    amount=Decimal(str(trade["amount"])),
+                    fee=Decimal(str(fee.get("cost") or 0)),
                     fee_currency=str(fee.get("currency") or ""),
                     timestamp=datetime.fromtimestamp(int(trade["timestamp"]) / 1000, tz=UTC),
-                )  # fmt: skip
+                )
             left = sale.amount - sale.sold
             sold.append(
                 f"{sale.bot_name} sold {sale.sold.normalize():f} {sale.symbol} (average {order.average})"
@@ -474,12 +485,20 @@ def flatten_record(targets: list[AccountTarget]) -> tuple[str, list[str]]:
             Order.objects.filter(pk=order.pk).update(status=Order.Status.REJECTED, error=sale.error[:300])
             problems.append(f"flatten: {sale.bot_name} {sale.symbol}: {sale.error}"[:300])
         record(
-            actor=ACTOR, action="killswitch.flatten_sold" if sale.raw is not None else "killswitch.flatten_failed",
+            actor=ACTOR,
+            action="killswitch.flatten_sold" if sale.raw is not None else "killswitch.flatten_failed",
             target=order,
-            data={"bot": sale.bot_id, "symbol": sale.symbol, "position": sale.amount, "sold": sale.sold,
-                  "client_order_id": sale.client_order_id, "exchange_order_id": order.exchange_order_id,
-                  "average": order.average, "error": sale.error},
-        )  # fmt: skip
+            data={
+                "bot": sale.bot_id,
+                "symbol": sale.symbol,
+                "position": sale.amount,
+                "sold": sale.sold,
+                "client_order_id": sale.client_order_id,
+                "exchange_order_id": order.exchange_order_id,
+                "average": order.average,
+                "error": sale.error,
+            },
+        )
     return ("; ".join(sold) if sold else "no position sold"), problems
 
 
@@ -633,9 +652,10 @@ async def _exchanges(
         pairs = await asyncio.gather(*(_account_cancel(t, pv, shared) for t in targets))
         results = [r for r, _ in pairs]
         add_step(
-            "cancel", int((time.monotonic() - t0) * 1000),
+            "cancel",
+            int((time.monotonic() - t0) * 1000),
             f"{sum(r.cancelled for r in results)} order(s) cancelled on {len(targets)} account(s)",
-        )  # fmt: skip
+        )
         # The final check must follow the last worker's exit: an order a worker sent after the cancel
         # above would otherwise be missed. Only this check waits; the cancel did not.
         gone = await asyncio.to_thread(workers_gone)
@@ -726,9 +746,11 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
         detail, problems = _flatten_outcome(targets) if any(t.flatten for t in targets) else ("", [])
         runner.problems.extend(problems)
         runner.add_step(
-            "flatten", done[0] if done else 0, detail or f"{flagged} bot(s) flagged; no position to sell",
+            "flatten",
+            done[0] if done else 0,
+            detail or f"{flagged} bot(s) flagged; no position to sell",
             done[1] if done else None,
-        )  # fmt: skip
+        )
     done_names = {name for name, *_ in steps_done}
     for name in ("cancel", "verify", "balances"):
         if name not in done_names:
@@ -744,8 +766,9 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     run.open_unknown = bool(targets) and (
         not runner.workers_gone or len(results) != len(targets) or not all(r.verified for r in results)
     )
-    run.balances_after = {str(t.account.pk): {"label": r.label, "total": r.balances}
-                          for t, r in zip(targets, results, strict=False)}  # fmt: skip
+    run.balances_after = {
+        str(t.account.pk): {"label": r.label, "total": r.balances} for t, r in zip(targets, results, strict=False)
+    }
     run.problems = runner.problems
     if run.orders_still_open and not any("still open" in p for p in run.problems):
         run.problems.append(f"{run.orders_still_open} order(s) still open after {VERIFY_ATTEMPTS} retries")
@@ -753,8 +776,18 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
         run.problems.append("verify: open orders unknown (see the verify step); check the exchanges by hand")
     run.status = KillRun.Status.FAILED if run.problems else KillRun.Status.DONE
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "finished_at", "orders_cancelled", "orders_still_open", "open_unknown",
-                            "balances_after", "problems", "steps"])  # fmt: skip
+    run.save(
+        update_fields=[
+            "status",
+            "finished_at",
+            "orders_cancelled",
+            "orders_still_open",
+            "open_unknown",
+            "balances_after",
+            "problems",
+            "steps",
+        ]
+    )
     _finish(run, len(bots), len(targets))
     return run
 
@@ -770,11 +803,18 @@ def _flatten_outcome(targets: list[AccountTarget]) -> tuple[str, list[str]]:
 
 def report_summary(run: KillRun) -> dict[str, Any]:
     return {
-        "run": run.pk, "scope": run.scope, "bot": run.bot_id, "status": run.status, "reason": run.reason,
-        "duration_ms": run.duration_ms, "orders_cancelled": run.orders_cancelled,
-        "orders_still_open": run.orders_still_open, "open_unknown": run.open_unknown, "problems": run.problems,
+        "run": run.pk,
+        "scope": run.scope,
+        "bot": run.bot_id,
+        "status": run.status,
+        "reason": run.reason,
+        "duration_ms": run.duration_ms,
+        "orders_cancelled": run.orders_cancelled,
+        "orders_still_open": run.orders_still_open,
+        "open_unknown": run.open_unknown,
+        "problems": run.problems,
         "steps": [{"name": s["name"], "ms": s["ms"], "at_ms": s.get("at_ms")} for s in run.steps],
-    }  # fmt: skip
+    }
 
 
 def _finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
@@ -793,8 +833,14 @@ def _finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
     if run.problems:
         message += "\nProblems:\n" + "\n".join(f"- {p}" for p in run.problems)
     try:
-        alert_raise(kind="kill_switch", severity=Alert.Severity.CRITICAL, message=message, target=run, data=summary,
-                    source=ACTOR)  # fmt: skip
+        alert_raise(
+            kind="kill_switch",
+            severity=Alert.Severity.CRITICAL,
+            message=message,
+            target=run,
+            data=summary,
+            source=ACTOR,
+        )
     except Exception:
         logger.exception("kill run %s: alert not raised", run.pk)
 

@@ -1,65 +1,6 @@
 from django.db import models
 
 
-class Alert(models.Model):
-    """A security or trading alert: key hygiene failures now; kills, breakers and more later."""
-
-    class Severity(models.TextChoices):
-        WARNING = "warning", "Warning"
-        CRITICAL = "critical", "Critical"
-
-    class WebhookStatus(models.TextChoices):
-        NONE = "none", "Not sent (no webhook)"
-        PENDING = "pending", "Pending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
-
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    kind = models.CharField(max_length=50)
-    severity = models.CharField(max_length=10, choices=Severity.choices)
-    message = models.TextField()
-    data = models.JSONField(default=dict)
-    # Webhook outbox: the control worker posts pending alerts (apps.killswitch.webhook_services).
-    webhook_status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.NONE)
-    webhook_attempts = models.PositiveSmallIntegerField(default=0)
-    webhook_next_at = models.DateTimeField(null=True, blank=True)
-    webhook_last_error = models.CharField(max_length=300, blank=True)
-    webhook_delivered_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [
-            models.Index(
-                fields=["webhook_next_at"], condition=models.Q(webhook_status="pending"), name="alert_webhook_due"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.kind}"
-
-
-class AlertWebhook(models.Model):
-    """Where alerts are posted by webhook (a single row, pk 1).
-
-    The signing secret lives only in Vault (the web process may write it, only the control worker
-    may read it); this row says only whether and when one was set.
-    """
-
-    url = models.URLField(max_length=500, blank=True)
-    enabled = models.BooleanField(default=False)
-    secret_set_at = models.DateTimeField(null=True, blank=True)
-    secret_version = models.PositiveIntegerField(default=0)  # the KV version written last
-    updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-
-    def __str__(self) -> str:
-        return f"alert webhook ({'on' if self.active else 'off'})"
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and bool(self.url) and self.secret_set_at is not None
-
-
 class KillRun(models.Model):
     """One press of the kill switch (or of a per-bot stop), and its report.
 
@@ -185,21 +126,3 @@ class BreakerTrip(models.Model):
 
     def __str__(self) -> str:
         return f"trip {self.kind} {self.subject}"
-
-
-class ExchangeAuthFailure(models.Model):
-    """An exchange refused an account's key (authentication or permission). Counted by a breaker.
-
-    Only the error kind is kept (never the request, which may quote signed parameters).
-    """
-
-    account = models.ForeignKey("exchanges.ExchangeAccount", on_delete=models.CASCADE, related_name="+")
-    bot = models.ForeignKey("bots.Bot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    error = models.CharField(max_length=60)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"auth failure on {self.account_id}: {self.error}"

@@ -32,11 +32,11 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.audit.services import record
+from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.killswitch.models import KillRun
 from apps.killswitch.text import reason_changed, reason_clean, resume_reason_problem
-from apps.trading.halt import global_halt_clear, global_halt_lock, global_halt_set
 
 logger = logging.getLogger(__name__)
 Actor = User | str
@@ -104,17 +104,22 @@ def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> None:
 
 def _join_or_create(*, actor: Actor, reason: str, bot: Bot | None, via: str) -> tuple[KillRun, bool]:
     runs = active_runs()
-    runs = runs.filter(scope=KillRun.Scope.ALL) if bot is None else runs.filter(
-        Q(scope=KillRun.Scope.ALL) | Q(scope=KillRun.Scope.BOT, bot=bot)
-    )  # fmt: skip
+    runs = (
+        runs.filter(scope=KillRun.Scope.ALL)
+        if bot is None
+        else runs.filter(Q(scope=KillRun.Scope.ALL) | Q(scope=KillRun.Scope.BOT, bot=bot))
+    )
     # An all-bots run covers a per-bot press too; "all" sorts before "bot".
     existing = runs.order_by("scope", "created_at", "pk").first()
     if existing is not None:
         return existing, True
     run = KillRun.objects.create(
-        scope=KillRun.Scope.BOT if bot else KillRun.Scope.ALL, bot=bot, reason=reason,
-        requested_by=actor if isinstance(actor, User) else None, requested_via=via[:10],
-    )  # fmt: skip
+        scope=KillRun.Scope.BOT if bot else KillRun.Scope.ALL,
+        bot=bot,
+        reason=reason,
+        requested_by=actor if isinstance(actor, User) else None,
+        requested_via=via[:10],
+    )
     return run, False
 
 
@@ -135,9 +140,12 @@ def _record(
             what = "The kill run could not be recorded, so no order is cancelled yet: run `manage.py killswitch`"
             press.failures.append(_failure(what, exc))
         data: dict[str, object] = {
-            "scope": KillRun.Scope.BOT if bot else KillRun.Scope.ALL, "bot": bot.pk if bot else None,
-            "reason": press.reason, "via": via, "run": press.run.pk if press.run else None,
-        }  # fmt: skip
+            "scope": KillRun.Scope.BOT if bot else KillRun.Scope.ALL,
+            "bot": bot.pk if bot else None,
+            "reason": press.reason,
+            "via": via,
+            "run": press.run.pk if press.run else None,
+        }
         if press.joined and press.run is not None:
             data["joined_run"] = press.run.pk
         if changed:
@@ -197,8 +205,9 @@ def _enqueue(run_id: int) -> None:
 
         kill_execute_task.apply_async(args=(run_id,), retry=False)
     except Exception as exc:
-        logger.warning("kill run %s not queued (%s); the control worker picks it from the database", run_id,
-                       type(exc).__name__)  # fmt: skip
+        logger.warning(
+            "kill run %s not queued (%s); the control worker picks it from the database", run_id, type(exc).__name__
+        )
         note = (
             f"queue: not queued ({type(exc).__name__}: the broker did not answer); the control worker's poller "
             "runs it from the database"
@@ -261,6 +270,9 @@ def _resume(*, actor: User, reason: str, request: HttpRequest | None) -> None:
         since, previous = halt.since, halt.reason
         global_halt_clear(actor=actor)
         record(
-            actor=actor, action="killswitch.resumed", target=halt, request=request,
+            actor=actor,
+            action="killswitch.resumed",
+            target=halt,
+            request=request,
             data={"reason": reason, "previous_reason": previous, "halted_since": since.isoformat() if since else None},
-        )  # fmt: skip
+        )

@@ -9,10 +9,10 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 
+from apps.alerts.webhook import webhook_deliver_start
 from apps.core.periodic import run_every
 from apps.killswitch.engine import kill_execute, kill_pending
 from apps.killswitch.models import KillRun
-from apps.killswitch.webhook_services import webhook_deliver_start
 
 logger = logging.getLogger(__name__)
 

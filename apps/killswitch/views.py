@@ -10,21 +10,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
-from apps.accounts.models import User
+from apps.accounts.selectors import acting_user
 from apps.bots.models import Bot
 from apps.bots.selectors import event_cursor, global_halt_reason
 from apps.core.exceptions import ApplicationError
-from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, KillRun
+from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
 from apps.killswitch.text import resume_reason_problem
 
 _BOT_ID = re.compile(r"[0-9]{1,19}")
 BIGINT_MAX = 2**63 - 1
-
-
-def _actor(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 def bot_id_from(raw: str) -> int | None:
@@ -58,7 +53,7 @@ def kill_view(request: HttpRequest) -> HttpResponse:
         )
         return render(request, "killswitch/kill_refused.html", {"message": message}, status=400)
     bot = get_object_or_404(Bot, pk=bot_id) if bot_id is not None else None
-    press = kill_press(actor=_actor(request), reason=request.POST.get("reason", ""), bot=bot, request=request)
+    press = kill_press(actor=acting_user(request), reason=request.POST.get("reason", ""), bot=bot, request=request)
     for failure in press.failures:
         messages.error(request, failure)
     if press.run is None:
@@ -85,17 +80,6 @@ def run_detail_view(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @never_cache
-@permission_required("accounts.view_console", raise_exception=True)
-def alert_list_view(request: HttpRequest) -> HttpResponse:
-    from apps.killswitch.alerts import ADMIN_ALERTS
-
-    alerts = Alert.objects.all()[:200]
-    if not request.user.has_perm("accounts.manage_exchange_accounts"):
-        alerts = Alert.objects.exclude(kind__in=ADMIN_ALERTS)[:200]
-    return render(request, "killswitch/alerts.html", {"alerts": alerts})
-
-
-@never_cache
 @permission_required("accounts.resume_after_kill", raise_exception=True)
 @require_step_up
 @require_http_methods(["GET", "POST"])
@@ -104,7 +88,7 @@ def resume_view(request: HttpRequest) -> HttpResponse:
     error, status = None, 200
     if request.method == "POST":
         try:
-            trading_resume(actor=_actor(request), reason=reason, request=request)
+            trading_resume(actor=acting_user(request), reason=reason, request=request)
         except ResumeRefused as exc:
             error, status = exc.message, 409
         except ApplicationError as exc:
@@ -114,8 +98,12 @@ def resume_view(request: HttpRequest) -> HttpResponse:
             return redirect("live:dashboard")
     # Echoed back only when it is fit to show (no control characters), and never longer than the field.
     shown = reason if resume_reason_problem(reason) is None else ""
-    context = {"halt_reason": global_halt_reason(), "reason": shown, "error": error,
-               "active_runs": active_runs().order_by("created_at", "pk")[:5]}  # fmt: skip
+    context = {
+        "halt_reason": global_halt_reason(),
+        "reason": shown,
+        "error": error,
+        "active_runs": active_runs().order_by("created_at", "pk")[:5],
+    }
     return render(request, "killswitch/resume.html", context, status=status)
 
 
@@ -144,7 +132,7 @@ def breaker_update_view(request: HttpRequest, kind: str) -> HttpResponse:
         raise Http404("No such circuit breaker.")
 
     try:
-        breaker_rule_update_from_input(actor=_actor(request), kind=kind, data=request.POST, request=request)
+        breaker_rule_update_from_input(actor=acting_user(request), kind=kind, data=request.POST, request=request)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:

@@ -17,10 +17,10 @@ from django.conf import settings
 
 from apps.accounts.models import User
 from apps.bots.models import Bot
-from apps.live.models import Event
+from apps.events.models import Event
+from apps.events.services import FLEET_GROUP, bot_group, event_json
 from apps.live.presence import asocket_gone, asocket_seen
 from apps.live.selectors import can_see, socket_user
-from apps.live.services import FLEET_GROUP, bot_group, event_json
 
 logger = logging.getLogger(__name__)
 

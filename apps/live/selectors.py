@@ -13,7 +13,7 @@ from django_otp.models import Device
 
 from apps.accounts.models import User
 from apps.accounts.services import session_expiry_reason
-from apps.live.models import Event
+from apps.events.models import Event
 
 VIEW_PERM = "accounts.view_console"
 ADMIN_ALERT_PERM = "accounts.manage_exchange_accounts"

@@ -9,9 +9,9 @@ from django.views.decorators.http import require_GET
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.core.input_validation import InputError, parse_id
+from apps.events.services import event_json
 from apps.live.dashboard import dashboard_context
 from apps.live.selectors import VIEW_PERM, visible_events
-from apps.live.services import event_json
 
 
 def _bad(message: str, status: int = 400) -> JsonResponse:

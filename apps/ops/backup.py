@@ -192,8 +192,13 @@ def _dump_database(target: Path) -> dict[str, Any]:
         with os.fdopen(fd, "wb") as out:
             result = subprocess.run(
                 [tool, *args, "--format=custom", f"--snapshot={snapshot}", name],
-                stdout=out, stderr=subprocess.PIPE, env=env, text=False, timeout=PG_TIMEOUT_S, check=False,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.PIPE,
+                env=env,
+                text=False,
+                timeout=PG_TIMEOUT_S,
+                check=False,
+            )
             out.flush()
             os.fsync(out.fileno())
         if result.returncode != 0:
@@ -224,8 +229,12 @@ def backup_create(*, parent: Path, token: OperatorToken, log: Callable[[str], No
         addr = settings.VAULT_ADDR
         server = vault_admin.server_info(addr)
         vault_admin.raft_snapshot(addr, token.token, target / VAULT_FILE)
-        openbao = {"file": VAULT_FILE, "version": server["version"], "cluster_id": server["cluster_id"],
-                   "taken_at": _now()}  # fmt: skip
+        openbao = {
+            "file": VAULT_FILE,
+            "version": server["version"],
+            "cluster_id": server["cluster_id"],
+            "taken_at": _now(),
+        }
         files = {
             path.name: {"sha256": file_sha256(path), "bytes": path.stat().st_size} for path in sorted(target.iterdir())
         }
@@ -304,10 +313,25 @@ def database_restore(path: Path) -> None:
     args, env, name = _pg_connection()
     connection.close()  # hold no lock on a table that is about to be dropped
     result = subprocess.run(
-        [tool, *args, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-         "--exit-on-error", "-d", name, str(path)],
-        capture_output=True, text=True, env=env, timeout=PG_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        [
+            tool,
+            *args,
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-privileges",
+            "--single-transaction",
+            "--exit-on-error",
+            "-d",
+            name,
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=PG_TIMEOUT_S,
+        check=False,
+    )
     if result.returncode != 0:
         raise _pg_error("pg_restore", result.stderr)
 

@@ -89,8 +89,7 @@ def _database_metrics() -> Iterator[Metric]:
 
 
 def _bot_metrics() -> Iterator[Metric]:
-    from apps.bots.models import Bot
-    from apps.trading.models import TradingHalt
+    from apps.bots.models import Bot, TradingHalt
 
     halted = TradingHalt.objects.filter(pk=TradingHalt.SINGLETON_PK, active=True).exists()
     metric = _gauge("trading_halted", "1 while the global trading halt (kill switch) is on.", [])
@@ -142,7 +141,8 @@ def _order_metrics() -> Iterator[Metric]:
 
 
 def _alert_metrics() -> Iterator[Metric]:
-    from apps.killswitch.models import Alert, BreakerTrip
+    from apps.alerts.models import Alert
+    from apps.killswitch.models import BreakerTrip
 
     trips = dict(BreakerTrip.objects.filter(cleared_at__isnull=True).values_list("kind").annotate(n=Count("id")))
     metric = _gauge("breaker_trips_open", "Circuit-breaker trips whose condition still holds, by kind.", ["kind"])

@@ -13,12 +13,42 @@ from apps.reviews.selectors import SignoffView, when
 # The columns of each section, in the order the page shows them. Every row of a section has
 # exactly these keys (the CSV writer refuses any other), so the CSV says what the JSON says.
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "trades": ("mode", "bot", "bot_id", "symbol", "base", "quote", "orders", "fills", "buys", "sells", "bought",
-               "sold", "buy_value", "sell_value", "fees", "realized_pnl"),
+    "trades": (
+        "mode",
+        "bot",
+        "bot_id",
+        "symbol",
+        "base",
+        "quote",
+        "orders",
+        "fills",
+        "buys",
+        "sells",
+        "bought",
+        "sold",
+        "buy_value",
+        "sell_value",
+        "fees",
+        "realized_pnl",
+    ),
     "pnl": ("mode", "bot", "bot_id", "quote", "fills", "fees", "realized_pnl"),
     "pnl_totals": ("mode", "quote", "fills", "fees", "realized_pnl"),
-    "balances": ("account", "account_id", "exchange", "status", "opening_at", "closing_at", "fills", "asset",
-                 "opening", "trades", "expected", "actual", "difference", "explained"),
+    "balances": (
+        "account",
+        "account_id",
+        "exchange",
+        "status",
+        "opening_at",
+        "closing_at",
+        "fills",
+        "asset",
+        "opening",
+        "trades",
+        "expected",
+        "actual",
+        "difference",
+        "explained",
+    ),
     "fund_movements": ("account", "asset", "amount", "direction", "source", "from", "to"),
     "gate_refusals": ("bot", "bot_id", "reason", "reason_label", "count", "first", "last"),
     "breakers": ("at", "source", "subject", "action", "message", "cleared_at"),
@@ -30,7 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "key_check_failures": ("at", "account", "message"),
     "deadman_failures": ("at", "severity", "message"),
     "other_alerts": ("at", "kind", "severity", "message"),
-}  # fmt: skip
+}
 # Cells a spreadsheet would run as a formula get a leading ' (numbers, negative ones included, do not).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
@@ -41,10 +71,14 @@ def balance_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for check in checks:
         head = {
-            "account": check["account"], "account_id": check["account_id"], "exchange": check["exchange"],
-            "status": check["status"], "opening_at": (check["opening"] or {}).get("taken_at"),
-            "closing_at": (check["closing"] or {}).get("taken_at"), "fills": check["fills"],
-        }  # fmt: skip
+            "account": check["account"],
+            "account_id": check["account_id"],
+            "exchange": check["exchange"],
+            "status": check["status"],
+            "opening_at": (check["opening"] or {}).get("taken_at"),
+            "closing_at": (check["closing"] or {}).get("taken_at"),
+            "fills": check["fills"],
+        }
         blank = dict.fromkeys(("asset", "opening", "trades", "expected", "actual", "difference", "explained"), "")
         rows.extend({**head, **asset} for asset in check["assets"])
         if not check["assets"]:
@@ -99,10 +133,16 @@ def review_json(data: dict[str, Any], digest: str, signoffs: list[SignoffView], 
         "digest_of": "sha256 of the canonical JSON of `review` (sorted keys, no spaces, UTF-8)",
         "exported_at": exported_at,
         "signoffs": [
-            {"by": v.signoff.signed_by.username, "at": when(v.signoff.signed_at), "note": v.signoff.note,
-             "digest": v.signoff.digest, "audit_seq": v.signoff.audit_seq, "current": v.current,
-             "audit_matches": v.audit_matches}
+            {
+                "by": v.signoff.signed_by.username,
+                "at": when(v.signoff.signed_at),
+                "note": v.signoff.note,
+                "digest": v.signoff.digest,
+                "audit_seq": v.signoff.audit_seq,
+                "current": v.current,
+                "audit_matches": v.audit_matches,
+            }
             for v in signoffs
         ],
-    }  # fmt: skip
+    }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -24,11 +24,12 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from apps.accounts.models import User
+from apps.alerts.models import Alert
 from apps.audit.chain import canonical_time
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
-from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, KillRun
+from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.reviews.models import BalanceSnapshot, ReviewSignoff
 from apps.reviews.periods import Period
 from apps.trading.ledger import _apply, split_symbol
@@ -90,11 +91,23 @@ class _Row:
     def as_dict(self) -> dict[str, Any]:
         base, quote = split_symbol(self.symbol)
         return {
-            "bot_id": self.bot_id, "bot": self.bot, "mode": self.mode, "symbol": self.symbol, "base": base,
-            "quote": quote, "orders": self.orders, "fills": self.fills, "buys": self.buys, "sells": self.sells,
-            "bought": num(self.bought), "sold": num(self.sold), "buy_value": num(self.buy_value),
-            "sell_value": num(self.sell_value), "fees": num(self.fees), "realized_pnl": num(self.realized_pnl),
-        }  # fmt: skip
+            "bot_id": self.bot_id,
+            "bot": self.bot,
+            "mode": self.mode,
+            "symbol": self.symbol,
+            "base": base,
+            "quote": quote,
+            "orders": self.orders,
+            "fills": self.fills,
+            "buys": self.buys,
+            "sells": self.sells,
+            "bought": num(self.bought),
+            "sold": num(self.sold),
+            "buy_value": num(self.buy_value),
+            "sell_value": num(self.sell_value),
+            "fees": num(self.fees),
+            "realized_pnl": num(self.realized_pnl),
+        }
 
 
 def _stored(position: Position) -> None:
@@ -199,8 +212,9 @@ def _pnl(rows: Iterable[_Row]) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
     def out(table: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
         order = sorted(table, key=lambda k: (k[0] != "live", *k[1:]))
-        return [{**table[k], "fees": num(table[k]["fees"]), "realized_pnl": num(table[k]["realized_pnl"])}
-                for k in order]  # fmt: skip
+        return [
+            {**table[k], "fees": num(table[k]["fees"]), "realized_pnl": num(table[k]["realized_pnl"])} for k in order
+        ]
 
     return out(per_bot), out(totals)
 
@@ -271,12 +285,19 @@ def _balance_check(account: ExchangeAccount, period: Period) -> dict[str, Any]:
     ).order_by("-taken_at", "-id")
     last_failure = failed.first()
     result: dict[str, Any] = {
-        "account_id": str(account.pk), "account": account.label, "exchange": account.exchange_id,
-        "opening": _snapshot(opening), "closing": _snapshot(closing), "fills": 0, "assets": [],
-        "unexplained": [], "transfers": [], "transfer_notes": [],
+        "account_id": str(account.pk),
+        "account": account.label,
+        "exchange": account.exchange_id,
+        "opening": _snapshot(opening),
+        "closing": _snapshot(closing),
+        "fills": 0,
+        "assets": [],
+        "unexplained": [],
+        "transfers": [],
+        "transfer_notes": [],
         "failed_attempts": failed.count(),
         "last_failure": None,
-    }  # fmt: skip
+    }
     if last_failure is not None:
         result["last_failure"] = {"taken_at": when(last_failure.taken_at), "error": last_failure.error}
     if opening is None:
@@ -293,10 +314,17 @@ def _balance_check(account: ExchangeAccount, period: Period) -> dict[str, Any]:
         expected = start + trades
         difference = actual - expected
         explained = _within_tolerance(difference, expected, actual)
-        result["assets"].append({
-            "asset": asset, "opening": num(start), "trades": num(trades), "expected": num(expected),
-            "actual": num(actual), "difference": "0" if explained else num(difference), "explained": explained,
-        })  # fmt: skip
+        result["assets"].append(
+            {
+                "asset": asset,
+                "opening": num(start),
+                "trades": num(trades),
+                "expected": num(expected),
+                "actual": num(actual),
+                "difference": "0" if explained else num(difference),
+                "explained": explained,
+            }
+        )
         if not explained:
             result["unexplained"].append({"asset": asset, "amount": num(difference)})
     # What the exchange itself reports moving in the window (where it offers deposit/withdrawal history).
@@ -318,16 +346,29 @@ def _fund_movements(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for check in checks:
         for item in check["unexplained"]:
             direction = "in" if Decimal(item["amount"]) > 0 else "out"
-            movements.append({
-                "account": check["account"], "asset": item["asset"], "amount": item["amount"], "direction": direction,
-                "source": "balance check", "from": check["opening"]["taken_at"], "to": check["closing"]["taken_at"],
-            })  # fmt: skip
+            movements.append(
+                {
+                    "account": check["account"],
+                    "asset": item["asset"],
+                    "amount": item["amount"],
+                    "direction": direction,
+                    "source": "balance check",
+                    "from": check["opening"]["taken_at"],
+                    "to": check["closing"]["taken_at"],
+                }
+            )
         for item in check["transfers"]:
-            movements.append({
-                "account": check["account"], "asset": item.get("currency", ""), "amount": item.get("amount", ""),
-                "direction": "in" if item.get("type") == "deposit" else "out", "source": f"exchange {item.get('type')}",
-                "from": item.get("at"), "to": item.get("at"),
-            })  # fmt: skip
+            movements.append(
+                {
+                    "account": check["account"],
+                    "asset": item.get("currency", ""),
+                    "amount": item.get("amount", ""),
+                    "direction": "in" if item.get("type") == "deposit" else "out",
+                    "source": f"exchange {item.get('type')}",
+                    "from": item.get("at"),
+                    "to": item.get("at"),
+                }
+            )
     return movements
 
 
@@ -361,23 +402,39 @@ def _events(period: Period, labels: dict[str, str]) -> dict[str, list[dict[str, 
     for trip in BreakerTrip.objects.filter(tripped_at__gte=period.start, tripped_at__lt=period.end).order_by(
         "tripped_at", "id"
     ):
-        breakers.append({"at": when(trip.tripped_at), "source": kinds.get(trip.kind, trip.kind),
-                         "subject": trip.subject, "action": trip.action, "message": trip.message,
-                         "cleared_at": when(trip.cleared_at)})  # fmt: skip
+        breakers.append(
+            {
+                "at": when(trip.tripped_at),
+                "source": kinds.get(trip.kind, trip.kind),
+                "subject": trip.subject,
+                "action": trip.action,
+                "message": trip.message,
+                "cleared_at": when(trip.cleared_at),
+            }
+        )
     for alert in alerts.filter(kind="circuit_breaker").exclude(data__has_key="trip"):
         subject = f"bot:{alert.data.get('bot')}"
-        breakers.append({"at": when(alert.created_at), "source": "Order gate", "subject": subject, "action": "halt_bot",
-                         "message": alert.message, "cleared_at": None})  # fmt: skip
+        breakers.append(
+            {
+                "at": when(alert.created_at),
+                "source": "Order gate",
+                "subject": subject,
+                "action": "halt_bot",
+                "message": alert.message,
+                "cleared_at": None,
+            }
+        )
     breakers.sort(key=lambda b: b["at"])
     failed = (
         _audit(period)
         .filter(action__in=FAILED_LOGIN_ACTIONS)
         .annotate(username=Coalesce(KeyTextTransform("username", "data"), F("actor"), output_field=CharField()))
         .values("action", "username")
-        .annotate(count=Count("seq"), addresses=Count("ip", distinct=True), first=Min("created_at"),
-                  last=Max("created_at"))
+        .annotate(
+            count=Count("seq"), addresses=Count("ip", distinct=True), first=Min("created_at"), last=Max("created_at")
+        )
         .order_by("username", "action")
-    )  # fmt: skip
+    )
     failed_rows = list(failed)
     lockout_entries = list(_audit(period).filter(action="login.locked_out"))
     typed = {str(r["username"]) for r in failed_rows} | {str(e.data.get("username", "")) for e in lockout_entries}

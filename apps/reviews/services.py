@@ -46,10 +46,13 @@ def transfer_record(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
     at = dt.datetime.fromtimestamp(int(timestamp) / 1000, tz=dt.UTC).isoformat() if timestamp is not None else None
     amount = raw.get("amount")
     return {
-        "type": kind, "id": str(raw.get("id") or raw.get("txid") or ""), "currency": str(raw.get("currency") or ""),
-        "amount": num(Decimal(str(amount))) if amount is not None else "", "status": str(raw.get("status") or ""),
+        "type": kind,
+        "id": str(raw.get("id") or raw.get("txid") or ""),
+        "currency": str(raw.get("currency") or ""),
+        "amount": num(Decimal(str(amount))) if amount is not None else "",
+        "status": str(raw.get("status") or ""),
         "at": at,
-    }  # fmt: skip
+    }
 
 
 def _transfers(client: Any, account: ExchangeAccount, since: dt.datetime | None) -> tuple[list[dict[str, Any]], str]:
@@ -83,10 +86,11 @@ def balance_snapshot_take(
 ) -> BalanceSnapshot:
     """Ask the exchange what the account holds now; store it (or why it failed) and audit it."""
     previous = (
-        BalanceSnapshot.objects.filter(account=account, ok=True).order_by("-taken_at", "-id").values_list(
-            "taken_at", flat=True
-        ).first()
-    )  # fmt: skip
+        BalanceSnapshot.objects.filter(account=account, ok=True)
+        .order_by("-taken_at", "-id")
+        .values_list("taken_at", flat=True)
+        .first()
+    )
     taken_at = timezone.now()
     balances: dict[str, str] = {}
     transfers: list[dict[str, Any]] = []
@@ -111,15 +115,30 @@ def balance_snapshot_take(
             client.close()
     with transaction.atomic():
         snapshot = BalanceSnapshot.objects.create(
-            account=account, account_label=account.label, taken_at=taken_at, source=source, ok=not error,
-            error=error, balances=balances, transfers=transfers, transfers_note=note,
-        )  # fmt: skip
+            account=account,
+            account_label=account.label,
+            taken_at=taken_at,
+            source=source,
+            ok=not error,
+            error=error,
+            balances=balances,
+            transfers=transfers,
+            transfers_note=note,
+        )
         # The audit log keeps its own copy: a snapshot row edited later no longer matches it.
         record(
-            actor=actor, action="review.balance_snapshot", target=account,
-            data={"snapshot": snapshot.pk, "source": source, "ok": not error, "error": error, "balances": balances,
-                  "transfers": len(transfers)},
-        )  # fmt: skip
+            actor=actor,
+            action="review.balance_snapshot",
+            target=account,
+            data={
+                "snapshot": snapshot.pk,
+                "source": source,
+                "ok": not error,
+                "error": error,
+                "balances": balances,
+                "transfers": len(transfers),
+            },
+        )
     if error:
         logger.warning("balance snapshot of %s failed: %s", account.label, error)
     return snapshot
@@ -165,9 +184,12 @@ def review_export_record(
     *, actor: AbstractBaseUser, period: Period, fmt: str, digest: str, request: HttpRequest | None = None
 ) -> None:
     record(
-        actor=actor, action="review.exported", target=review_target(period), request=request,
+        actor=actor,
+        action="review.exported",
+        target=review_target(period),
+        request=request,
         data={"kind": period.kind, "period": period.key, "format": fmt, "digest": digest},
-    )  # fmt: skip
+    )
 
 
 def review_sign_off(
@@ -196,10 +218,18 @@ def review_sign_off(
         ).exists():
             raise ApplicationError("You have already marked this review done, and nothing has changed since.")
         entry = record(
-            actor=actor, action="review.signed_off", target=review_target(period), request=request,
+            actor=actor,
+            action="review.signed_off",
+            target=review_target(period),
+            request=request,
             data={"kind": period.kind, "period": period.key, "digest": digest, "note": note},
-        )  # fmt: skip
+        )
         return ReviewSignoff.objects.create(
-            period_kind=period.kind, period=period.key, signed_by=actor, signed_at=entry.created_at, note=note,
-            digest=digest, audit_seq=entry.seq,
-        )  # fmt: skip
+            period_kind=period.kind,
+            period=period.key,
+            signed_by=actor,
+            signed_at=entry.created_at,
+            note=note,
+            digest=digest,
+            audit_seq=entry.seq,
+        )

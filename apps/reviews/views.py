@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.models import User
+from apps.accounts.selectors import acting_user
 from apps.core.exceptions import ApplicationError
 from apps.reviews import selectors
 from apps.reviews.exports import review_csv, review_json
@@ -27,36 +27,98 @@ RECENT_DAYS, RECENT_MONTHS = 14, 12
 TIME_COLUMNS = {"at", "first", "last", "cleared_at"}
 # The unusual events as the page shows them: (section, title, what it means, [(column, header)]).
 EVENT_SECTIONS = (
-    ("gate_refusals", "Gate refusals", "Orders the order gate refused, by bot and reason.",
-     [("bot", "Bot"), ("reason_label", "Reason"), ("count", "Refused"), ("first", "First"), ("last", "Last")]),
-    ("breakers", "Circuit breakers", "Breaker trips, and bots the order gate halted.",
-     [("at", "When"), ("source", "Breaker"), ("subject", "Subject"), ("action", "Action"), ("message", "Message"),
-      ("cleared_at", "Cleared")]),
-    ("foreign_orders", "Foreign orders", "Open orders on an account that the console did not place.",
-     [("at", "When"), ("account", "Account"), ("symbol", "Symbol"), ("side", "Side"), ("amount", "Amount"),
-      ("price", "Price"), ("exchange_order_id", "Exchange order")]),
-    ("kills", "Kills", "Presses of the kill switch (and per-bot emergency stops).",
-     [("at", "When"), ("scope", "Scope"), ("bot", "Bot"), ("reason", "Reason"), ("requested_by", "By"),
-      ("status", "Status"), ("cancelled", "Cancelled"), ("still_open", "Still open")]),
-    ("new_ip_logins", "Logins from new IP addresses", "Successful logins from an address the user had not used.",
-     [("at", "When"), ("user", "User"), ("ip", "IP address")]),
-    ("failed_logins", "Failed logins", "Wrong passwords, wrong codes and failed step-ups, by username.",
-     [("username", "Username"), ("action", "Kind"), ("count", "Failures"), ("addresses", "Addresses"),
-      ("first", "First"), ("last", "Last")]),
-    ("lockouts", "Lockouts", "Usernames locked after repeated failures.",
-     [("at", "When"), ("username", "Username"), ("ip", "IP address")]),
-    ("key_check_failures", "Key check failures", "Exchange keys that failed their check.",
-     [("at", "When"), ("account", "Account"), ("message", "Problem")]),
-    ("deadman_failures", "Dead-man's switch failures", "Live bots that could not arm the exchange's countdown.",
-     [("at", "When"), ("severity", "Severity"), ("message", "Message")]),
-    ("other_alerts", "Other alerts", "Every other alert of the period.",
-     [("at", "When"), ("kind", "Kind"), ("severity", "Severity"), ("message", "Message")]),
-)  # fmt: skip
-
-
-def _actor(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
+    (
+        "gate_refusals",
+        "Gate refusals",
+        "Orders the order gate refused, by bot and reason.",
+        [("bot", "Bot"), ("reason_label", "Reason"), ("count", "Refused"), ("first", "First"), ("last", "Last")],
+    ),
+    (
+        "breakers",
+        "Circuit breakers",
+        "Breaker trips, and bots the order gate halted.",
+        [
+            ("at", "When"),
+            ("source", "Breaker"),
+            ("subject", "Subject"),
+            ("action", "Action"),
+            ("message", "Message"),
+            ("cleared_at", "Cleared"),
+        ],
+    ),
+    (
+        "foreign_orders",
+        "Foreign orders",
+        "Open orders on an account that the console did not place.",
+        [
+            ("at", "When"),
+            ("account", "Account"),
+            ("symbol", "Symbol"),
+            ("side", "Side"),
+            ("amount", "Amount"),
+            ("price", "Price"),
+            ("exchange_order_id", "Exchange order"),
+        ],
+    ),
+    (
+        "kills",
+        "Kills",
+        "Presses of the kill switch (and per-bot emergency stops).",
+        [
+            ("at", "When"),
+            ("scope", "Scope"),
+            ("bot", "Bot"),
+            ("reason", "Reason"),
+            ("requested_by", "By"),
+            ("status", "Status"),
+            ("cancelled", "Cancelled"),
+            ("still_open", "Still open"),
+        ],
+    ),
+    (
+        "new_ip_logins",
+        "Logins from new IP addresses",
+        "Successful logins from an address the user had not used.",
+        [("at", "When"), ("user", "User"), ("ip", "IP address")],
+    ),
+    (
+        "failed_logins",
+        "Failed logins",
+        "Wrong passwords, wrong codes and failed step-ups, by username.",
+        [
+            ("username", "Username"),
+            ("action", "Kind"),
+            ("count", "Failures"),
+            ("addresses", "Addresses"),
+            ("first", "First"),
+            ("last", "Last"),
+        ],
+    ),
+    (
+        "lockouts",
+        "Lockouts",
+        "Usernames locked after repeated failures.",
+        [("at", "When"), ("username", "Username"), ("ip", "IP address")],
+    ),
+    (
+        "key_check_failures",
+        "Key check failures",
+        "Exchange keys that failed their check.",
+        [("at", "When"), ("account", "Account"), ("message", "Problem")],
+    ),
+    (
+        "deadman_failures",
+        "Dead-man's switch failures",
+        "Live bots that could not arm the exchange's countdown.",
+        [("at", "When"), ("severity", "Severity"), ("message", "Message")],
+    ),
+    (
+        "other_alerts",
+        "Other alerts",
+        "Every other alert of the period.",
+        [("at", "When"), ("kind", "Kind"), ("severity", "Severity"), ("message", "Message")],
+    ),
+)
 
 
 def _bad_period(request: HttpRequest, exc: PeriodError) -> HttpResponse:
@@ -92,10 +154,16 @@ def _event_sections(data: dict[str, Any], links: dict[str, str]) -> list[dict[st
     sections = []
     for name, title, about, columns in EVENT_SECTIONS:
         rows = data["events"][name]
-        sections.append({
-            "name": name, "title": title, "about": about, "link": links[name], "headers": [h for _, h in columns],
-            "rows": [[(row[c], c in TIME_COLUMNS) for c, _ in columns] for row in rows],
-        })  # fmt: skip
+        sections.append(
+            {
+                "name": name,
+                "title": title,
+                "about": about,
+                "link": links[name],
+                "headers": [h for _, h in columns],
+                "rows": [[(row[c], c in TIME_COLUMNS) for c, _ in columns] for row in rows],
+            }
+        )
     return sections
 
 
@@ -108,14 +176,21 @@ def _page(request: HttpRequest, period: Period, form: SignoffForm | None = None,
     links = selectors.audit_links(period)
     events = _event_sections(data, links)
     context: dict[str, Any] = {
-        "period": period, "data": data, "digest": digest, "signoffs": signoffs,
-        "latest": signoffs[0] if signoffs else None, "in_progress": not period.is_over(now),
-        "previous": period.previous(), "following": following if following.start <= now else None,
-        "links": links, "events": [e for e in events if e["rows"]], "quiet": [e for e in events if not e["rows"]],
+        "period": period,
+        "data": data,
+        "digest": digest,
+        "signoffs": signoffs,
+        "latest": signoffs[0] if signoffs else None,
+        "in_progress": not period.is_over(now),
+        "previous": period.previous(),
+        "following": following if following.start <= now else None,
+        "links": links,
+        "events": [e for e in events if e["rows"]],
+        "quiet": [e for e in events if not e["rows"]],
         "event_count": sum(len(rows) for rows in data["events"].values()),
         "can_review": request.user.has_perm(REVIEW),
         "form": form or SignoffForm(),  # its digest field is this page's digest (see the template)
-    }  # fmt: skip
+    }
     return render(request, "reviews/review.html", context, status=status)
 
 
@@ -142,7 +217,7 @@ def export_view(request: HttpRequest, kind: str, key: str, fmt: str) -> HttpResp
         return _bad_period(request, exc)
     data = selectors.review_build(period)
     digest = selectors.review_digest(data)
-    review_export_record(actor=_actor(request), period=period, fmt=fmt, digest=digest, request=request)
+    review_export_record(actor=acting_user(request), period=period, fmt=fmt, digest=digest, request=request)
     if fmt == "csv":
         body = review_csv(data, digest)
     else:
@@ -166,9 +241,12 @@ def signoff_view(request: HttpRequest, kind: str, key: str) -> HttpResponse:
         return _page(request, period, form=form, status=400)
     try:
         review_sign_off(
-            actor=_actor(request), period=period, seen_digest=form.cleaned_data["digest"],
-            note=form.cleaned_data["note"], request=request,
-        )  # fmt: skip
+            actor=acting_user(request),
+            period=period,
+            seen_digest=form.cleaned_data["digest"],
+            note=form.cleaned_data["note"],
+            request=request,
+        )
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
@@ -185,7 +263,7 @@ def balance_check_view(request: HttpRequest, kind: str, key: str) -> HttpRespons
     except PeriodError as exc:
         return _bad_period(request, exc)
     try:
-        balance_check_request(actor=_actor(request), period=period, request=request)
+        balance_check_request(actor=acting_user(request), period=period, request=request)
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:

@@ -25,9 +25,19 @@ MEAN_REVERSION = 0.002
 # Gap between synthetic book levels, as a fraction of the price.
 LEVEL_GAP = 0.0001
 INTERVAL_MINUTES = {
-    "1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120,
-    "4h": 240, "6h": 360, "8h": 480, "12h": 720, "1d": 1440,
-}  # fmt: skip
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1440,
+}
 
 
 @dataclass

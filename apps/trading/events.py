@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from apps.bots.models import Bot
-from apps.live.services import publish
+from apps.events.services import publish
 from apps.trading.models import Fill, GateRefusal, Order, Position
 
 
@@ -16,10 +16,17 @@ def _num(value: Decimal | None) -> str | None:
 
 def order_payload(order: Order) -> dict[str, Any]:
     return {
-        "id": order.pk, "client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side,
-        "type": order.type, "price": _num(order.price), "amount": _num(order.amount), "filled": _num(order.filled),
-        "status": order.status, "paper": order.paper,
-    }  # fmt: skip
+        "id": order.pk,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "type": order.type,
+        "price": _num(order.price),
+        "amount": _num(order.amount),
+        "filled": _num(order.filled),
+        "status": order.status,
+        "paper": order.paper,
+    }
 
 
 def order_new(order: Order) -> None:
@@ -33,18 +40,28 @@ def order_update(order: Order) -> None:
 def fill(fill: Fill, position: Position) -> None:
     order = fill.order
     publish(
-        kind="fill", bot_id=order.bot_id,
-        data={"order": order.pk, "symbol": order.symbol, "side": order.side, "price": _num(fill.price),
-              "amount": _num(fill.amount), "fee": _num(fill.fee), "fee_currency": fill.fee_currency,
-              "trade_id": fill.trade_id, "position": _num(position.base_quantity)},
-    )  # fmt: skip
+        kind="fill",
+        bot_id=order.bot_id,
+        data={
+            "order": order.pk,
+            "symbol": order.symbol,
+            "side": order.side,
+            "price": _num(fill.price),
+            "amount": _num(fill.amount),
+            "fee": _num(fill.fee),
+            "fee_currency": fill.fee_currency,
+            "trade_id": fill.trade_id,
+            "position": _num(position.base_quantity),
+        },
+    )
 
 
 def gate_refusal(refusal: GateRefusal) -> None:
     publish(
-        kind="gate_refusal", bot_id=refusal.bot_id,
+        kind="gate_refusal",
+        bot_id=refusal.bot_id,
         data={"symbol": refusal.symbol, "side": refusal.side, "reason": refusal.reason, "message": refusal.message},
-    )  # fmt: skip
+    )
 
 
 def bot_state(bot_id: int) -> None:
@@ -62,7 +79,12 @@ def heartbeat(bot_id: int, *, equity: Decimal | None) -> None:
     unrealized = sum((p.unrealized_pnl for p in positions), Decimal(0))
     publish(kind="heartbeat", bot_id=bot_id, data={})
     publish(
-        kind="pnl", bot_id=bot_id,
-        data={"realized": _num(realized), "unrealized": _num(unrealized), "total": _num(realized + unrealized),
-              "equity": _num(equity)},
-    )  # fmt: skip
+        kind="pnl",
+        bot_id=bot_id,
+        data={
+            "realized": _num(realized),
+            "unrealized": _num(unrealized),
+            "total": _num(realized + unrealized),
+            "equity": _num(equity),
+        },
+    )

@@ -20,16 +20,16 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
+from apps.bots.halts import global_halt_active, global_halt_lock_shared
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert
 from apps.killswitch.text import reason_clean
 from apps.strategies.base import OrderIntent
 from apps.trading import events
-from apps.trading.halt import global_halt_active, global_halt_lock_shared
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import Breach, ledger_for, loss_breach
 from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
@@ -102,10 +102,18 @@ def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
                 "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=data)
             )
             _savepoint("live event", bot, lambda: events.bot_state(bot.pk))
-            _savepoint("alert", bot, lambda: alert_raise(
-                kind="circuit_breaker", severity=Alert.Severity.CRITICAL, message=text, target=bot,
-                data={"bot": bot.pk, "reason": reason}, source=actor_of(bot),
-            ))  # fmt: skip
+            _savepoint(
+                "alert",
+                bot,
+                lambda: alert_raise(
+                    kind="circuit_breaker",
+                    severity=Alert.Severity.CRITICAL,
+                    message=text,
+                    target=bot,
+                    data={"bot": bot.pk, "reason": reason},
+                    source=actor_of(bot),
+                ),
+            )
 
 
 def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
@@ -176,15 +184,33 @@ def _checks(bot: Bot, intent: OrderIntent, price: Decimal, halts: tuple[bool, st
 def _refuse(bot: Bot, intent: OrderIntent, price: Decimal | None, breach: Breach) -> GateDecision:
     notional = intent.amount * price if price is not None and intent.amount.is_finite() else None
     refusal = GateRefusal.objects.create(
-        bot=bot, symbol=intent.symbol[:30], side=intent.side[:4], amount=intent.amount, price=price,
-        notional=notional, reason=breach.reason, message=breach.message[:500], intent_tag=intent.tag[:64],
-    )  # fmt: skip
+        bot=bot,
+        symbol=intent.symbol[:30],
+        side=intent.side[:4],
+        amount=intent.amount,
+        price=price,
+        notional=notional,
+        reason=breach.reason,
+        message=breach.message[:500],
+        intent_tag=intent.tag[:64],
+    )
     record(
-        actor=actor_of(bot), action="gate.refused", target=bot,
-        data={"refusal": refusal.pk, "reason": breach.reason, "message": breach.message, "symbol": intent.symbol,
-              "side": intent.side, "type": intent.type, "amount": intent.amount, "price": price,
-              "notional": notional, "tag": intent.tag},
-    )  # fmt: skip
+        actor=actor_of(bot),
+        action="gate.refused",
+        target=bot,
+        data={
+            "refusal": refusal.pk,
+            "reason": breach.reason,
+            "message": breach.message,
+            "symbol": intent.symbol,
+            "side": intent.side,
+            "type": intent.type,
+            "amount": intent.amount,
+            "price": price,
+            "notional": notional,
+            "tag": intent.tag,
+        },
+    )
     events.gate_refusal(refusal)
     if breach.reason in (Reason.DAILY_LOSS, Reason.DRAWDOWN):
         bot_halt(bot=bot, reason=breach.reason, message=breach.message)
@@ -232,9 +258,14 @@ def _send_live(order: Order, intent: OrderIntent, client: Any) -> None:
     price = float(intent.price) if intent.price is not None else None
     try:
         raw: dict[str, Any] = clients.call(
-            client.create_order, intent.symbol, intent.type, intent.side, float(intent.amount), price,
+            client.create_order,
+            intent.symbol,
+            intent.type,
+            intent.side,
+            float(intent.amount),
+            price,
             {"newClientOrderId": order.client_order_id},
-        )  # fmt: skip
+        )
     except clients.OrderRejected as exc:
         if not _is_duplicate(exc):
             order.status, order.error = Order.Status.REJECTED, exc.message[:300]
@@ -270,11 +301,19 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
             assert reference is not None
             paper = bot.mode == Bot.Mode.PAPER
             order = Order.objects.create(
-                bot=bot, account_id=bot.account_id, symbol=intent.symbol, side=intent.side, type=intent.type,
-                amount=intent.amount, price=intent.price if intent.type == Order.Type.LIMIT else None,
-                notional=intent.amount * reference, client_order_id=cid, intent_tag=intent.tag[:64],
-                generation=ledger.generation, paper=paper,
-            )  # fmt: skip
+                bot=bot,
+                account_id=bot.account_id,
+                symbol=intent.symbol,
+                side=intent.side,
+                type=intent.type,
+                amount=intent.amount,
+                price=intent.price if intent.type == Order.Type.LIMIT else None,
+                notional=intent.amount * reference,
+                client_order_id=cid,
+                intent_tag=intent.tag[:64],
+                generation=ledger.generation,
+                paper=paper,
+            )
             if paper:
                 from apps.trading.paper import paper_place  # paper imports this module's helpers
 
@@ -283,12 +322,24 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
                 # The halt row and the bot row stay share-locked until this transaction commits.
                 _send_live(order, intent, client)
             record(
-                actor=actor_of(bot), action="order.placed", target=order,
-                data={"bot": bot.pk, "client_order_id": cid, "exchange_order_id": order.exchange_order_id,
-                      "symbol": order.symbol, "side": order.side, "type": order.type, "amount": order.amount,
-                      "price": order.price, "notional": order.notional, "status": order.status, "paper": paper,
-                      "tag": order.intent_tag},
-            )  # fmt: skip
+                actor=actor_of(bot),
+                action="order.placed",
+                target=order,
+                data={
+                    "bot": bot.pk,
+                    "client_order_id": cid,
+                    "exchange_order_id": order.exchange_order_id,
+                    "symbol": order.symbol,
+                    "side": order.side,
+                    "type": order.type,
+                    "amount": order.amount,
+                    "price": order.price,
+                    "notional": order.notional,
+                    "status": order.status,
+                    "paper": paper,
+                    "tag": order.intent_tag,
+                },
+            )
             events.order_new(order)
     if not decision.allowed:
         raise OrderRefused(decision)
@@ -306,17 +357,21 @@ def order_cancel(*, order: Order, client: Any) -> Order:
     else:
         try:
             raw: dict[str, Any] = clients.call(
-                client.cancel_order, order.exchange_order_id or "", order.symbol,
+                client.cancel_order,
+                order.exchange_order_id or "",
+                order.symbol,
                 {} if order.exchange_order_id else {"origClientOrderId": order.client_order_id},
-            )  # fmt: skip
+            )
             order_apply_exchange(order, raw)
         except clients.OrderNotFound:
             # Already gone (filled or canceled meanwhile): take the exchange's word for what happened.
             order_apply_exchange(order, fetch_by_client_id(client, order.symbol, order.client_order_id))
     record(
-        actor=actor_of(order.bot), action="order.canceled", target=order,
+        actor=actor_of(order.bot),
+        action="order.canceled",
+        target=order,
         data={"client_order_id": order.client_order_id, "status": order.status},
-    )  # fmt: skip
+    )
     return order
 
 

@@ -59,19 +59,32 @@ def mark(position: Position, price: Decimal) -> None:
 
 
 def fill_record(
-    *, order: Order, trade_id: str, price: Decimal, amount: Decimal, fee: Decimal, fee_currency: str,
+    *,
+    order: Order,
+    trade_id: str,
+    price: Decimal,
+    amount: Decimal,
+    fee: Decimal,
+    fee_currency: str,
     timestamp: dt.datetime,
-) -> Fill | None:  # fmt: skip
+) -> Fill | None:
     """Store a fill once (unique per account and trade id) and apply it to the position.
 
     Returns None when the fill was already stored: polling the same trades twice changes nothing.
     """
     with transaction.atomic():
         fill, created = Fill.objects.get_or_create(
-            account_id=order.account_id, trade_id=trade_id,
-            defaults={"order": order, "price": price, "amount": amount, "fee": fee, "fee_currency": fee_currency,
-                      "timestamp": timestamp},
-        )  # fmt: skip
+            account_id=order.account_id,
+            trade_id=trade_id,
+            defaults={
+                "order": order,
+                "price": price,
+                "amount": amount,
+                "fee": fee,
+                "fee_currency": fee_currency,
+                "timestamp": timestamp,
+            },
+        )
         if not created:
             return None
         position_for(order.bot, order.symbol)  # make sure the row exists before locking it

@@ -17,24 +17,6 @@ from apps.exchanges.models import ExchangeAccount
 ZERO = Decimal(0)
 
 
-class TradingHalt(models.Model):
-    """The global halt: a single row (pk=1). The gate reads it from the database before every order."""
-
-    SINGLETON_PK = 1
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_PK)
-    active = models.BooleanField(default=False)
-    reason = models.CharField(max_length=300, blank=True)
-    since = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.CheckConstraint(condition=Q(id=1), name="trading_halt_singleton")]
-
-    def __str__(self) -> str:
-        return f"halt active={self.active}"
-
-
 class Order(models.Model):
     class Side(models.TextChoices):
         BUY = "buy", "Buy"

@@ -59,9 +59,14 @@ def _fill(order: Order, price: Decimal) -> None:
         fee, fee_currency = price * order.amount * FEE_RATE, quote
     seq = itertools.count(order.fills.count() + 1)
     fill_record(
-        order=order, trade_id=f"paper-{order.pk}-{next(seq)}", price=price, amount=order.amount, fee=fee,
-        fee_currency=fee_currency, timestamp=timezone.now(),
-    )  # fmt: skip
+        order=order,
+        trade_id=f"paper-{order.pk}-{next(seq)}",
+        price=price,
+        amount=order.amount,
+        fee=fee,
+        fee_currency=fee_currency,
+        timestamp=timezone.now(),
+    )
     order.status, order.filled, order.average = Order.Status.FILLED, order.amount, price
     order.save(update_fields=["status", "filled", "average", "updated_at"])
 

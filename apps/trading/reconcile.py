@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.models import Bot
 from apps.exchanges import clients
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert
 from apps.trading.gate import actor_of
 from apps.trading.ledger import split_symbol
 from apps.trading.models import ZERO, Order, Position
@@ -67,18 +67,32 @@ def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
         ).exists()
         if already:
             continue
-        data = {"account": str(bot.account_id), "exchange_order_id": order_id, "bot": bot.pk,
-                "client_order_id": raw.get("clientOrderId"), "symbol": raw.get("symbol"), "side": raw.get("side"),
-                "amount": raw.get("amount"), "price": raw.get("price")}  # fmt: skip
+        data = {
+            "account": str(bot.account_id),
+            "exchange_order_id": order_id,
+            "bot": bot.pk,
+            "client_order_id": raw.get("clientOrderId"),
+            "symbol": raw.get("symbol"),
+            "side": raw.get("side"),
+            "amount": raw.get("amount"),
+            "price": raw.get("price"),
+        }
         record(actor=actor_of(bot), action="reconcile.foreign_order", target=bot.account, data=data)
         alert_raise(
-            kind="foreign_order", severity=Alert.Severity.CRITICAL, target=bot.account, data=data,
+            kind="foreign_order",
+            severity=Alert.Severity.CRITICAL,
+            target=bot.account,
+            data=data,
             source=actor_of(bot),
             message=FOREIGN_ORDER_MESSAGE.format(
-                account=bot.account.label, side=raw.get("side"), amount=raw.get("amount"),
-                symbol=raw.get("symbol"), price=raw.get("price"), id=order_id,
+                account=bot.account.label,
+                side=raw.get("side"),
+                amount=raw.get("amount"),
+                symbol=raw.get("symbol"),
+                price=raw.get("price"),
+                id=order_id,
             ),
-        )  # fmt: skip
+        )
 
     for order in Order.objects.filter(bot=bot, paper=False, status__in=Order.OPEN_STATUSES).exclude(
         client_order_id__in=remote_cids
@@ -107,8 +121,11 @@ def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
             report.balance_shortfalls[asset] = f"{on_exchange} on the exchange, {amount} held by bots"
     if report.balance_shortfalls:
         alert_raise(
-            kind="balance_mismatch", severity=Alert.Severity.WARNING, target=bot.account, source=actor_of(bot),
+            kind="balance_mismatch",
+            severity=Alert.Severity.WARNING,
+            target=bot.account,
+            source=actor_of(bot),
             message=f"Account {bot.account.label} holds less than its bots' positions: {report.balance_shortfalls}.",
             data={"account": str(bot.account_id), "shortfalls": report.balance_shortfalls},
-        )  # fmt: skip
+        )
     return report

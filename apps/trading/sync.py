@@ -49,8 +49,11 @@ def order_apply_exchange(order: Order, raw: dict[str, Any]) -> bool:
             Order.objects.filter(pk=order.pk).update(price=exchange_price)
     exchange_id = str(raw["id"]) if raw.get("id") is not None else order.exchange_order_id
     changed = (order.status, order.filled, order.average, order.exchange_order_id) != (
-        status, filled, average, exchange_id,
-    )  # fmt: skip
+        status,
+        filled,
+        average,
+        exchange_id,
+    )
     if changed:
         order.status, order.filled, order.average, order.exchange_order_id = status, filled, average, exchange_id
         order.save(update_fields=["status", "filled", "average", "exchange_order_id", "updated_at"])
@@ -130,11 +133,14 @@ def _sync_fills(bot: Bot, client: Any, symbol: str, ledger: BotLedger, result: S
                 continue  # another bot's (or someone else's) trade on this account
             fee = trade.get("fee") or {}
             stored = fill_record(
-                order=order, trade_id=str(trade["id"]), price=Decimal(str(trade["price"])),
-                amount=Decimal(str(trade["amount"])), fee=Decimal(str(fee.get("cost") or 0)),
+                order=order,
+                trade_id=str(trade["id"]),
+                price=Decimal(str(trade["price"])),
+                amount=Decimal(str(trade["amount"])),
+                fee=Decimal(str(fee.get("cost") or 0)),
                 fee_currency=str(fee.get("currency") or ""),
                 timestamp=dt.datetime.fromtimestamp(int(trade["timestamp"]) / 1000, tz=dt.UTC),
-            )  # fmt: skip
+            )
             result.new_fills += stored is not None
             newest = max(newest or 0, int(trade["timestamp"]))
         if len(trades) < TRADES_PAGE:

@@ -17,13 +17,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
+from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.strategies import get_strategy
 from apps.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.trading import events
 from apps.trading.gate import OrderRefused, bot_halt, order_cancel, place_order
-from apps.trading.halt import global_halt_active
 from apps.trading.ledger import (
     account_equity,
     equity_update,
@@ -66,12 +66,14 @@ def _view(bot: Bot, symbol: str, price: Decimal, closes: tuple[Decimal, ...], qu
     position = Position.objects.filter(bot=bot, symbol=symbol).first()
     open_orders = Order.objects.filter(bot=bot, symbol=symbol, status__in=Order.OPEN_STATUSES).order_by("id")
     return MarketView(
-        symbol=symbol, price=price, closes=closes,
+        symbol=symbol,
+        price=price,
+        closes=closes,
         base_position=position.base_quantity if position else ZERO,
         average_entry=position.average_entry if position else None,
         open_orders=tuple(OpenOrder(o.client_order_id, o.side, o.price, o.amount - o.filled) for o in open_orders),
         quote_free=quote_free,
-    )  # fmt: skip
+    )
 
 
 def _act(bot: Bot, client: Any, decision: Decision, price: Decimal, result: TickResult) -> None:

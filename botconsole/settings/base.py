@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "csp",
     "apps.core",
     "apps.accounts",
+    "apps.events",
+    "apps.alerts",
     "apps.audit",
     "apps.vault",
     "apps.exchanges",

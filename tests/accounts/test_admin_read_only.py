@@ -67,12 +67,23 @@ def test_the_admin_changes_nothing_whatever_a_verified_superuser_posts(
 
     posts: list[tuple[str, dict[str, Any]]] = [
         # Make someone a superuser, add a user, give a group every permission, change a password.
-        (url(User, "change", victim.user.pk), {
-            "username": "victim", "email": "v@example.test", "is_active": "on", "is_staff": "on", "is_superuser": "on",
-            "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "groups": [group.pk],
-        }),
-        (url(User, "add"), {"username": "intruder", "password1": new, "password2": new,
-                            "usable_password": "true"}),  # pragma: allowlist secret
+        (
+            url(User, "change", victim.user.pk),
+            {
+                "username": "victim",
+                "email": "v@example.test",
+                "is_active": "on",
+                "is_staff": "on",
+                "is_superuser": "on",
+                "date_joined_0": "2026-01-01",
+                "date_joined_1": "00:00:00",
+                "groups": [group.pk],
+            },
+        ),
+        (
+            url(User, "add"),
+            {"username": "intruder", "password1": new, "password2": new, "usable_password": "true"},
+        ),  # pragma: allowlist secret
         (f"/admin/accounts/user/{victim.user.pk}/password/", {"password1": new, "password2": new}),
         (url(Group, "add"), {"name": "sneaky", "permissions": list(everything)}),
         (url(Group, "change", group.pk), {"name": "extra", "permissions": list(everything)}),
@@ -81,14 +92,24 @@ def test_the_admin_changes_nothing_whatever_a_verified_superuser_posts(
         (url(AccessAttempt, "delete", attempt.pk), {"post": "yes"}),
         (url(User, "delete", victim.user.pk), {"post": "yes"}),
         (url(User, "changelist"), {"action": "delete_selected", "_selected_action": [victim.user.pk], "post": "yes"}),
-        (url(AccessAttempt, "changelist"), {"action": "delete_selected", "_selected_action": [attempt.pk],
-                                            "post": "yes"}),
-        (url(User, "changelist"), {"form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": victim.user.pk,
-                                   "form-0-is_superuser": "on", "_save": "Save"}),
+        (
+            url(AccessAttempt, "changelist"),
+            {"action": "delete_selected", "_selected_action": [attempt.pk], "post": "yes"},
+        ),
+        (
+            url(User, "changelist"),
+            {
+                "form-TOTAL_FORMS": "1",
+                "form-INITIAL_FORMS": "1",
+                "form-0-id": victim.user.pk,
+                "form-0-is_superuser": "on",
+                "_save": "Save",
+            },
+        ),
         # The site's own password change and login are the console's.
         ("/admin/password_change/", {"old_password": PASSWORD, "new_password1": new, "new_password2": new}),
         ("/admin/login/", {"username": "victim", "password": PASSWORD}),
-    ]  # fmt: skip
+    ]
     # And for every registered model, whatever it is: add, change, delete, an action on all rows.
     for model in admin.site._registry:
         rows = list(model._default_manager.values_list("pk", flat=True))

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from apps.alerts.models import Alert
 from apps.audit.chain import checkpoint_message
 from apps.audit.checkpoints import (
     VerifyReport,
@@ -22,7 +23,6 @@ from apps.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from apps.audit.services import record
 from apps.audit.tasks import audit_checkpoint_task, audit_verify_task
 from apps.core.files import pg_bin
-from apps.killswitch.models import Alert
 from apps.vault import client as vault
 from tests.harness import Harness
 
@@ -154,11 +154,22 @@ def test_a_chain_rewritten_from_scratch_is_caught_by_the_checkpoint(control_vaul
     prev, statements = rows[0].prev_hash, []
     for e in rows:
         action = "forged" if e.seq == 2 else e.action
-        new = entry_hash(seq=e.seq, created_at=e.created_at, actor_user_id=e.actor_user_id, actor=e.actor, ip=e.ip,
-                         otp_verified=e.otp_verified, action=action, target_type=e.target_type,
-                         target_id=e.target_id, data=e.data, prev_hash=prev)  # fmt: skip
-        statements.append(f"UPDATE audit_auditentry SET action = '{action}', prev_hash = '{prev}', hash = '{new}' "
-                          f"WHERE seq = {e.seq}")  # fmt: skip
+        new = entry_hash(
+            seq=e.seq,
+            created_at=e.created_at,
+            actor_user_id=e.actor_user_id,
+            actor=e.actor,
+            ip=e.ip,
+            otp_verified=e.otp_verified,
+            action=action,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            data=e.data,
+            prev_hash=prev,
+        )
+        statements.append(
+            f"UPDATE audit_auditentry SET action = '{action}', prev_hash = '{prev}', hash = '{new}' WHERE seq = {e.seq}"
+        )
         prev = new
     _tamper(*statements)
 
@@ -255,17 +266,33 @@ def test_a_database_rolled_back_to_an_earlier_dump_is_detected(
     args, env = _dump_params()
     dump = tmp_path / "audit.sql"
     subprocess.run(
-        [str(pg_bin("pg_dump")), *args, "--data-only", "-t", "audit_auditentry", "-t", "audit_auditcheckpoint",
-         "-f", str(dump)], env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(pg_bin("pg_dump")),
+            *args,
+            "--data-only",
+            "-t",
+            "audit_auditentry",
+            "-t",
+            "audit_auditcheckpoint",
+            "-f",
+            str(dump),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     _write(3)
     signed_later = _checkpoint(control_vault)
 
     # Roll the tables back to the dump (the checkpoint file, outside the database, stays as it is).
     _tamper("TRUNCATE audit_auditentry, audit_auditcheckpoint")
     connection.close()
-    subprocess.run([str(pg_bin("psql")), *args, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(dump)], env=env,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(pg_bin("psql")), *args, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(dump)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() == 3
 
     from apps.audit.services import audit_verify_chain

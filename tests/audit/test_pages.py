@@ -30,16 +30,30 @@ LoggedIn = Callable[[str], tuple[Client, Person]]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def _append(*, created_at: datetime, actor: str = "system:test", action: str = "test.action",
-            target: tuple[str, str] = ("", ""), data: dict[str, Any] | None = None) -> AuditEntry:  # fmt: skip
+def _append(
+    *,
+    created_at: datetime,
+    actor: str = "system:test",
+    action: str = "test.action",
+    target: tuple[str, str] = ("", ""),
+    data: dict[str, Any] | None = None,
+) -> AuditEntry:
     """An entry at a chosen time (record() always stamps "now"), chained like record() does."""
     last = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
     fields: dict[str, Any] = {
-        "seq": seq, "created_at": created_at, "actor_user_id": None, "actor": actor, "ip": None,
-        "otp_verified": False, "action": action, "target_type": target[0], "target_id": target[1],
-        "data": data or {}, "prev_hash": prev,
-    }  # fmt: skip
+        "seq": seq,
+        "created_at": created_at,
+        "actor_user_id": None,
+        "actor": actor,
+        "ip": None,
+        "otp_verified": False,
+        "action": action,
+        "target_type": target[0],
+        "target_id": target[1],
+        "data": data or {},
+        "prev_hash": prev,
+    }
     return AuditEntry.objects.create(hash=entry_hash(**fields), **fields)
 
 
@@ -48,14 +62,17 @@ def varied() -> list[AuditEntry]:
     """Entries of several actors, actions, targets and times, one a minute from T0."""
     rows = []
     for i in range(40):
-        rows.append(_append(
-            created_at=T0 + timedelta(minutes=i),
-            actor="system:control-worker" if i % 4 == 0 else f"user{i % 3}",
-            action=["bot.updated", "bot.started", "exchange_account.rotated", "login.succeeded"][i % 4],
-            target=("bots.bot", str(i % 5)) if i % 2 == 0 else ("exchange_accounts.account", "a1"),
-            data={"before": {"max_order_notional": str(i)}, "after": {"max_order_notional": str(i + 1)}}
-            if i % 4 == 0 else {"note": f"entry number {i}", "marker": "needle" if i in (7, 23) else "hay"},
-        ))  # fmt: skip
+        rows.append(
+            _append(
+                created_at=T0 + timedelta(minutes=i),
+                actor="system:control-worker" if i % 4 == 0 else f"user{i % 3}",
+                action=["bot.updated", "bot.started", "exchange_account.rotated", "login.succeeded"][i % 4],
+                target=("bots.bot", str(i % 5)) if i % 2 == 0 else ("exchange_accounts.account", "a1"),
+                data={"before": {"max_order_notional": str(i)}, "after": {"max_order_notional": str(i + 1)}}
+                if i % 4 == 0
+                else {"note": f"entry number {i}", "marker": "needle" if i in (7, 23) else "hay"},
+            )
+        )
     return rows
 
 
@@ -161,14 +178,18 @@ def test_a_page_is_one_keyset_query_without_offset_or_count(logged_in: LoggedIn,
         ("action=bot.*", lambda e: e.action.startswith("bot.")),
         ("target=bots.bot", lambda e: e.target_type == "bots.bot"),
         ("target=bots.bot:3", lambda e: (e.target_type, e.target_id) == ("bots.bot", "3")),
-        ("since=2026-03-01T12:10&until=2026-03-01T12:20",
-         lambda e: T0 + timedelta(minutes=10) <= e.created_at < T0 + timedelta(minutes=20)),
+        (
+            "since=2026-03-01T12:10&until=2026-03-01T12:20",
+            lambda e: T0 + timedelta(minutes=10) <= e.created_at < T0 + timedelta(minutes=20),
+        ),
         ("q=NEEDLE", lambda e: e.data.get("marker") == "needle"),
         ("q=control-worker", lambda e: e.actor == "system:control-worker"),
-        ("actor=user0&action=exchange_account.rotated&q=number",
-         lambda e: e.actor == "user0" and e.action == "exchange_account.rotated"),
+        (
+            "actor=user0&action=exchange_account.rotated&q=number",
+            lambda e: e.actor == "user0" and e.action == "exchange_account.rotated",
+        ),
     ],
-)  # fmt: skip
+)
 def test_filters(logged_in: LoggedIn, varied: list[AuditEntry], query: str, expected: Callable[[Any], bool]) -> None:
     client, _ = logged_in("viewer")
     response = client.get(f"/audit/?{query}")
@@ -216,10 +237,15 @@ def test_the_detail_shows_the_fields_hashes_and_the_before_after_diff(
 ) -> None:
     client, _ = logged_in("viewer")
     entry = _append(
-        created_at=T0, actor="system:test", action="bot.updated", target=("bots.bot", "7"),
-        data={"before": {"max_order_notional": "100", "symbols": ["BTC/USDT"], "gone": 1},
-              "after": {"max_order_notional": "250", "symbols": ["BTC/USDT"], "new": "<b>x</b>"}},
-    )  # fmt: skip
+        created_at=T0,
+        actor="system:test",
+        action="bot.updated",
+        target=("bots.bot", "7"),
+        data={
+            "before": {"max_order_notional": "100", "symbols": ["BTC/USDT"], "gone": 1},
+            "after": {"max_order_notional": "250", "symbols": ["BTC/USDT"], "new": "<b>x</b>"},
+        },
+    )
     html = client.get(f"/audit/{entry.seq}/").content.decode()
     assert entry.hash in html and entry.prev_hash in html and "bots.bot:7" in html
     rows = re.findall(r'<tr class="(\w+)"><th scope="row">([^<]+)</th>', html)
@@ -277,10 +303,19 @@ def _expected(query: dict[str, Any]) -> list[AuditEntry]:
 
 def _record(e: AuditEntry) -> dict[str, Any]:
     return {
-        "seq": e.seq, "created_at": canonical_time(e.created_at), "actor": e.actor, "actor_user_id": e.actor_user_id,
-        "ip": e.ip, "otp_verified": e.otp_verified, "action": e.action, "target_type": e.target_type,
-        "target_id": e.target_id, "data": e.data, "prev_hash": e.prev_hash, "hash": e.hash,
-    }  # fmt: skip
+        "seq": e.seq,
+        "created_at": canonical_time(e.created_at),
+        "actor": e.actor,
+        "actor_user_id": e.actor_user_id,
+        "ip": e.ip,
+        "otp_verified": e.otp_verified,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target_id": e.target_id,
+        "data": e.data,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }
 
 
 @pytest.mark.parametrize(
@@ -289,11 +324,14 @@ def _record(e: AuditEntry) -> dict[str, Any]:
         ("action=bot.updated&target=bots.bot", {"action": "bot.updated", "target_type": "bots.bot"}, False),
         # The first export's own entry holds the filter "needle", so the second export finds it too.
         ("q=needle", {"data__marker": "needle"}, True),
-        ("since=2026-03-01T12:05&until=2026-03-01T12:09",
-         {"created_at__gte": T0 + timedelta(minutes=5), "created_at__lt": T0 + timedelta(minutes=9)}, False),
+        (
+            "since=2026-03-01T12:05&until=2026-03-01T12:09",
+            {"created_at__gte": T0 + timedelta(minutes=5), "created_at__lt": T0 + timedelta(minutes=9)},
+            False,
+        ),
         ("", {}, True),
     ],
-)  # fmt: skip
+)
 def test_exports_hold_exactly_the_filtered_entries(
     logged_in: LoggedIn, varied: list[AuditEntry], query: str, orm: dict[str, Any], export_matches: bool
 ) -> None:

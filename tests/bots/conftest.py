@@ -21,9 +21,12 @@ def account(new_key: Callable[..., Key]) -> Callable[[str], tuple[ExchangeAccoun
     def make(label: str) -> tuple[ExchangeAccount, Key]:
         key = new_key()
         acct, _ = exchange_account_create(
-            label=label, exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+            label=label,
+            exchange_id="sandbox",
+            credentials=key.form(),
+            attested_no_withdrawals=False,
             actor="system:test",
-        )  # fmt: skip
+        )
         return acct, key
 
     return make

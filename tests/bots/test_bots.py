@@ -21,20 +21,34 @@ pytestmark = pytest.mark.django_db
 def account(new_key: Callable[..., Key]) -> ExchangeAccount:
     key = new_key(ip_restrict=True)
     acct, _ = exchange_account_create(
-        label="Bots account", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Bots account",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     return acct
 
 
 def grid_form(account: ExchangeAccount, **overrides: str) -> dict[str, str]:
     data = {
-        "name": "Grid one", "account": str(account.pk), "symbols": "BTC/USDT", "tick_interval_s": "5",
-        "paper_balance": "10000", "max_order_notional": "500", "max_position_notional": "2000",
-        "max_open_orders": "20", "max_orders_per_minute": "30", "daily_loss_limit": "200",
-        "max_drawdown_pct": "10", "size_anomaly_factor": "10",
-        "param_lower": "20000", "param_upper": "40000", "param_levels": "10", "param_order_amount": "0.001",
-    }  # fmt: skip
+        "name": "Grid one",
+        "account": str(account.pk),
+        "symbols": "BTC/USDT",
+        "tick_interval_s": "5",
+        "paper_balance": "10000",
+        "max_order_notional": "500",
+        "max_position_notional": "2000",
+        "max_open_orders": "20",
+        "max_orders_per_minute": "30",
+        "daily_loss_limit": "200",
+        "max_drawdown_pct": "10",
+        "size_anomaly_factor": "10",
+        "param_lower": "20000",
+        "param_upper": "40000",
+        "param_levels": "10",
+        "param_order_amount": "0.001",
+    }
     return {**data, **overrides}
 
 
@@ -143,9 +157,16 @@ def test_a_viewer_sees_bots_but_cannot_change_them(
 
 def test_an_account_used_by_a_bot_cannot_be_deleted(account: ExchangeAccount, settings: Any) -> None:
     Bot.objects.create(
-        name="user", account=account, strategy="grid", params={}, symbols=["BTC/USDT"], max_order_notional=1,
-        max_position_notional=1, daily_loss_limit=1, max_drawdown_pct=1,
-    )  # fmt: skip
+        name="user",
+        account=account,
+        strategy="grid",
+        params={},
+        symbols=["BTC/USDT"],
+        max_order_notional=1,
+        max_position_notional=1,
+        daily_loss_limit=1,
+        max_drawdown_pct=1,
+    )
     with pytest.raises(ApplicationError, match="used by a bot"):
         exchange_account_delete(account=account, actor="system:test")
     assert ExchangeAccount.objects.filter(pk=account.pk).exists()
@@ -158,13 +179,27 @@ def test_the_accounts_page_counts_bots_not_orders(
 
     for name in ("a", "b"):
         Bot.objects.create(
-            name=name, account=account, strategy="grid", params={}, symbols=["BTC/USDT"], max_order_notional=1,
-            max_position_notional=1, daily_loss_limit=1, max_drawdown_pct=1,
-        )  # fmt: skip
+            name=name,
+            account=account,
+            strategy="grid",
+            params={},
+            symbols=["BTC/USDT"],
+            max_order_notional=1,
+            max_position_notional=1,
+            daily_loss_limit=1,
+            max_drawdown_pct=1,
+        )
     from apps.trading.models import Order
 
     Order.objects.create(
-        bot=Bot.objects.get(name="a"), account=account, symbol="BTC/USDT", side="buy", type="limit",
-        amount=1, price=1, client_order_id="t-1", intent_tag="t",
-    )  # fmt: skip
+        bot=Bot.objects.get(name="a"),
+        account=account,
+        symbol="BTC/USDT",
+        side="buy",
+        type="limit",
+        amount=1,
+        price=1,
+        client_order_id="t-1",
+        intent_tag="t",
+    )
     assert [b.name for b in bots_using(account)] == ["a", "b"]  # the order references the account too

@@ -24,13 +24,13 @@ import redis
 from django.conf import settings
 from django.test import Client
 
+from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots import deadman, runtime
 from apps.bots.fleet import BASE_DIR, Fleet, Worker
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
-from apps.killswitch.models import Alert
 from tests.bots.test_fleet import make_bot, observed, wait_for
 from tests.harness import Harness
 from tests.keys import Key
@@ -191,16 +191,22 @@ def test_a_worker_ending_while_its_bot_is_wanted_running_leaves_the_countdown_ar
 
 @pytest.mark.django_db
 def test_refresh_failures_are_retried_alerted_once_and_the_recovery_reported(
-    sandbox: Any, sandbox_url: str, account: Callable[[str], tuple[ExchangeAccount, Key]],
+    sandbox: Any,
+    sandbox_url: str,
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     acct, key = account("Deadman failing")
     bot = make_bot(acct, "deadman-failing", desired="stopped")
     switch = deadman.DeadmanSwitch(
-        bot_id=bot.pk, bot_name=bot.name, exchange_id="sandbox", symbols=lambda: ["BTC/USDT"],
+        bot_id=bot.pk,
+        bot_name=bot.name,
+        exchange_id="sandbox",
+        symbols=lambda: ["BTC/USDT"],
         client=clients.build_client(exchange_id="sandbox", credentials=key.form()),
-        refresh_s=REFRESH_S, timeout_s=TIMEOUT_S,
-    )  # fmt: skip
+        refresh_s=REFRESH_S,
+        timeout_s=TIMEOUT_S,
+    )
     assert switch.refresh() and reported(bot)["state"] == "armed"
 
     # A real failure: the exchange now refuses the key's trading calls.
@@ -259,9 +265,13 @@ def test_a_paper_bot_has_no_switch(account: Callable[[str], tuple[ExchangeAccoun
 def test_settings_refuse_a_timeout_not_greater_than_the_refresh(services: Harness, tmp_path: Path) -> None:
     env = process_env(services, token="", var_dir=tmp_path, DEADMAN_TIMEOUT_S="15", DEADMAN_REFRESH_S="15")
     proc = subprocess.run(
-        [sys.executable, str(BASE_DIR / "manage.py"), "check"], env=env, cwd=BASE_DIR, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, str(BASE_DIR / "manage.py"), "check"],
+        env=env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "DEADMAN_TIMEOUT_S (15) must be greater than DEADMAN_REFRESH_S (15)" in proc.stderr
 
@@ -271,8 +281,9 @@ def test_settings_refuse_a_timeout_not_greater_than_the_refresh(services: Harnes
 
 @pytest.mark.django_db
 def test_the_bot_page_shows_whether_the_switch_is_armed_and_its_last_refresh(
-    logged_in: Callable[[str], tuple[Client, Person]], account: Callable[[str], tuple[ExchangeAccount, Key]],
-) -> None:  # fmt: skip
+    logged_in: Callable[[str], tuple[Client, Person]],
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
+) -> None:
     acct, _ = account("Deadman page")
     bot = make_bot(acct, "deadman-page", desired="stopped")
     viewer, _ = logged_in("viewer")

@@ -22,14 +22,23 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def bot(new_key: Callable[..., Key]) -> Bot:
     acct, _ = exchange_account_create(
-        label="Flatten account", exchange_id="sandbox", credentials=new_key().form(), attested_no_withdrawals=False,
+        label="Flatten account",
+        exchange_id="sandbox",
+        credentials=new_key().form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     return Bot.objects.create(
-        name="flatten-bot", account=acct, strategy="grid", symbols=["BTC/USDT"], mode=Bot.Mode.LIVE,
-        max_order_notional=Decimal("100"), max_position_notional=Decimal("1000"), daily_loss_limit=Decimal("100"),
+        name="flatten-bot",
+        account=acct,
+        strategy="grid",
+        symbols=["BTC/USDT"],
+        mode=Bot.Mode.LIVE,
+        max_order_notional=Decimal("100"),
+        max_position_notional=Decimal("1000"),
+        daily_loss_limit=Decimal("100"),
         max_drawdown_pct=Decimal("10"),
-    )  # fmt: skip
+    )
 
 
 def flatten(bot: Bot) -> bool:

@@ -40,10 +40,18 @@ START_TIMEOUT_S = 60.0
 
 def make_bot(acct: ExchangeAccount, name: str, *, mode: str = "live", desired: str = "running") -> Bot:
     return Bot.objects.create(
-        name=name, account=acct, strategy="grid", symbols=["BTC/USDT"], mode=mode, tick_interval_s=1,
-        max_order_notional=Decimal("100"), max_position_notional=Decimal("1000"),
-        daily_loss_limit=Decimal("100"), max_drawdown_pct=Decimal("10"), desired_state=desired,
-    )  # fmt: skip
+        name=name,
+        account=acct,
+        strategy="grid",
+        symbols=["BTC/USDT"],
+        mode=mode,
+        tick_interval_s=1,
+        max_order_notional=Decimal("100"),
+        max_position_notional=Decimal("1000"),
+        daily_loss_limit=Decimal("100"),
+        max_drawdown_pct=Decimal("10"),
+        desired_state=desired,
+    )
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = START_TIMEOUT_S, fleet: Fleet | None = None) -> Any:
@@ -189,9 +197,12 @@ def test_a_bot_policy_is_not_rendered_for_a_malformed_account_id() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_refuses_a_wrapping_token_created_for_another_role(
-    fleet: Fleet, fleet_vault: vault.ProcessVault, account: Callable[[str], tuple[ExchangeAccount, Key]],
-    services: Harness, tmp_path: Path,
-) -> None:  # fmt: skip
+    fleet: Fleet,
+    fleet_vault: vault.ProcessVault,
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
+    services: Harness,
+    tmp_path: Path,
+) -> None:
     acct, _ = account("Tamper")
     mine = make_bot(acct, "tamper-mine", desired="stopped")
     other = make_bot(acct, "tamper-other", desired="stopped")
@@ -215,9 +226,12 @@ def test_the_worker_refuses_a_wrapping_token_created_for_another_role(
             env=fleet.worker_env(
                 {"BOT_ID": str(mine.pk), "VAULT_ROLE_ID": role_id, "VAULT_WRAPPED_SECRET_ID": foreign.wrapping_token}
             ),
-            cwd=fleet_mod.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=fleet_mod.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             output, _ = proc.communicate(timeout=START_TIMEOUT_S)
         finally:
@@ -306,9 +320,13 @@ def test_runfleet_starts_workers_and_sigterm_leaves_none_behind(
     paper = make_bot(acct, "runfleet-paper", mode="paper")
     proc = subprocess.Popen(
         [sys.executable, str(fleet_mod.BASE_DIR / "manage.py"), "runfleet", "--poll", "0.5"],
-        cwd=fleet_mod.BASE_DIR, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=fleet_mod.BASE_DIR,
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         wait_for(lambda: observed(live) == "running" and observed(paper) == "running", "both workers")
         pids = [p for p in psutil.Process(proc.pid).children() if "celery" in " ".join(p.cmdline())]
@@ -349,9 +367,10 @@ def test_a_running_bot_trades_through_its_worker_and_a_sigkill_doubles_no_order(
         generation = BotLedger.objects.get(bot=bot).generation
         wait_for(lambda: fleet.workers.get(bot.pk) and observed(bot) == "running", "the restart", fleet=fleet)
         wait_for(
-            lambda: BotLedger.objects.get(bot=bot).generation >= generation + 3, "ticks after the restart",
+            lambda: BotLedger.objects.get(bot=bot).generation >= generation + 3,
+            "ticks after the restart",
             fleet=fleet,
-        )  # fmt: skip
+        )
     finally:
         sandbox.admin.release_price("BTC/USDT")
 

@@ -23,20 +23,34 @@ LoggedIn = Callable[[str], tuple[Client, Person]]
 @pytest.fixture
 def account(new_key: Callable[..., Key]) -> ExchangeAccount:
     acct, _ = exchange_account_create(
-        label="Input account", exchange_id="sandbox", credentials=new_key().form(), attested_no_withdrawals=False,
+        label="Input account",
+        exchange_id="sandbox",
+        credentials=new_key().form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     return acct
 
 
 def grid_form(acct: ExchangeAccount, **overrides: str) -> dict[str, str]:
     data = {
-        "name": "Grid one", "account": str(acct.pk), "symbols": "BTC/USDT", "tick_interval_s": "5",
-        "paper_balance": "10000", "max_order_notional": "500", "max_position_notional": "2000",
-        "max_open_orders": "20", "max_orders_per_minute": "30", "daily_loss_limit": "200",
-        "max_drawdown_pct": "10", "size_anomaly_factor": "10",
-        "param_lower": "20000", "param_upper": "40000", "param_levels": "10", "param_order_amount": "0.001",
-    }  # fmt: skip
+        "name": "Grid one",
+        "account": str(acct.pk),
+        "symbols": "BTC/USDT",
+        "tick_interval_s": "5",
+        "paper_balance": "10000",
+        "max_order_notional": "500",
+        "max_position_notional": "2000",
+        "max_open_orders": "20",
+        "max_orders_per_minute": "30",
+        "daily_loss_limit": "200",
+        "max_drawdown_pct": "10",
+        "size_anomaly_factor": "10",
+        "param_lower": "20000",
+        "param_upper": "40000",
+        "param_levels": "10",
+        "param_order_amount": "0.001",
+    }
     return {**data, **overrides}
 
 
@@ -114,9 +128,15 @@ def test_it_refuses_hostile_numbers_in_an_edit_and_changes_nothing(
 def test_the_highest_values_of_each_range_are_accepted(logged_in: LoggedIn, account: ExchangeAccount) -> None:
     client, _ = logged_in("operator")
     edges = grid_form(
-        account, max_drawdown_pct="100", max_order_notional="1000000000", paper_balance="0.00000001",
-        size_anomaly_factor="1000", tick_interval_s="86400", max_orders_per_minute="600", max_open_orders="1000",
-    )  # fmt: skip
+        account,
+        max_drawdown_pct="100",
+        max_order_notional="1000000000",
+        paper_balance="0.00000001",
+        size_anomaly_factor="1000",
+        tick_interval_s="86400",
+        max_orders_per_minute="600",
+        max_open_orders="1000",
+    )
     response = client.post("/bots/new/?strategy=grid", edges)
     assert response.status_code == 302, response.content.decode()[:3000]
     bot = Bot.objects.get()

@@ -26,9 +26,12 @@ LoggedIn = Callable[[str], tuple[Client, Person]]
 
 def _account(new_key: Callable[..., Key], label: str) -> ExchangeAccount:
     acct, _ = exchange_account_create(
-        label=label, exchange_id="sandbox", credentials=new_key().form(), attested_no_withdrawals=False,
+        label=label,
+        exchange_id="sandbox",
+        credentials=new_key().form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     return acct
 
 
@@ -40,24 +43,44 @@ def accounts(new_key: Callable[..., Key]) -> tuple[ExchangeAccount, ExchangeAcco
 @pytest.fixture
 def live_bot(accounts: tuple[ExchangeAccount, ExchangeAccount]) -> Bot:
     return Bot.objects.create(
-        name="Live grid", account=accounts[0], strategy="grid", mode=Bot.Mode.LIVE, symbols=["BTC/USDT"],
+        name="Live grid",
+        account=accounts[0],
+        strategy="grid",
+        mode=Bot.Mode.LIVE,
+        symbols=["BTC/USDT"],
         params={"lower": "20000", "upper": "40000", "levels": 10, "order_amount": "0.001"},
-        tick_interval_s=5, max_order_notional=Decimal("500"), max_position_notional=Decimal("2000"),
-        max_open_orders=20, max_orders_per_minute=30, daily_loss_limit=Decimal("200"),
-        max_drawdown_pct=Decimal("10"), size_anomaly_factor=Decimal("10"),
-    )  # fmt: skip
+        tick_interval_s=5,
+        max_order_notional=Decimal("500"),
+        max_position_notional=Decimal("2000"),
+        max_open_orders=20,
+        max_orders_per_minute=30,
+        daily_loss_limit=Decimal("200"),
+        max_drawdown_pct=Decimal("10"),
+        size_anomaly_factor=Decimal("10"),
+    )
 
 
 def form_of(bot: Bot, **overrides: str) -> dict[str, str]:
     """The edit form as the page fills it in for `bot`, with `overrides` typed over it."""
     data = {
-        "name": bot.name, "account": str(bot.account_id), "symbols": ", ".join(bot.symbols),
-        "tick_interval_s": str(bot.tick_interval_s), "paper_balance": "10000",
-        "max_order_notional": "500", "max_position_notional": "2000", "max_open_orders": "20",
-        "max_orders_per_minute": "30", "daily_loss_limit": "200", "max_drawdown_pct": "10",
-        "size_anomaly_factor": "10", "host": bot.host,
-        "param_lower": "20000", "param_upper": "40000", "param_levels": "10", "param_order_amount": "0.001",
-    }  # fmt: skip
+        "name": bot.name,
+        "account": str(bot.account_id),
+        "symbols": ", ".join(bot.symbols),
+        "tick_interval_s": str(bot.tick_interval_s),
+        "paper_balance": "10000",
+        "max_order_notional": "500",
+        "max_position_notional": "2000",
+        "max_open_orders": "20",
+        "max_orders_per_minute": "30",
+        "daily_loss_limit": "200",
+        "max_drawdown_pct": "10",
+        "size_anomaly_factor": "10",
+        "host": bot.host,
+        "param_lower": "20000",
+        "param_upper": "40000",
+        "param_levels": "10",
+        "param_order_amount": "0.001",
+    }
     return {**data, **overrides}
 
 
@@ -121,10 +144,17 @@ def test_it_refuses_the_whole_edit_when_it_tightens_one_limit_and_loosens_anothe
 def test_an_operator_tightens_a_live_bot_saved_and_audited(logged_in: LoggedIn, live_bot: Bot) -> None:
     client, _ = logged_in("operator")
     tighter = form_of(
-        live_bot, max_order_notional="250", max_position_notional="1000", max_open_orders="5",
-        max_orders_per_minute="10", daily_loss_limit="50", max_drawdown_pct="5", size_anomaly_factor="3",
-        tick_interval_s="10", name="Live grid (careful)",
-    )  # fmt: skip
+        live_bot,
+        max_order_notional="250",
+        max_position_notional="1000",
+        max_open_orders="5",
+        max_orders_per_minute="10",
+        daily_loss_limit="50",
+        max_drawdown_pct="5",
+        size_anomaly_factor="3",
+        tick_interval_s="10",
+        name="Live grid (careful)",
+    )
     response = client.post(edit_url(live_bot), tighter)
     assert response.status_code == 302, response.content.decode()[:2000]
     bot = Bot.objects.get(pk=live_bot.pk)
@@ -186,11 +216,15 @@ def test_an_admin_with_a_fresh_code_loosens_a_live_bot_audited_with_before_and_a
     entry = AuditEntry.objects.get(action="bot.updated")
     assert entry.actor == who.user.username and entry.otp_verified
     assert entry.data["before"] == {
-        "account": str(accounts[0].pk), "max_drawdown_pct": "10.00", "max_order_notional": "500.00000000",
-    }  # fmt: skip
+        "account": str(accounts[0].pk),
+        "max_drawdown_pct": "10.00",
+        "max_order_notional": "500.00000000",
+    }
     assert entry.data["after"] == {
-        "account": str(accounts[1].pk), "max_drawdown_pct": "20.00", "max_order_notional": "750.00000000",
-    }  # fmt: skip
+        "account": str(accounts[1].pk),
+        "max_drawdown_pct": "20.00",
+        "max_order_notional": "750.00000000",
+    }
     assert entry.data["loosened"] == ["account", "max_order_notional", "max_drawdown_pct"]
 
 

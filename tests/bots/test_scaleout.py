@@ -34,8 +34,12 @@ class Supervisor:
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, str(fleet_mod.BASE_DIR / "manage.py"), "runfleet", "--poll", "0.5", "--host-label", label],
-            cwd=fleet_mod.BASE_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=fleet_mod.BASE_DIR,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def worker_pids(self) -> set[int]:
         try:

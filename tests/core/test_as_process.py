@@ -29,9 +29,13 @@ def run(services: Harness, tmp_path: Path, *args: str) -> subprocess.CompletedPr
     env = process_env(services, token="", var_dir=tmp_path, AUDIT_CHECKPOINT_FILE=str(tmp_path / "checkpoints.jsonl"))
     env.pop("VAULT_TOKEN")
     return subprocess.run(
-        [sys.executable, "-m", "launcher.as_process", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "launcher.as_process", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
 
 
 def test_audit_verify_from_a_shell_checks_signatures_with_a_control_token(

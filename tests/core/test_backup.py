@@ -94,25 +94,38 @@ def take_backup(parent: Path) -> tuple[Path, str]:
 def restored_env(services: Harness, servers: dict[str, str], var_dir: Path, token: str) -> dict[str, str]:
     """A botconsole process on the fresh servers, with this session's control token (restored with the snapshot)."""
     return process_env(
-        services, token=token, var_dir=var_dir,
-        DATABASE_URL=servers["DATABASE_URL"], REDIS_URL=servers["REDIS_URL"], VAULT_ADDR=servers["VAULT_ADDR"],
-    )  # fmt: skip
+        services,
+        token=token,
+        var_dir=var_dir,
+        DATABASE_URL=servers["DATABASE_URL"],
+        REDIS_URL=servers["REDIS_URL"],
+        VAULT_ADDR=servers["VAULT_ADDR"],
+    )
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # -- the backup ----------------------------------------------------------------------------------
 
 
 def test_a_backup_holds_the_database_the_snapshot_and_the_checkpoints_each_with_its_checksum(
-    tmp_path: Path, checkpoints: Path, backup_token: str, control_vault: vault.ProcessVault,
-    secret: tuple[str, dict[str, str]], services: Harness,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    checkpoints: Path,
+    backup_token: str,
+    control_vault: vault.ProcessVault,
+    secret: tuple[str, dict[str, str]],
+    services: Harness,
+) -> None:
     write_log(3)
     audit_checkpoint_create(source="system:test", process_vault=control_vault)
     made, output = take_backup(tmp_path / "backups")
@@ -154,9 +167,14 @@ def test_a_failed_backup_leaves_no_directory_behind(tmp_path: Path, monkeypatch:
 
 
 def test_a_backup_restores_into_fresh_servers_where_the_audit_log_verifies_and_tampering_shows(
-    tmp_path: Path, checkpoints: Path, backup_token: str, control_vault: vault.ProcessVault,
-    secret: tuple[str, dict[str, str]], services: Harness, fresh_var: Path,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    checkpoints: Path,
+    backup_token: str,
+    control_vault: vault.ProcessVault,
+    secret: tuple[str, dict[str, str]],
+    services: Harness,
+    fresh_var: Path,
+) -> None:
     write_log(5)
     audit_checkpoint_create(source="system:test", process_vault=control_vault)
     write_log(2, "test.after-checkpoint")  # entries the last checkpoint does not cover yet
@@ -170,8 +188,13 @@ def test_a_backup_restores_into_fresh_servers_where_the_audit_log_verifies_and_t
     env.update(BOTCONSOLE_VAR_DIR=str(fresh_var), SECRET_KEY=settings.SECRET_KEY)
     restore = subprocess.run(
         [sys.executable, "-m", "launcher.restore_local", str(made), "--keys", str(keys)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert "database restored" in restore.stdout
     assert "OpenBao restored and unsealed" in restore.stdout
@@ -211,9 +234,12 @@ def test_a_backup_restores_into_fresh_servers_where_the_audit_log_verifies_and_t
 
 
 def test_it_refuses_a_database_that_holds_data(
-    tmp_path: Path, checkpoints: Path, backup_token: str, secret: tuple[str, dict[str, str]],
+    tmp_path: Path,
+    checkpoints: Path,
+    backup_token: str,
+    secret: tuple[str, dict[str, str]],
     root_vault: vault.ProcessVault,
-) -> None:  # fmt: skip
+) -> None:
     write_log(2)
     made, _ = take_backup(tmp_path / "backups")
     before = AuditEntry.objects.count()
@@ -225,9 +251,12 @@ def test_it_refuses_a_database_that_holds_data(
 
 
 def test_it_asks_for_confirmation_and_changes_nothing_without_it(
-    tmp_path: Path, checkpoints: Path, backup_token: str, secret: tuple[str, dict[str, str]],
+    tmp_path: Path,
+    checkpoints: Path,
+    backup_token: str,
+    secret: tuple[str, dict[str, str]],
     root_vault: vault.ProcessVault,
-) -> None:  # fmt: skip
+) -> None:
     write_log(2)
     made, _ = take_backup(tmp_path / "backups")
     before = AuditEntry.objects.count()

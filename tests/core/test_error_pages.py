@@ -116,16 +116,34 @@ def test_with_debug_off_every_error_page_is_the_sites_own_and_tells_nothing(boom
     strict = Client(enforce_csrf_checks=True)
     strict.cookies = client.cookies
     pages["403 csrf"] = strict.post("/accounts/logout/")
-    headings = {"404": "Not found", "500": "Something went wrong", "400": "Bad request", "403": "Not allowed",
-                "403 csrf": "The form could not be accepted"}  # fmt: skip
+    headings = {
+        "404": "Not found",
+        "500": "Something went wrong",
+        "400": "Bad request",
+        "403": "Not allowed",
+        "403 csrf": "The form could not be accepted",
+    }
     for name, response in pages.items():
         assert response.status_code == int(name[:3]), (name, response.status_code)
         body = response.content.decode()
         assert f"<h1>{headings[name]}</h1>" in body, name
         assert "/static/css/app.css" in body and 'class="topbar"' in body, name  # the site's layout
-        for told in ("Traceback", "URLconf", "urlpatterns", "Django Version", django.get_version(), "SECRET_KEY",
-                     "REDIS_URL", "DATABASES", "ConnectionError", "CSRF", "attacker.example", missing,
-                     str(django_settings.BASE_DIR), "Exception"):  # fmt: skip
+        for told in (
+            "Traceback",
+            "URLconf",
+            "urlpatterns",
+            "Django Version",
+            django.get_version(),
+            "SECRET_KEY",
+            "REDIS_URL",
+            "DATABASES",
+            "ConnectionError",
+            "CSRF",
+            "attacker.example",
+            missing,
+            str(django_settings.BASE_DIR),
+            "Exception",
+        ):
             assert told not in body, (name, told)
         assert_no_credential(body)
     assert client.get("/").status_code == 200  # nothing above logged the viewer out

@@ -52,29 +52,54 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 def make_bot(name: str, *, mode: str, observed: str, halted: bool = False) -> Bot:
     account = ExchangeAccount.objects.create(
-        label=f"metrics-{name}", exchange_id="sandbox", key_fingerprint="abcd", key_digest="0" * 64,
+        label=f"metrics-{name}",
+        exchange_id="sandbox",
+        key_fingerprint="abcd",
+        key_digest="0" * 64,
         withdrawals=ExchangeAccount.Withdrawals.DISABLED,
-    )  # fmt: skip
+    )
     return Bot.objects.create(
-        name=f"metrics-{name}", account=account, strategy="grid", symbols=["BTC/USDT"], mode=mode,
+        name=f"metrics-{name}",
+        account=account,
+        strategy="grid",
+        symbols=["BTC/USDT"],
+        mode=mode,
         params={"lower": "55000", "upper": "65000", "levels": 5, "order_amount": "0.001"},
-        max_order_notional=Decimal("1000"), max_position_notional=Decimal("5000"), daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"), observed_state=observed, halted=halted,
-    )  # fmt: skip
+        max_order_notional=Decimal("1000"),
+        max_position_notional=Decimal("5000"),
+        daily_loss_limit=Decimal("1000"),
+        max_drawdown_pct=Decimal("50"),
+        observed_state=observed,
+        halted=halted,
+    )
 
 
 def make_order(bot: Bot, n: int, status: str, *, paper: bool) -> Order:
     return Order.objects.create(
-        bot=bot, account=bot.account, symbol="BTC/USDT", side="buy", type="limit", amount=1, price=1,
-        client_order_id=f"metrics-{bot.pk}-{n}", intent_tag="t", status=status, paper=paper,
-    )  # fmt: skip
+        bot=bot,
+        account=bot.account,
+        symbol="BTC/USDT",
+        side="buy",
+        type="limit",
+        amount=1,
+        price=1,
+        client_order_id=f"metrics-{bot.pk}-{n}",
+        intent_tag="t",
+        status=status,
+        paper=paper,
+    )
 
 
 def refuse(bot: Bot, reason: str, *, age: timedelta = timedelta()) -> None:
     GateRefusal.objects.create(
-        bot=bot, symbol="BTC/USDT", side="buy", amount=1, reason=reason, message="refused",
+        bot=bot,
+        symbol="BTC/USDT",
+        side="buy",
+        amount=1,
+        reason=reason,
+        message="refused",
         created_at=timezone.now() - age,
-    )  # fmt: skip
+    )
 
 
 def finished_kill(status: str, took: timedelta, finished_ago: timedelta) -> KillRun:

@@ -47,25 +47,42 @@ def test_every_page_for_a_signed_in_admin_says_no_store(logged_in: Callable[[str
     who.user.is_staff = who.user.is_superuser = True  # the Django admin's pages too
     who.user.save()
     account = ExchangeAccount.objects.create(
-        label="cache", exchange_id="sandbox", key_fingerprint="abcd", key_digest="0" * 64,
+        label="cache",
+        exchange_id="sandbox",
+        key_fingerprint="abcd",
+        key_digest="0" * 64,
         withdrawals=ExchangeAccount.Withdrawals.DISABLED,
-    )  # fmt: skip
+    )
     bot = Bot.objects.create(
-        name="cache", account=account, strategy="grid", symbols=["BTC/USDT"],
+        name="cache",
+        account=account,
+        strategy="grid",
+        symbols=["BTC/USDT"],
         params={"lower": "55000", "upper": "65000", "levels": 5, "order_amount": "0.001"},
-        max_order_notional=Decimal("1000"), max_position_notional=Decimal("5000"), daily_loss_limit=Decimal("1000"),
+        max_order_notional=Decimal("1000"),
+        max_position_notional=Decimal("5000"),
+        daily_loss_limit=Decimal("1000"),
         max_drawdown_pct=Decimal("50"),
-    )  # fmt: skip
+    )
     yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     values: dict[str, Any] = {
-        "bot_id": bot.pk, "account_id": account.pk, "user_id": who.user.pk,
+        "bot_id": bot.pk,
+        "account_id": account.pk,
+        "user_id": who.user.pk,
         "session_id": UserSession.objects.filter(user=who.user).latest("pk").pk,
-        "seq": AuditEntry.objects.latest("seq").seq, "run_id": 1, "fmt": "csv", "action": "start",
-        "object_id": who.user.pk, "app_label": "accounts",
-        "content_type_id": ContentType.objects.get_for_model(User).pk, "url": "no-such-page/",
-        "reviews:kind": "day", "reviews:key": yesterday, "killswitch:kind": "bot_daily_loss",
+        "seq": AuditEntry.objects.latest("seq").seq,
+        "run_id": 1,
+        "fmt": "csv",
+        "action": "start",
+        "object_id": who.user.pk,
+        "app_label": "accounts",
+        "content_type_id": ContentType.objects.get_for_model(User).pk,
+        "url": "no-such-page/",
+        "reviews:kind": "day",
+        "reviews:key": yesterday,
+        "killswitch:kind": "bot_daily_loss",
         "accounts:action": "role",
-    }  # fmt: skip
+    }
     seen: dict[str, int] = {}
     for namespace, route, names in routes():
         path = route

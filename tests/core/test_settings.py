@@ -46,9 +46,16 @@ def test_production_refuses_to_start_without(missing: str) -> None:
 
 def test_production_cookies_and_hsts() -> None:
     names = [
-        "SESSION_COOKIE_NAME", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE",
-        "CSRF_COOKIE_NAME", "CSRF_COOKIE_SECURE", "CSRF_COOKIE_HTTPONLY", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT",
-    ]  # fmt: skip
+        "SESSION_COOKIE_NAME",
+        "SESSION_COOKIE_SECURE",
+        "SESSION_COOKIE_HTTPONLY",
+        "SESSION_COOKIE_SAMESITE",
+        "CSRF_COOKIE_NAME",
+        "CSRF_COOKIE_SECURE",
+        "CSRF_COOKIE_HTTPONLY",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_SSL_REDIRECT",
+    ]
     code = f"import json; from django.conf import settings; print(json.dumps([getattr(settings, n) for n in {names}]))"
     result = _manage(PRODUCTION_ENV, "shell", "-c", code)
     assert result.returncode == 0, result.stderr

@@ -44,8 +44,11 @@ def test_the_stack_has_every_process_and_server() -> None:
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
         result = subprocess.run(
             [docker, "compose", "-f", str(COMPOSE), "config", "--quiet", "--no-interpolate"],
-            capture_output=True, text=True, timeout=60, cwd=DEPLOY,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=DEPLOY,
+        )
         assert result.returncode == 0, result.stderr
 
 

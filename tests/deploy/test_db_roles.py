@@ -23,8 +23,8 @@ from psycopg import sql
 from apps.accounts.models import User
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_verify_chain, record
+from apps.bots.halts import global_halt_lock_shared
 from apps.core.files import pg_bin
-from apps.trading.halt import global_halt_lock_shared
 from tests.deploy.conftest import DEPLOY, Role, pg_superuser_params
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -209,10 +209,28 @@ def test_roles_sql_creates_an_owner_and_a_runtime_role_that_owns_nothing(service
     params = pg_superuser_params(services)
     assert "conninfo" not in params, "roles.sql is run here with the embedded cluster's superuser"
     argv = [
-        str(pg_bin("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", params["host"], "-p", str(params["port"]),
-        "-U", params["user"], "-d", "postgres", "-v", f"owner={owner}", "-v", f"runtime={runtime_name}",
-        "-v", f"dbname={dbname}", "-f", str(DEPLOY / "postgres" / "roles.sql"),
-    ]  # fmt: skip
+        str(pg_bin("psql")),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        params["host"],
+        "-p",
+        str(params["port"]),
+        "-U",
+        params["user"],
+        "-d",
+        "postgres",
+        "-v",
+        f"owner={owner}",
+        "-v",
+        f"runtime={runtime_name}",
+        "-v",
+        f"dbname={dbname}",
+        "-f",
+        str(DEPLOY / "postgres" / "roles.sql"),
+    ]
     env = {"PATH": os.environ["PATH"], "PGPASSWORD": params["password"]}
     admin = pg_admin("postgres")
     try:

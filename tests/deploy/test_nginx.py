@@ -159,10 +159,25 @@ def proxy(services: Harness, tmp_path_factory: pytest.TempPathFactory, django_db
     web_port = free_port()
     env = process_env(services, token=services.tokens["web"].token, var_dir=tmp_path / "var", DEBUG="false")
     web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "botconsole.asgi:application", "--host", "127.0.0.1",
-         "--port", str(web_port), "--lifespan", "off", *web_unit_uvicorn_flags()],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "botconsole.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(web_port),
+            "--lifespan",
+            "off",
+            *web_unit_uvicorn_flags(),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     tls = make_tls(tmp_path / "tls", "localhost")
     site = render(tmp_path / "nginx", tls, server_name="localhost", upstream_port=web_port)
     nginx_proc = subprocess.Popen(nginx(site), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

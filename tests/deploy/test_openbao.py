@@ -77,9 +77,11 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
     server_log = tmp / "server.log"
     with open(server_log, "wb") as log:
         proc = subprocess.Popen(
-            [str(bao_bin()), "server", f"-config={config}"], stdout=log, stderr=subprocess.STDOUT,
+            [str(bao_bin()), "server", f"-config={config}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     server = Bao(addr=f"https://127.0.0.1:{port}", ca=ca, audit_log=audit_log)
     try:
         deadline = time.monotonic() + 30

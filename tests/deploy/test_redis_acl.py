@@ -114,13 +114,20 @@ def test_botconsole_traffic_passes_the_acl(server: Server, services: Harness, tm
 
     # A control worker as its unit starts it (prefork, mingle, gossip, events), on this server.
     env = process_env(
-        services, token=services.tokens["control"].token, var_dir=tmp_path, REDIS_URL=server.url,
+        services,
+        token=services.tokens["control"].token,
+        var_dir=tmp_path,
+        REDIS_URL=server.url,
         AUDIT_CHECKPOINT_FILE=str(tmp_path / "checkpoints.jsonl"),
-    )  # fmt: skip
+    )
     worker = subprocess.Popen(
-        control_unit_argv(), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        control_unit_argv(),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     # Not the current app: shared tasks queued by later tests must keep using botconsole's own broker.
     app = Celery("botconsole-acl-test", broker=server.url, set_as_current=False)
     app.conf.update(accept_content=["json"], task_serializer="json", task_default_queue="control")

@@ -169,8 +169,11 @@ def _verify(paths: list[Path]) -> subprocess.CompletedProcess[str]:
     assert Path(SYSTEMD_ANALYZE).exists(), "systemd-analyze is missing: `make deploy-tools` installs it"
     return subprocess.run(
         [SYSTEMD_ANALYZE, "verify", "--man=no", *map(str, paths)],
-        capture_output=True, text=True, timeout=120, cwd=paths[0].parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=paths[0].parent,
+    )
 
 
 def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path: Path) -> None:
@@ -195,14 +198,17 @@ def test_the_sysusers_file_creates_every_user_the_units_run_as(tmp_path: Path) -
         (tmp_path / "etc" / name).write_text("")
     result = subprocess.run(
         [sysusers, f"--root={tmp_path}", str(UNITS / "botconsole.sysusers.conf")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc" / "passwd").read_text().splitlines()}
     group_id = next(
-        line.split(":")[2] for line in (tmp_path / "etc" / "group").read_text().splitlines()
+        line.split(":")[2]
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
         if line.startswith("botconsole:")
-    )  # fmt: skip
+    )
     for name in SERVICES:
         fields = passwd[f"botconsole-{name}"]
         assert fields[3] == group_id and fields[6] == "/usr/sbin/nologin"
@@ -225,9 +231,12 @@ def run_manage_wrapper(tmp_path: Path, *args: str, **env: str) -> tuple[subproce
     stub.chmod(0o755)
     result = subprocess.run(
         ["bash", str(DEPLOY / "bin" / "botconsole-manage"), *args],
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     argv = record.read_text().split("\0")[:-1] if record.exists() else []
     return result, argv
 

@@ -18,9 +18,11 @@ def test_a_viewer_filters_the_log_and_opens_an_entrys_diff(live_server: LiveServ
     for i in range(5):
         record(actor="system:test", action="bot.started", target=("bots.bot", i))
     record(
-        actor="system:test", action="bot.updated", target=("bots.bot", 3),
+        actor="system:test",
+        action="bot.updated",
+        target=("bots.bot", 3),
         data={"before": {"max_order_notional": "100"}, "after": {"max_order_notional": "250"}},
-    )  # fmt: skip
+    )
     updated = AuditEntry.objects.get(action="bot.updated")
     vera = make_person("vera", "viewer")
     browser_login(page, base, "vera", vera.code())

@@ -20,9 +20,12 @@ def test_an_operator_configures_and_starts_a_bot(
     base = live_server.url
     key = new_key(ip_restrict=True)
     exchange_account_create(
-        label="Sandbox", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Sandbox",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     who = make_person("olga", "operator")
     browser_login(page, base, "olga", who.code())
 
@@ -32,8 +35,13 @@ def test_an_operator_configures_and_starts_a_bot(
     expect(page.locator("legend", has_text="DCA with take-profit parameters")).to_be_visible()
     page.locator("input[name=name]").fill("Weekly DCA")
     page.locator("input[name=symbols]").fill("ETH/USDT, FAKE/USDT")
-    for name, value in {"max_order_notional": "100", "max_position_notional": "1000", "daily_loss_limit": "50",
-                        "max_drawdown_pct": "5", "param_quote_per_buy": "25"}.items():  # fmt: skip
+    for name, value in {
+        "max_order_notional": "100",
+        "max_position_notional": "1000",
+        "daily_loss_limit": "50",
+        "max_drawdown_pct": "5",
+        "param_quote_per_buy": "25",
+    }.items():
         page.locator(f"input[name={name}]").fill(value)
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".error", has_text="Not listed on sandbox: FAKE/USDT")).to_be_visible()

@@ -51,9 +51,13 @@ def console(services: Harness, sandbox_url: str, tmp_path: Path, settings: Any) 
     server = AsgiServer(env("web"), free_port())
     with (tmp_path / "fleet.log").open("wb") as log:
         fleet = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runfleet"], cwd=ROOT, env=env("fleet"), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, str(ROOT / "manage.py"), "runfleet"],
+            cwd=ROOT,
+            env=env("fleet"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         server.start()
         control.wait_ready()
@@ -72,9 +76,12 @@ def test_log_in_configure_start_see_a_fill_press_the_panic_button_read_the_repor
     key = new_key(ip_restrict=True)
     sandbox.admin.set_balances(key.api_key, {"USDT": "100000", "BTC": "1"})
     exchange_account_create(
-        label="Story account", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Story account",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     sandbox.admin.set_price(SYMBOL, "30000", hold=True)
     try:
         _story(page, base, key, sandbox)
@@ -94,10 +101,18 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     page.get_by_role("link", name="New bot").click()
     expect(page.locator("legend", has_text="Grid parameters")).to_be_visible()  # the first strategy
     fields = {
-        "name": "Story grid", "symbols": SYMBOL, "tick_interval_s": "1", "max_order_notional": "1000",
-        "max_position_notional": "10000", "daily_loss_limit": "5000", "max_drawdown_pct": "50",
-        "param_lower": "25000", "param_upper": "35000", "param_levels": "10", "param_order_amount": "0.01",
-    }  # fmt: skip
+        "name": "Story grid",
+        "symbols": SYMBOL,
+        "tick_interval_s": "1",
+        "max_order_notional": "1000",
+        "max_position_notional": "10000",
+        "daily_loss_limit": "5000",
+        "max_drawdown_pct": "50",
+        "param_lower": "25000",
+        "param_upper": "35000",
+        "param_levels": "10",
+        "param_order_amount": "0.01",
+    }
     for name, value in fields.items():
         page.locator(f"input[name={name}]").fill(value)
     page.get_by_role("button", name="Save").click()
@@ -149,8 +164,14 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     expect(rows).to_contain_text("killswitch.pressed")
     expect(rows).to_contain_text("killswitch.finished")
     expect(rows).to_contain_text("story: suspected key leak")
-    for action in ("login.success", "bot.created", "bot.mode_changed", "bot.start_requested", "bot.worker_started",
-                   "bot.worker_stopped"):  # fmt: skip
+    for action in (
+        "login.success",
+        "bot.created",
+        "bot.mode_changed",
+        "bot.start_requested",
+        "bot.worker_started",
+        "bot.worker_stopped",
+    ):
         page.locator("input[name=action]").fill(action)
         page.get_by_role("button", name="Filter").click()
         expect(rows).to_contain_text(action)

@@ -23,9 +23,9 @@ from django.db import connection
 from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
+from apps.events.services import publish
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
-from apps.live.services import publish
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
@@ -66,10 +66,24 @@ class AsgiServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "botconsole.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--lifespan", "off"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "botconsole.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--lifespan",
+                "off",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -106,14 +120,24 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     key = new_key(ip_restrict=True)
     sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
     account, _ = exchange_account_create(
-        label="Live test", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Live test",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     bot = Bot.objects.create(
-        name="Live bot", account=account, strategy="grid", symbols=["BTC/USDT"], mode="live",
-        max_order_notional=Decimal("1000"), max_position_notional=Decimal("5000"), daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"), desired_state="running",  # started: the gate refuses a stopped bot
-    )  # fmt: skip
+        name="Live bot",
+        account=account,
+        strategy="grid",
+        symbols=["BTC/USDT"],
+        mode="live",
+        max_order_notional=Decimal("1000"),
+        max_position_notional=Decimal("5000"),
+        daily_loss_limit=Decimal("1000"),
+        max_drawdown_pct=Decimal("50"),
+        desired_state="running",  # started: the gate refuses a stopped bot
+    )
     who = make_person("vera", "viewer")
     base = asgi_server.url
     browser_login(page, base, "vera", who.code())
@@ -136,8 +160,13 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     # Cut the socket: the server goes away, the page says so, events are published meanwhile.
     asgi_server.stop()
     expect(page.locator("#live-status")).to_contain_text("Reconnecting")
-    as_worker(lambda: publish(kind="gate_refusal", bot_id=bot.pk, data={
-        "symbol": "BTC/USDT", "side": "buy", "reason": "test", "message": "sent while you were away"}))  # fmt: skip
+    as_worker(
+        lambda: publish(
+            kind="gate_refusal",
+            bot_id=bot.pk,
+            data={"symbol": "BTC/USDT", "side": "buy", "reason": "test", "message": "sent while you were away"},
+        )
+    )
     asgi_server.start()
     expect(page.locator("#live-status")).to_have_text("Live", timeout=20_000)
     expect(page.locator("#feed")).to_contain_text("sent while you were away")

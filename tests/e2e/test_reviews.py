@@ -25,14 +25,21 @@ from tests.trading.conftest import SYMBOL, Live, live, make_bot, price  # noqa: 
 
 
 def test_an_operator_reviews_today_and_marks_it_done(
-    live_server: LiveServer, page: Page, live: Live, make_bot: Callable[..., Bot],  # noqa: F811
-    control_vault: vault.ProcessVault, sandbox: Any,
-) -> None:  # fmt: skip
+    live_server: LiveServer,
+    page: Page,
+    live: Live,  # noqa: F811
+    make_bot: Callable[..., Bot],  # noqa: F811
+    control_vault: vault.ProcessVault,
+    sandbox: Any,
+) -> None:
     base = live_server.url
     balance_snapshots_take(source="schedule", process_vault=control_vault)  # the morning's snapshot
     bot = make_bot(name="review-grid")
-    place_order(bot=bot, intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "e2e-b"),
-                client=live.client)  # fmt: skip
+    place_order(
+        bot=bot,
+        intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "e2e-b"),
+        client=live.client,
+    )
     sandbox.admin.set_price(SYMBOL, "58900", hold=True)  # the resting buy fills on the exchange
     assert orders_sync(bot=bot, client=live.client).new_fills == 1
     balance_snapshots_take(source="request", process_vault=control_vault)  # "Check balances now", as the worker does

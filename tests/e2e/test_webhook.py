@@ -8,7 +8,7 @@ import secrets
 from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
 
-from apps.killswitch.webhook_services import webhook_deliver_pending
+from apps.alerts.webhook import webhook_deliver_pending
 from apps.vault import client as vault
 from tests.e2e.conftest import browser_login
 from tests.people import make_person

@@ -14,6 +14,7 @@ from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
+from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import (
@@ -23,7 +24,6 @@ from apps.exchanges.services import (
     exchange_account_create,
     exchange_accounts_hygiene,
 )
-from apps.killswitch.models import Alert
 from apps.vault import client as vault
 from tests.keys import Key
 from tests.leaks import pg_dump, redis_dump
@@ -43,9 +43,12 @@ def stored_paths(root_vault: vault.ProcessVault) -> list[str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_canary_secret_is_stored_in_vault_and_nowhere_else(
-    new_key: Callable[..., Key], root_vault: vault.ProcessVault, control_vault: vault.ProcessVault,
-    caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any,
-) -> None:  # fmt: skip
+    new_key: Callable[..., Key],
+    root_vault: vault.ProcessVault,
+    control_vault: vault.ProcessVault,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
     who = make_person("canary-admin", "admin")
     client = Client()
     full_login(client, who)
@@ -245,9 +248,12 @@ def test_adding_needs_a_fresh_step_up(logged_in: Callable[[str], tuple[Client, P
 def _account(new_key: Callable[..., Key], **perms: bool) -> tuple[ExchangeAccount, Key]:
     key = new_key(**perms)
     account, _ = exchange_account_create(
-        label=f"acct-{key.api_key[-6:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"acct-{key.api_key[-6:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     return account, key
 
 

@@ -26,10 +26,31 @@ ROOT = Path(__file__).resolve().parents[2]
 def control_worker(services: Harness, sandbox_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     env = process_env(services, token=services.tokens["control"].token, var_dir=tmp_path, sandbox_url=sandbox_url)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "botconsole", "worker", "-Q", "control", "-P", "solo",
-         "-n", f"test-control-{os.getpid()}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "botconsole",
+            "worker",
+            "-Q",
+            "control",
+            "-P",
+            "solo",
+            "-n",
+            f"test-control-{os.getpid()}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield proc
     os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=30)
@@ -42,9 +63,12 @@ def test_the_control_worker_checks_a_key_it_alone_may_read(
 ) -> None:
     key = new_key(ip_restrict=True)
     account, _ = exchange_account_create(
-        label="Checked by the worker", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Checked by the worker",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     ExchangeAccount.objects.filter(pk=account.pk).update(last_check_at=None, last_check_ok=None, last_check_message="")
     exchange_account_check_task.delay(str(account.id))
     deadline = time.monotonic() + 60

@@ -37,9 +37,13 @@ ADD = "/exchange-accounts/add/"
     ],
 )
 def test_it_refuses_hostile_account_input_without_repeating_it_or_storing_anything(
-    admin_client: tuple[Client, Person], new_key: Callable[..., Key], root_vault: vault.ProcessVault,
-    field: str, value: str, message: str,
-) -> None:  # fmt: skip
+    admin_client: tuple[Client, Person],
+    new_key: Callable[..., Key],
+    root_vault: vault.ProcessVault,
+    field: str,
+    value: str,
+    message: str,
+) -> None:
     client, _ = admin_client
     key = new_key()
     data = {"label": "Main", "exchange_id": "sandbox", **key.form(), field: value}

@@ -15,18 +15,20 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots import runtime
+from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
 from apps.bots.tasks import bot_tick_task
 from apps.exchanges import clients
+from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import breakers
 from apps.killswitch.breakers import VaultProbe, breakers_check, rules_current
-from apps.killswitch.models import Alert, BreakerRule, BreakerTrip, ExchangeAuthFailure, KillRun
+from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
-from apps.trading.halt import global_halt_active
 from apps.trading.ledger import ledger_for
 from apps.trading.reconcile import reconcile
 from apps.vault import client as vault
@@ -111,9 +113,12 @@ def test_the_fleet_loss_breaker_kills_everything_and_the_gate_refuses_the_next_o
     a = make_bot(desired_state="running", daily_loss_limit=Decimal("1000"))
     key = new_key()
     other, _ = exchange_account_create(
-        label=f"second-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"second-{key.api_key[-8:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     b = make_bot(desired_state="running", daily_loss_limit=Decimal("1000"), account=other)
     set_equity(a, day_start="1000", peak="1000", last="800")
     set_equity(b, day_start="1000", peak="1000", last="800")
@@ -128,8 +133,7 @@ def test_the_fleet_loss_breaker_kills_everything_and_the_gate_refuses_the_next_o
 
     before = live.requests()
     with pytest.raises(OrderRefused):
-        place_order(bot=Bot.objects.get(pk=a.pk), client=live.client,
-                    intent=buy("t-1"))  # fmt: skip
+        place_order(bot=Bot.objects.get(pk=a.pk), client=live.client, intent=buy("t-1"))
     assert live.requests() == before  # the exchange received nothing
 
 
@@ -153,19 +157,16 @@ def test_an_order_rate_spike_halts_the_bots_that_placed_them(make_bot: Callable[
     bot = make_bot(desired_state="running", max_orders_per_minute=100, max_open_orders=100)
     quiet = make_bot(desired_state="running")
     for i in range(5):
-        place_order(bot=bot, client=live.client,
-                    intent=buy(f"r-{i}"))  # fmt: skip
+        place_order(bot=bot, client=live.client, intent=buy(f"r-{i}"))
     assert breakers_check() == []  # 5 is the limit, not beyond it
-    place_order(bot=bot, client=live.client,
-                intent=buy("r-5"))  # fmt: skip
+    place_order(bot=bot, client=live.client, intent=buy("r-5"))
     opened = breakers_check()
     assert [t.kind for t in opened] == [Kind.ORDER_RATE]
     assert opened[0].data["orders"] == 6
     assert halted(bot) and not halted(quiet)
     before = live.requests()
     with pytest.raises(OrderRefused):
-        place_order(bot=Bot.objects.get(pk=bot.pk), client=live.client,
-                    intent=buy("r-6"))  # fmt: skip
+        place_order(bot=Bot.objects.get(pk=bot.pk), client=live.client, intent=buy("r-6"))
     assert live.requests() == before
 
 

@@ -25,6 +25,7 @@ from apps.accounts.models import User
 from apps.audit.models import AuditEntry
 from apps.audit.services import AUDIT_LOCK_KEY
 from apps.bots.fleet import token_accessor_report
+from apps.bots.halts import global_halt_active, global_halt_clear, global_halt_set, global_halt_state
 from apps.bots.models import Bot
 from apps.bots.services import bot_start
 from apps.core.exceptions import ApplicationError
@@ -33,7 +34,6 @@ from apps.killswitch import services
 from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request, trading_resume
-from apps.trading.halt import global_halt_active, global_halt_clear, global_halt_set, global_halt_state
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.killswitch.test_engine import Trader, open_orders, rest_orders, traders  # noqa: F401 - fixture
@@ -104,14 +104,23 @@ def fleet_bots(new_key: Callable[..., Any]) -> list[Bot]:
 
     key = new_key()
     account, _ = exchange_account_create(
-        label="Concurrency", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Concurrency",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     fields: dict[str, Any] = {
-        "account": account, "strategy": "grid", "symbols": ["BTC/USDT"], "mode": Bot.Mode.LIVE,
-        "desired_state": Bot.Desired.RUNNING, "max_order_notional": Decimal(1000),
-        "max_position_notional": Decimal(5000), "daily_loss_limit": Decimal(1000), "max_drawdown_pct": Decimal(50),
-    }  # fmt: skip
+        "account": account,
+        "strategy": "grid",
+        "symbols": ["BTC/USDT"],
+        "mode": Bot.Mode.LIVE,
+        "desired_state": Bot.Desired.RUNNING,
+        "max_order_notional": Decimal(1000),
+        "max_position_notional": Decimal(5000),
+        "daily_loss_limit": Decimal(1000),
+        "max_drawdown_pct": Decimal(50),
+    }
     return [Bot.objects.create(name=f"concurrency {i}", **fields) for i in range(2)]
 
 

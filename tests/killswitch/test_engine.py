@@ -20,18 +20,19 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
+from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import engine
 from apps.killswitch.engine import kill_execute, kill_pending
-from apps.killswitch.models import Alert, KillRun
+from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
 from apps.killswitch.tasks import _poll_forever, consumes_control_queue
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
-from apps.trading.halt import global_halt_active
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key
@@ -59,17 +60,27 @@ def traders(new_key: Callable[..., Key], pinned_price: None) -> Callable[[int], 
         for _ in range(n):
             key = new_key()
             account, _ = exchange_account_create(
-                label=f"kill-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-                attested_no_withdrawals=False, actor="system:test",
-            )  # fmt: skip
+                label=f"kill-{key.api_key[-8:]}",
+                exchange_id="sandbox",
+                credentials=key.form(),
+                attested_no_withdrawals=False,
+                actor="system:test",
+            )
             bot = Bot.objects.create(
-                name=f"kill-bot-{next(_names)}-{key.api_key[-6:]}", account=account, strategy="grid",
+                name=f"kill-bot-{next(_names)}-{key.api_key[-6:]}",
+                account=account,
+                strategy="grid",
                 params={"lower": "55000", "upper": "65000", "levels": 5, "order_amount": "0.001"},
-                symbols=[SYMBOL], mode=Bot.Mode.LIVE, max_order_notional=Decimal("1000"),
-                max_position_notional=Decimal("5000"), max_open_orders=50, max_orders_per_minute=100,
-                daily_loss_limit=Decimal("100000"), max_drawdown_pct=Decimal("90"),
+                symbols=[SYMBOL],
+                mode=Bot.Mode.LIVE,
+                max_order_notional=Decimal("1000"),
+                max_position_notional=Decimal("5000"),
+                max_open_orders=50,
+                max_orders_per_minute=100,
+                daily_loss_limit=Decimal("100000"),
+                max_drawdown_pct=Decimal("90"),
                 desired_state=Bot.Desired.RUNNING,
-            )  # fmt: skip
+            )
             made.append(Trader(key, bot, clients.build_client(exchange_id="sandbox", credentials=key.form())))
         return made
 
@@ -170,8 +181,12 @@ def test_the_shell_command_works_with_redis_down(
     )
     done = subprocess.run(
         [sys.executable, "manage.py", "killswitch", "--reason", "redis is down"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     print(done.stdout, done.stderr[-3000:])
     assert done.returncode == 0
     assert "Orders cancelled: 10" in done.stdout and "Orders still open: 0" in done.stdout
@@ -208,8 +223,9 @@ def test_the_control_worker_poller_executes_pending_runs_from_the_database(
 
 
 def _worker(*queues: str) -> Any:
-    return SimpleNamespace(consumer=SimpleNamespace(task_consumer=SimpleNamespace(
-        queues=[SimpleNamespace(name=q) for q in queues])))  # fmt: skip
+    return SimpleNamespace(
+        consumer=SimpleNamespace(task_consumer=SimpleNamespace(queues=[SimpleNamespace(name=q) for q in queues]))
+    )
 
 
 def test_only_the_control_worker_polls_for_kills() -> None:

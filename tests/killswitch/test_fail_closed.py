@@ -19,13 +19,13 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_verify_chain
+from apps.bots.halts import global_halt_active, global_halt_set, global_halt_state
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import gate_check
-from apps.trading.halt import global_halt_active, global_halt_set, global_halt_state
 from apps.trading.models import GateRefusal
 from tests.keys import Key
 from tests.killswitch.support import HOSTILE_REASONS, inserts_refused, is_clean
@@ -42,14 +42,23 @@ RUNS = KillRun._meta.db_table
 def bots(new_key: Callable[..., Key]) -> list[Bot]:
     key = new_key()
     account, _ = exchange_account_create(
-        label="Fail closed", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Fail closed",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     fields: dict[str, Any] = {
-        "account": account, "strategy": "grid", "symbols": [SYMBOL], "mode": Bot.Mode.LIVE,
-        "desired_state": Bot.Desired.RUNNING, "max_order_notional": Decimal(1000),
-        "max_position_notional": Decimal(5000), "daily_loss_limit": Decimal(1000), "max_drawdown_pct": Decimal(50),
-    }  # fmt: skip
+        "account": account,
+        "strategy": "grid",
+        "symbols": [SYMBOL],
+        "mode": Bot.Mode.LIVE,
+        "desired_state": Bot.Desired.RUNNING,
+        "max_order_notional": Decimal(1000),
+        "max_position_notional": Decimal(5000),
+        "daily_loss_limit": Decimal(1000),
+        "max_drawdown_pct": Decimal(50),
+    }
     return [Bot.objects.create(name=f"fail-closed {i}", **fields) for i in range(2)]
 
 

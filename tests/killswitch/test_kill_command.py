@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.bots.halts import global_halt_active, global_halt_state
 from apps.bots.models import Bot
 from apps.killswitch import engine
 from apps.killswitch.models import KillRun
-from apps.trading.halt import global_halt_active, global_halt_state
 from tests.harness import Harness
 from tests.killswitch.support import is_clean
 from tests.killswitch.test_engine import Trader, open_orders, rest_orders, traders  # noqa: F401 - fixture

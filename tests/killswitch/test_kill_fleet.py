@@ -21,6 +21,7 @@ import pytest
 
 from apps.audit.models import AuditEntry
 from apps.bots.fleet import Fleet, token_accessor_report
+from apps.bots.halts import global_halt_state
 from apps.bots.models import Bot
 from apps.bots.tasks import RECONCILE_EVERY_TICKS
 from apps.exchanges import clients
@@ -31,7 +32,6 @@ from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
-from apps.trading.halt import global_halt_state
 from apps.trading.ledger import ledger_for
 from apps.trading.models import Order, Position
 from apps.trading.sync import orders_sync
@@ -63,9 +63,12 @@ def live_account(new_key: Callable[..., Key]) -> Callable[[], tuple[ExchangeAcco
     def make() -> tuple[ExchangeAccount, Key]:
         key = new_key()
         acct, _ = exchange_account_create(
-            label=f"kill-fleet-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-            attested_no_withdrawals=False, actor="system:test",
-        )  # fmt: skip
+            label=f"kill-fleet-{key.api_key[-8:]}",
+            exchange_id="sandbox",
+            credentials=key.form(),
+            attested_no_withdrawals=False,
+            actor="system:test",
+        )
         return acct, key
 
     return make
@@ -73,11 +76,21 @@ def live_account(new_key: Callable[..., Key]) -> Callable[[], tuple[ExchangeAcco
 
 def live_bot(acct: ExchangeAccount, strategy: str, params: dict[str, Any]) -> Bot:
     return Bot.objects.create(
-        name=f"kill-fleet-{strategy}-{next(_names)}", account=acct, strategy=strategy, params=params,
-        symbols=[SYMBOL], mode=Bot.Mode.LIVE, tick_interval_s=1, max_order_notional=Decimal("100"),
-        max_position_notional=Decimal("5000"), max_open_orders=50, max_orders_per_minute=100,
-        daily_loss_limit=Decimal("100000"), max_drawdown_pct=Decimal("90"), desired_state=Bot.Desired.RUNNING,
-    )  # fmt: skip
+        name=f"kill-fleet-{strategy}-{next(_names)}",
+        account=acct,
+        strategy=strategy,
+        params=params,
+        symbols=[SYMBOL],
+        mode=Bot.Mode.LIVE,
+        tick_interval_s=1,
+        max_order_notional=Decimal("100"),
+        max_position_notional=Decimal("5000"),
+        max_open_orders=50,
+        max_orders_per_minute=100,
+        daily_loss_limit=Decimal("100000"),
+        max_drawdown_pct=Decimal("90"),
+        desired_state=Bot.Desired.RUNNING,
+    )
 
 
 GRID = {"lower": "40000", "upper": "50000", "levels": RESTING, "order_amount": "0.001"}
@@ -120,12 +133,14 @@ def test_a_kill_leaves_no_order_no_worker_and_no_token_and_a_mid_tick_worker_ord
         control_worker.wait_ready()
         wait_until(
             lambda: Bot.objects.filter(pk__in=[b.pk for b in bots], observed_state="running").count() == len(bots),
-            "every bot worker to run", timeout=180,
-        )  # fmt: skip
+            "every bot worker to run",
+            timeout=180,
+        )
         wait_until(
             lambda: all(len(sandbox.admin.open_orders(k.api_key)) == RESTING for _, k in grid),
-            f"{RESTING} resting orders per grid bot", timeout=120,
-        )  # fmt: skip
+            f"{RESTING} resting orders per grid bot",
+            timeout=120,
+        )
         wait_until(lambda: len(sandbox.admin.orders(dca_key.api_key)) >= 2, "the DCA bot's first buys", timeout=60)
         pids = loop.pids()
         assert set(pids) == {b.pk for b in bots} and all(alive(pid) for pid in pids.values())
@@ -138,7 +153,7 @@ def test_a_kill_leaves_no_order_no_worker_and_no_token_and_a_mid_tick_worker_ord
         wait_until(
             lambda: 2 <= ledger_for(dca).generation % RECONCILE_EVERY_TICKS <= RECONCILE_EVERY_TICKS - 4,
             "the DCA bot between two reconciliations",
-        )  # fmt: skip
+        )
         with contextlib.ExitStack() as down:
             # Freeze the exchange: every worker's next exchange call blocks, mid-tick (or mid-reconcile).
             thaw = down.enter_context(frozen(sandbox.proc))
@@ -158,8 +173,9 @@ def test_a_kill_leaves_no_order_no_worker_and_no_token_and_a_mid_tick_worker_ord
 
             run = wait_until(
                 lambda: KillRun.objects.filter(pk=run.pk, status__in=["done", "failed"]).first(),
-                "the control worker to finish the kill", timeout=90,
-            )  # fmt: skip
+                "the control worker to finish the kill",
+                timeout=90,
+            )
             print(f"kill with Redis {redis_state}: {run.duration_ms} ms; steps {run.steps}")
             assert run.status == KillRun.Status.DONE, run.problems
             if redis_state == "stopped":
@@ -296,9 +312,7 @@ def test_a_kill_market_sells_the_position_of_a_bot_flagged_by_an_admin_and_of_no
     run = kill_execute(run_id=run.pk, process_vault=control_vault)
 
     assert run.status == KillRun.Status.DONE, run.problems
-    assert [s["name"] for s in run.steps] == [
-        "revoke", "stop", "purge", "cancel", "verify", "flatten", "balances"
-    ]  # fmt: skip
+    assert [s["name"] for s in run.steps] == ["revoke", "stop", "purge", "cancel", "verify", "flatten", "balances"]
     assert step(run, "flatten").startswith(f"{flagged.name} sold {held.normalize():f} {SYMBOL} (average ")
     assert "left" not in step(run, "flatten")
     assert run.orders_cancelled == 2 and run.orders_still_open == 0

@@ -24,11 +24,11 @@ from django.test import Client
 
 from apps.audit.models import AuditEntry
 from apps.bots.fleet import Fleet
+from apps.bots.halts import global_halt_active, global_halt_state
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
-from apps.trading.halt import global_halt_active, global_halt_state
 from tests.fleet_support import (  # noqa: F401 - fixtures
     ControlWorker,
     FleetLoop,
@@ -64,15 +64,28 @@ def grid_bot(new_key: Callable[..., Key]) -> tuple[Bot, Key]:
     key = new_key()
     account: ExchangeAccount
     account, _ = exchange_account_create(
-        label=f"race-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"race-{key.api_key[-8:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     bot = Bot.objects.create(
-        name=f"race-grid-{next(_names)}-{key.api_key[-6:]}", account=account, strategy="grid", params=GRID,
-        symbols=[SYMBOL], mode=Bot.Mode.LIVE, tick_interval_s=1, max_order_notional=Decimal("100"),
-        max_position_notional=Decimal("5000"), max_open_orders=50, max_orders_per_minute=100,
-        daily_loss_limit=Decimal("100000"), max_drawdown_pct=Decimal("90"), desired_state=Bot.Desired.RUNNING,
-    )  # fmt: skip
+        name=f"race-grid-{next(_names)}-{key.api_key[-6:]}",
+        account=account,
+        strategy="grid",
+        params=GRID,
+        symbols=[SYMBOL],
+        mode=Bot.Mode.LIVE,
+        tick_interval_s=1,
+        max_order_notional=Decimal("100"),
+        max_position_notional=Decimal("5000"),
+        max_open_orders=50,
+        max_orders_per_minute=100,
+        daily_loss_limit=Decimal("100000"),
+        max_drawdown_pct=Decimal("90"),
+        desired_state=Bot.Desired.RUNNING,
+    )
     return bot, key
 
 

@@ -8,10 +8,10 @@ import pytest
 from django.test import Client
 
 from apps.audit.models import AuditEntry
+from apps.bots.halts import global_halt_active, global_halt_set
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
-from apps.trading.halt import global_halt_active, global_halt_set
 from tests.keys import Key
 from tests.people import Person
 
@@ -22,9 +22,12 @@ pytestmark = pytest.mark.django_db
 def bots(new_key: Callable[..., Key]) -> list[Bot]:
     key = new_key(ip_restrict=True)
     account, _ = exchange_account_create(
-        label="Kill views", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Kill views",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     return [
         Bot.objects.create(
             name=f"bot {i}",

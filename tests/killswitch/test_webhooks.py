@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.alerts import webhook as webhook_services
+from apps.alerts.models import Alert, AlertWebhook
+from apps.alerts.services import alert_raise
+from apps.alerts.webhook import SECRET_PATH, alert_webhook_configure, webhook_deliver_pending
 from apps.audit.models import AuditEntry
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_check, exchange_account_create
-from apps.killswitch import webhook_services
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert, AlertWebhook, KillRun
+from apps.killswitch.models import KillRun
 from apps.killswitch.tasks import _poll_forever
-from apps.killswitch.webhook_services import SECRET_PATH, alert_webhook_configure, webhook_deliver_pending
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key
@@ -28,7 +29,7 @@ from tests.leaks import pg_dump, redis_dump
 from tests.people import Person, make_person
 from tests.receiver import Delivery, Receiver, running_receiver
 
-PAGE = "/killswitch/alerts/webhook/"
+PAGE = "/alerts/webhook/"
 Login = Callable[[str], tuple[Client, Person]]
 
 
@@ -109,16 +110,22 @@ def test_a_lockout_is_posted_signed_to_the_receiver(
 
 @pytest.mark.django_db
 def test_a_failed_key_check_is_posted_without_the_api_secret(
-    receiver: Receiver, admin: Person, new_key: Callable[..., Key],
-    web_vault: vault.ProcessVault, control_vault: vault.ProcessVault,
-) -> None:  # fmt: skip
+    receiver: Receiver,
+    admin: Person,
+    new_key: Callable[..., Key],
+    web_vault: vault.ProcessVault,
+    control_vault: vault.ProcessVault,
+) -> None:
     secret = new_secret()
     set_up(admin, receiver.url, secret, web_vault)
     key = new_key()
     account, _ = exchange_account_create(
-        label="Webhook keys", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+        label="Webhook keys",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
         actor="system:test",
-    )  # fmt: skip
+    )
     # A key years old is due for rotation: the check reports a problem and raises an alert.
     ExchangeAccount.objects.filter(pk=account.pk).update(rotated_at=account.rotated_at.replace(year=2020))
     account.refresh_from_db()
@@ -166,9 +173,13 @@ def test_the_control_workers_poller_posts_a_kill_alert_by_itself(
 
 @pytest.mark.django_db
 def test_a_receiver_answering_500_is_retried_then_the_alert_is_marked_failed(
-    receiver: Receiver, admin: Person, settings: Any, caplog: pytest.LogCaptureFixture,
-    web_vault: vault.ProcessVault, control_vault: vault.ProcessVault,
-) -> None:  # fmt: skip
+    receiver: Receiver,
+    admin: Person,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+    web_vault: vault.ProcessVault,
+    control_vault: vault.ProcessVault,
+) -> None:
     settings.ALERT_WEBHOOK_MAX_ATTEMPTS = 3
     settings.ALERT_WEBHOOK_BACKOFF_S = 0.01
     receiver.status = 500
@@ -236,9 +247,13 @@ def test_alerts_are_not_posted_while_the_webhook_is_off(
 
 @pytest.mark.django_db
 def test_an_admin_sets_the_webhook_and_the_secret_stays_in_vault(
-    receiver: Receiver, logged_in: Login, caplog: pytest.LogCaptureFixture,
-    web_vault: vault.ProcessVault, control_vault: vault.ProcessVault, root_vault: vault.ProcessVault,
-) -> None:  # fmt: skip
+    receiver: Receiver,
+    logged_in: Login,
+    caplog: pytest.LogCaptureFixture,
+    web_vault: vault.ProcessVault,
+    control_vault: vault.ProcessVault,
+    root_vault: vault.ProcessVault,
+) -> None:
     caplog.set_level(logging.DEBUG)
     secret = new_secret()
     client = stepped_up_admin(logged_in)
@@ -257,7 +272,7 @@ def test_an_admin_sets_the_webhook_and_the_secret_stays_in_vault(
     assert AuditEntry.objects.filter(action="alert_webhook.test_requested").count() == 1
     assert webhook_deliver_pending(process_vault=control_vault) == 1
     assert receiver.verify(receiver.received[0], secret)["kind"] == "webhook_test"
-    alerts_page = client.get("/killswitch/alerts/").content.decode()
+    alerts_page = client.get("/alerts/").content.decode()
     assert "webhook_test" in alerts_page and ">sent<" in alerts_page
 
     # Changing only the URL keeps the secret; a new secret is a new Vault version.
@@ -269,7 +284,7 @@ def test_an_admin_sets_the_webhook_and_the_secret_stays_in_vault(
     assert AlertWebhook.objects.get().secret_version == config.secret_version + 1
 
     # Nowhere but Vault: not the database, Redis, a page or a log line; the web token cannot read it back.
-    pages = "".join(client.get(url).content.decode() for url in (PAGE, "/killswitch/alerts/", "/"))
+    pages = "".join(client.get(url).content.decode() for url in (PAGE, "/alerts/", "/"))
     for text in (pg_dump(), redis_dump(), pages, caplog.text):
         assert secret not in text and replacement not in text and "whsec-CANARY" not in text
     with pytest.raises(vault.VaultForbidden):
@@ -330,8 +345,11 @@ def test_changes_without_a_fresh_code_are_refused(
     client, _ = logged_in("admin")  # logged in with a code, but no step-up for this
     before = AlertWebhook.objects.values().get()
     entries = AuditEntry.objects.count()
-    for path, data in [(PAGE, {"url": "https://evil.example/hook", "secret": new_secret()}),
-                       (f"{PAGE}disable/", {}), (f"{PAGE}test/", {})]:  # fmt: skip
+    for path, data in [
+        (PAGE, {"url": "https://evil.example/hook", "secret": new_secret()}),
+        (f"{PAGE}disable/", {}),
+        (f"{PAGE}test/", {}),
+    ]:
         response = client.post(path, data)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/step-up/"), path
     assert client.get(PAGE)["Location"].startswith("/accounts/step-up/")

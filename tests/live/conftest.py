@@ -42,15 +42,23 @@ def make_bot(db: None) -> Callable[[str], Bot]:
     def make(name: str) -> Bot:
         # Metadata only: the live feed never touches the key, so no Vault secret is needed.
         account = ExchangeAccount.objects.create(
-            label=f"live-{name}", exchange_id="sandbox", key_fingerprint="abcd", key_digest="0" * 64,
+            label=f"live-{name}",
+            exchange_id="sandbox",
+            key_fingerprint="abcd",
+            key_digest="0" * 64,
             withdrawals=ExchangeAccount.Withdrawals.DISABLED,
-        )  # fmt: skip
+        )
         fields: dict[str, Any] = {
-            "name": name, "account": account, "strategy": "grid", "symbols": ["BTC/USDT"],
+            "name": name,
+            "account": account,
+            "strategy": "grid",
+            "symbols": ["BTC/USDT"],
             "params": {"lower": "55000", "upper": "65000", "levels": 5, "order_amount": "0.001"},
-            "max_order_notional": Decimal("1000"), "max_position_notional": Decimal("5000"),
-            "daily_loss_limit": Decimal("1000"), "max_drawdown_pct": Decimal("50"),
-        }  # fmt: skip
+            "max_order_notional": Decimal("1000"),
+            "max_position_notional": Decimal("5000"),
+            "daily_loss_limit": Decimal("1000"),
+            "max_drawdown_pct": Decimal("50"),
+        }
         return Bot.objects.create(**fields)
 
     return make

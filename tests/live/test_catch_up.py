@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.bots.models import Bot
-from apps.live.services import publish
+from apps.events.services import publish
 from tests.people import Person, password_login
 
 Login = Callable[[str], tuple[Client, Person]]
@@ -47,8 +47,11 @@ def test_an_admin_also_gets_admin_alerts_and_bot_narrows_to_one_bot(logged_in: L
     client, _ = logged_in("admin")
     body = client.get(URL, {"after": events["before"]}).json()
     assert [e["seq"] for e in body["events"]] == [
-        events["order"], events["admin_alert"], events["other_fill"], events["alert"],
-    ]  # fmt: skip
+        events["order"],
+        events["admin_alert"],
+        events["other_fill"],
+        events["alert"],
+    ]
     one_bot = client.get(URL, {"after": 0, "bot": events["bot"]}).json()
     assert [e["seq"] for e in one_bot["events"]] == [events["before"], events["order"]]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from apps.core.exceptions import ApplicationError
-from apps.live.models import Event
-from apps.live.services import publish
+from apps.events.models import Event
+from apps.events.services import publish
 
 
 @pytest.mark.django_db
@@ -36,7 +36,7 @@ def test_a_channel_layer_that_is_down_does_not_break_the_caller(
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:9/0"]}}
     }
-    with caplog.at_level(logging.WARNING, logger="apps.live.services"):
+    with caplog.at_level(logging.WARNING, logger="apps.events.services"):
         event = publish(kind="heartbeat", bot_id=None, data={})
     assert Event.objects.filter(seq=event.seq).exists()  # still there for catch-up
     assert "not announced" in caplog.text

@@ -20,8 +20,8 @@ from django.test import Client
 from apps.accounts.models import SealedTOTPDevice, User, UserSession
 from apps.accounts.services import session_end, user_reset_otp, user_set_active
 from apps.bots.models import Bot
-from apps.live.models import Event
-from apps.live.services import event_json, publish
+from apps.events.models import Event
+from apps.events.services import event_json, publish
 from botconsole.asgi import application
 from tests.live.conftest import socket
 from tests.people import Person, password_login

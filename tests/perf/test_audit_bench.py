@@ -54,11 +54,18 @@ def test_bench_audit_verify_100k(bench_report: Report) -> None:
     rows, prev, t0 = [], GENESIS_HASH, timezone.now()
     for seq in range(1, n + 1):
         fields: dict[str, Any] = {
-            "seq": seq, "created_at": t0 + timedelta(microseconds=seq), "actor_user_id": None,
-            "actor": "system:bench", "ip": "127.0.0.1", "otp_verified": False, "action": "bench.verify",
-            "target_type": "bot", "target_id": str(seq % 50), "data": {"i": seq, "note": "x" * 40},
+            "seq": seq,
+            "created_at": t0 + timedelta(microseconds=seq),
+            "actor_user_id": None,
+            "actor": "system:bench",
+            "ip": "127.0.0.1",
+            "otp_verified": False,
+            "action": "bench.verify",
+            "target_type": "bot",
+            "target_id": str(seq % 50),
+            "data": {"i": seq, "note": "x" * 40},
             "prev_hash": prev,
-        }  # fmt: skip
+        }
         prev = entry_hash(**fields)
         rows.append(AuditEntry(hash=prev, **fields))
     AuditEntry.objects.bulk_create(rows, batch_size=5000)

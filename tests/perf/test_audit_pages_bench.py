@@ -31,19 +31,50 @@ Report = Callable[[str, dict[str, str]], None]
 N = int(os.environ.get("AUDIT_BENCH_ENTRIES", "1000000"))  # smaller only to try the bench out
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 STEP = timedelta(seconds=30)  # a year of a busy console
-COLUMNS = ("seq", "created_at", "actor_user_id", "actor", "ip", "otp_verified", "action", "target_type",
-           "target_id", "data", "prev_hash", "hash")  # fmt: skip
+COLUMNS = (
+    "seq",
+    "created_at",
+    "actor_user_id",
+    "actor",
+    "ip",
+    "otp_verified",
+    "action",
+    "target_type",
+    "target_id",
+    "data",
+    "prev_hash",
+    "hash",
+)
 # (action, weight): the common ones dominate, some happen a handful of times a year.
 ACTIONS = [
-    ("login.success", 150), ("bot.started", 120), ("bot.stopped", 120), ("bot.updated", 100),
-    ("trading.order_refused", 200), ("alert.key_check_failed", 40), ("auth.step_up", 60),
-    ("user.role_changed", 5), ("exchange_account.rotated", 3), ("alert.audit_tampered", 0.01),
-    ("killswitch.pressed", 0.02), ("audit.exported", 2), ("bot.created", 10), ("otp.enrolled", 1),
-]  # fmt: skip
-PERSON_ACTIONS = frozenset({
-    "login.success", "auth.step_up", "bot.updated", "bot.created", "otp.enrolled", "user.role_changed",
-    "exchange_account.rotated", "killswitch.pressed", "audit.exported",
-})  # fmt: skip
+    ("login.success", 150),
+    ("bot.started", 120),
+    ("bot.stopped", 120),
+    ("bot.updated", 100),
+    ("trading.order_refused", 200),
+    ("alert.key_check_failed", 40),
+    ("auth.step_up", 60),
+    ("user.role_changed", 5),
+    ("exchange_account.rotated", 3),
+    ("alert.audit_tampered", 0.01),
+    ("killswitch.pressed", 0.02),
+    ("audit.exported", 2),
+    ("bot.created", 10),
+    ("otp.enrolled", 1),
+]
+PERSON_ACTIONS = frozenset(
+    {
+        "login.success",
+        "auth.step_up",
+        "bot.updated",
+        "bot.created",
+        "otp.enrolled",
+        "user.role_changed",
+        "exchange_account.rotated",
+        "killswitch.pressed",
+        "audit.exported",
+    }
+)
 USERS = [f"user{i:02d}" for i in range(20)]
 SYSTEMS = ["system:control-worker", "system:fleet", "system:beat"]
 
@@ -66,8 +97,10 @@ def _entries(n: int) -> Any:
             target = ("exchanges.exchangeaccount", f"0000000{rng.randint(1, 9)}-acct")
         if action == "bot.updated":
             old = rng.randint(10, 500)
-            data: dict[str, Any] = {"before": {"max_order_notional": str(old)},
-                                    "after": {"max_order_notional": str(old + 10)}}  # fmt: skip
+            data: dict[str, Any] = {
+                "before": {"max_order_notional": str(old)},
+                "after": {"max_order_notional": str(old + 10)},
+            }
         elif action == "killswitch.pressed":
             data = {"scope": "all", "reason": "suspected key leak", "via": "web"}
         elif action == "trading.order_refused":
@@ -75,10 +108,18 @@ def _entries(n: int) -> Any:
         else:
             data = {"note": "routine", "n": seq % 97}
         fields: dict[str, Any] = {
-            "seq": seq, "created_at": T0 + STEP * seq, "actor_user_id": None, "actor": actor,
-            "ip": "10.0.0.1" if person else None, "otp_verified": person, "action": action,
-            "target_type": target[0], "target_id": target[1], "data": data, "prev_hash": prev,
-        }  # fmt: skip
+            "seq": seq,
+            "created_at": T0 + STEP * seq,
+            "actor_user_id": None,
+            "actor": actor,
+            "ip": "10.0.0.1" if person else None,
+            "otp_verified": person,
+            "action": action,
+            "target_type": target[0],
+            "target_id": target[1],
+            "data": data,
+            "prev_hash": prev,
+        }
         prev = entry_hash(**fields)
         yield (*(fields[c] if c != "data" else json.dumps(data) for c in COLUMNS[:-1]), prev)
 

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from apps.bots.fleet import token_accessor_report
+from apps.bots.halts import global_halt_clear
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
-from apps.trading.halt import global_halt_clear
 from apps.vault import client as vault
 from tests.fleet_support import ControlWorker, fleet_vault, wait_until  # noqa: F401 - fixture
 from tests.harness import Harness
@@ -55,14 +55,24 @@ def control_worker(services: Harness, sandbox_url: str, tmp_path: Path) -> Itera
 
 def _bot(n: int, key: Key) -> tuple[Bot, Any]:
     account, _ = exchange_account_create(
-        label=f"bench-kill-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"bench-kill-{key.api_key[-8:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     bot = Bot.objects.create(
-        name=f"bench-kill-{n}-{key.api_key[-6:]}", account=account, strategy="grid", symbols=[SYMBOL],
-        mode=Bot.Mode.LIVE, max_order_notional=Decimal("100"), max_position_notional=Decimal("1000"),
-        daily_loss_limit=Decimal("100"), max_drawdown_pct=Decimal("10"), desired_state=Bot.Desired.RUNNING,
-    )  # fmt: skip
+        name=f"bench-kill-{n}-{key.api_key[-6:]}",
+        account=account,
+        strategy="grid",
+        symbols=[SYMBOL],
+        mode=Bot.Mode.LIVE,
+        max_order_notional=Decimal("100"),
+        max_position_notional=Decimal("1000"),
+        daily_loss_limit=Decimal("100"),
+        max_drawdown_pct=Decimal("10"),
+        desired_state=Bot.Desired.RUNNING,
+    )
     return bot, clients.build_client(exchange_id="sandbox", credentials=key.form())
 
 

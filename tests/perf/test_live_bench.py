@@ -24,7 +24,7 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test import Client
 
-from apps.live.services import publish
+from apps.events.services import publish
 from tests.live.conftest import socket
 from tests.people import Person
 

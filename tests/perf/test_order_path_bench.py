@@ -38,15 +38,26 @@ def test_bench_order_path_overhead(sandbox: Any, new_key: Callable[..., Key], be
     for key in (bare_key, gated_key):
         sandbox.admin.set_rate_limit(1_000_000, api_key=key.api_key)
     account, _ = exchange_account_create(
-        label="bench-orders", exchange_id="sandbox", credentials=gated_key.form(),
-        attested_no_withdrawals=False, actor="system:bench",
-    )  # fmt: skip
+        label="bench-orders",
+        exchange_id="sandbox",
+        credentials=gated_key.form(),
+        attested_no_withdrawals=False,
+        actor="system:bench",
+    )
     bot = Bot.objects.create(
-        name="bench-bot", account=account, strategy="grid", symbols=[SYMBOL], mode=Bot.Mode.LIVE,
-        max_order_notional=Decimal("1000"), max_position_notional=Decimal("1000000"), max_open_orders=N + 10,
-        max_orders_per_minute=N * 10, daily_loss_limit=Decimal("100000"), max_drawdown_pct=Decimal("90"),
+        name="bench-bot",
+        account=account,
+        strategy="grid",
+        symbols=[SYMBOL],
+        mode=Bot.Mode.LIVE,
+        max_order_notional=Decimal("1000"),
+        max_position_notional=Decimal("1000000"),
+        max_open_orders=N + 10,
+        max_orders_per_minute=N * 10,
+        daily_loss_limit=Decimal("100000"),
+        max_drawdown_pct=Decimal("90"),
         desired_state=Bot.Desired.RUNNING,  # started: the gate refuses a bot told to stop
-    )  # fmt: skip
+    )
     bare = clients.build_client(exchange_id="sandbox", credentials=bare_key.form())
     gated = clients.build_client(exchange_id="sandbox", credentials=gated_key.form())
     bare.load_markets()

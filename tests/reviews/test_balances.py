@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
+from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
-from apps.killswitch.models import ExchangeAuthFailure
 from apps.reviews.models import BalanceSnapshot
 from apps.reviews.periods import day_period
 from apps.reviews.selectors import review_build
@@ -43,14 +43,18 @@ def check_of(live: Live, period: Any = None) -> dict[str, Any]:
 
 
 def snapshot(live: Live, control_vault: vault.ProcessVault) -> BalanceSnapshot:
-    return next(s for s in balance_snapshots_take(source="schedule", process_vault=control_vault)
-                if s.account_id == live.account.pk)  # fmt: skip
+    return next(
+        s
+        for s in balance_snapshots_take(source="schedule", process_vault=control_vault)
+        if s.account_id == live.account.pk
+    )
 
 
 def trade(live: Live, bot: Bot, side: str, amount: str, price: str, cross: str, tag: str) -> Fill:
     """A limit order through the gate, filled on the sandbox by moving the price across it, then synced."""
-    order = place_order(bot=bot, intent=OrderIntent(SYMBOL, side, "limit", Decimal(amount), Decimal(price), tag),
-                        client=live.client)  # fmt: skip
+    order = place_order(
+        bot=bot, intent=OrderIntent(SYMBOL, side, "limit", Decimal(amount), Decimal(price), tag), client=live.client
+    )
     live.sandbox.admin.set_price(SYMBOL, cross, hold=True)
     assert orders_sync(bot=bot, client=live.client).new_fills == 1
     return Fill.objects.get(order=order)
@@ -122,15 +126,21 @@ def test_trades_explain_the_change_and_a_withdrawal_the_console_did_not_make_is_
     assert check["unexplained"] == [{"asset": "USDT", "amount": "-2500"}]
     [movement] = [m for m in data["fund_movements"] if m["account"] == live.account.label]
     assert (movement["asset"], movement["amount"], movement["direction"], movement["source"]) == (
-        "USDT", "-2500", "out", "balance check",
-    )  # fmt: skip
+        "USDT",
+        "-2500",
+        "out",
+        "balance check",
+    )
 
     # Another account on the same console is unaffected, and one never snapshotted says so.
     key = new_key()
     other, _ = exchange_account_create(
-        label=f"other-{key.api_key[-6:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"other-{key.api_key[-6:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     data = review_build(day_period(timezone.now().date()))
     assert next(c for c in data["balances"] if c["account_id"] == str(other.pk))["status"] == "no_snapshot"
 
@@ -156,12 +166,24 @@ def test_a_day_compares_the_snapshot_before_it_with_the_one_after_it(
 
 
 def test_exchange_transfers_keep_what_moved_and_when_but_no_address() -> None:
-    raw = {"id": "d-1", "txid": "0xabc", "currency": "USDT", "amount": 250.5, "status": "ok",
-           "timestamp": 1767225600000, "address": "TXyz", "tag": "memo-1"}  # fmt: skip
+    raw = {
+        "id": "d-1",
+        "txid": "0xabc",
+        "currency": "USDT",
+        "amount": 250.5,
+        "status": "ok",
+        "timestamp": 1767225600000,
+        "address": "TXyz",
+        "tag": "memo-1",
+    }
     assert transfer_record("deposit", raw) == {
-        "type": "deposit", "id": "d-1", "currency": "USDT", "amount": "250.5", "status": "ok",
+        "type": "deposit",
+        "id": "d-1",
+        "currency": "USDT",
+        "amount": "250.5",
+        "status": "ok",
         "at": "2026-01-01T00:00:00+00:00",
-    }  # fmt: skip
+    }
 
 
 def test_the_beat_task_with_the_control_workers_token_snapshots_every_account(

@@ -21,9 +21,17 @@ NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=dt.UTC)
 
 @pytest.mark.parametrize(
     ("kind", "key"),
-    [("day", "9999-12-31"), ("month", "9999-12"), ("day", "2027-03-15"), ("day", "2026-03-16"),
-     ("month", "2026-04"), ("day", "2008-12-31"), ("month", "0001-01"), ("day", "1000-06-15")],
-)  # fmt: skip
+    [
+        ("day", "9999-12-31"),
+        ("month", "9999-12"),
+        ("day", "2027-03-15"),
+        ("day", "2026-03-16"),
+        ("month", "2026-04"),
+        ("day", "2008-12-31"),
+        ("month", "0001-01"),
+        ("day", "1000-06-15"),
+    ],
+)
 def test_it_answers_not_found_for_a_real_period_outside_the_reviewable_range(kind: str, key: str) -> None:
     with pytest.raises(PeriodError) as caught:
         period_parse(kind=kind, key=key, now=NOW)
@@ -33,9 +41,17 @@ def test_it_answers_not_found_for_a_real_period_outside_the_reviewable_range(kin
 
 @pytest.mark.parametrize(
     ("kind", "key"),
-    [("day", "0000-01-01"), ("month", "2026-13"), ("day", "2026-00-10"), ("day", "2026-02-30"),
-     ("day", "9999-99-99"), ("day", "2026-03-01\x00"), ("month", "../../etc"), ("day", "%2e%2e")],
-)  # fmt: skip
+    [
+        ("day", "0000-01-01"),
+        ("month", "2026-13"),
+        ("day", "2026-00-10"),
+        ("day", "2026-02-30"),
+        ("day", "9999-99-99"),
+        ("day", "2026-03-01\x00"),
+        ("month", "../../etc"),
+        ("day", "%2e%2e"),
+    ],
+)
 def test_it_answers_bad_request_for_what_is_not_a_period(kind: str, key: str) -> None:
     with pytest.raises(PeriodError) as caught:
         period_parse(kind=kind, key=key, now=NOW)
@@ -50,9 +66,14 @@ def test_the_edges_of_the_range_are_reviewable() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["/reviews/day/9999-12-31/", "/reviews/month/9999-12/", "/reviews/day/9999-12-31/export.json",
-     "/reviews/day/1999-01-01/", "/reviews/?period=9999-12-31"],
-)  # fmt: skip
+    [
+        "/reviews/day/9999-12-31/",
+        "/reviews/month/9999-12/",
+        "/reviews/day/9999-12-31/export.json",
+        "/reviews/day/1999-01-01/",
+        "/reviews/?period=9999-12-31",
+    ],
+)
 def test_a_page_outside_the_range_is_a_404_that_says_the_range(logged_in: LoggedIn, url: str) -> None:
     client, _ = logged_in("viewer")
     response = client.get(url)

@@ -16,8 +16,9 @@ def test_a_day_and_a_month_are_utc_half_open_ranges() -> None:
     assert (day.start, day.end) == (dt.datetime(2024, 2, 29, tzinfo=dt.UTC), dt.datetime(2024, 3, 1, tzinfo=dt.UTC))
     december = period_parse(kind="month", key="2025-12", now=NOW)
     assert (december.start, december.end) == (
-        dt.datetime(2025, 12, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-    )  # fmt: skip
+        dt.datetime(2025, 12, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
     assert december.following().key == "2026-01" and december.previous().key == "2025-11"
     assert day.previous().key == "2024-02-28" and day.following().key == "2024-03-01"
     assert period_parse(kind="month", key="2026-01", now=NOW).previous().key == "2025-12"

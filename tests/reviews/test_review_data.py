@@ -12,9 +12,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.bots.models import Bot
-from apps.killswitch.alerts import alert_raise
-from apps.killswitch.models import Alert, BreakerTrip, KillRun
+from apps.killswitch.models import BreakerTrip, KillRun
 from apps.reviews.periods import Period, day_period, month_period
 from apps.reviews.selectors import review_build, review_digest
 from apps.strategies.base import OrderIntent
@@ -54,12 +55,18 @@ def test_trades_and_realized_pnl_come_from_fills_placed_and_synced_through_the_g
     live: Live, make_bot: Callable[..., Bot], sandbox: Any
 ) -> None:
     bot = make_bot()
-    buy = place_order(bot=bot, intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "rv-b"),
-                      client=live.client)  # fmt: skip
+    buy = place_order(
+        bot=bot,
+        intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "rv-b"),
+        client=live.client,
+    )
     sandbox.admin.set_price(SYMBOL, "58900", hold=True)  # crosses the resting buy: it fills at 59000 (maker)
     assert orders_sync(bot=bot, client=live.client).new_fills == 1
-    sell = place_order(bot=bot, intent=OrderIntent(SYMBOL, "sell", "limit", Decimal("0.004"), Decimal("61000"), "rv-s"),
-                       client=live.client)  # fmt: skip
+    sell = place_order(
+        bot=bot,
+        intent=OrderIntent(SYMBOL, "sell", "limit", Decimal("0.004"), Decimal("61000"), "rv-s"),
+        client=live.client,
+    )
     sandbox.admin.set_price(SYMBOL, "61100", hold=True)
     assert orders_sync(bot=bot, client=live.client).new_fills == 1
     buy_fill, sell_fill = Fill.objects.get(order=buy), Fill.objects.get(order=sell)
@@ -71,11 +78,23 @@ def test_trades_and_realized_pnl_come_from_fills_placed_and_synced_through_the_g
     entry = stored(Decimal("590") / (Decimal("0.01") - buy_fill.fee))
     realized = stored(Decimal("244") - sell_fill.fee - entry * Decimal("0.004"))
     assert row == {
-        "bot_id": bot.pk, "bot": bot.name, "mode": "live", "symbol": SYMBOL, "base": "BTC", "quote": "USDT",
-        "orders": 2, "fills": 2, "buys": 1, "sells": 1, "bought": "0.01", "sold": "0.004", "buy_value": "590",
-        "sell_value": "244", "fees": plain(buy_fill.fee * Decimal("59000") + sell_fill.fee),
+        "bot_id": bot.pk,
+        "bot": bot.name,
+        "mode": "live",
+        "symbol": SYMBOL,
+        "base": "BTC",
+        "quote": "USDT",
+        "orders": 2,
+        "fills": 2,
+        "buys": 1,
+        "sells": 1,
+        "bought": "0.01",
+        "sold": "0.004",
+        "buy_value": "590",
+        "sell_value": "244",
+        "fees": plain(buy_fill.fee * Decimal("59000") + sell_fill.fee),
         "realized_pnl": plain(realized),
-    }  # fmt: skip
+    }
     assert Position.objects.get(bot=bot).realized_pnl == realized  # the ledger agrees
     [pnl] = [p for p in data["pnl"] if p["bot_id"] == bot.pk]
     assert pnl["realized_pnl"] == plain(realized) and pnl["fills"] == 2
@@ -99,15 +118,18 @@ def test_pnl_is_split_by_period_and_mode_and_replays_the_average_cost_across_per
     # Day 3 sells at 300 what was bought at 100.1 (day 1) and 200 (day 2): entry 150.05.
     third = review_build(day_period(day3.date()))
     assert [(r["mode"], r["bot"], r["realized_pnl"]) for r in third["trades"]] == [
-        ("live", "alpha", "149.65"), ("paper", "paper-beta", "-10"),
-    ]  # fmt: skip
+        ("live", "alpha", "149.65"),
+        ("paper", "paper-beta", "-10"),
+    ]
     assert [(t["mode"], t["realized_pnl"], t["fees"]) for t in third["pnl_totals"]] == [
-        ("live", "149.65", "0.3"), ("paper", "-10", "0"),
-    ]  # fmt: skip
+        ("live", "149.65", "0.3"),
+        ("paper", "-10", "0"),
+    ]
     month = review_build(month_period(2026, 2))
     assert [(r["bot"], r["fills"], r["orders"], r["realized_pnl"]) for r in month["trades"]] == [
-        ("alpha", 3, 3, "149.65"), ("paper-beta", 2, 2, "-10"),
-    ]  # fmt: skip
+        ("alpha", 3, 3, "149.65"),
+        ("paper-beta", 2, 2, "-10"),
+    ]
     assert month["trades"][0]["bought"] == "2" and month["trades"][0]["buy_value"] == "300"
     # Replayed over all time, the review's arithmetic is the ledger's.
     for bot in (live_bot, paper_bot):
@@ -139,8 +161,11 @@ def test_the_periods_unusual_events_are_listed(live: Live, make_bot: Callable[..
     # Gate refusals, for real: a symbol the bot may not trade, twice.
     for tag in ("rv-x1", "rv-x2"):
         with pytest.raises(OrderRefused):
-            place_order(bot=bot, intent=OrderIntent("ETH/USDT", "buy", "limit", Decimal("0.1"), Decimal("2900"), tag),
-                        client=live.client)  # fmt: skip
+            place_order(
+                bot=bot,
+                intent=OrderIntent("ETH/USDT", "buy", "limit", Decimal("0.1"), Decimal("2900"), tag),
+                client=live.client,
+            )
     # A foreign order: placed on the account with the key, not through the console; reconciliation finds it.
     live.client.create_order(SYMBOL, "limit", "buy", 0.001, 50000)
     assert len(reconcile(bot=bot, client=live.client).foreign) == 1
@@ -148,8 +173,9 @@ def test_the_periods_unusual_events_are_listed(live: Live, make_bot: Callable[..
     trip = BreakerTrip.objects.create(kind="order_rate", subject="fleet", action="alert", message="120 orders/min")
     alert_raise(kind="circuit_breaker", message="Circuit breaker tripped: order rate", data={"trip": trip.pk})
     bot_halt(bot=bot, reason="daily_loss_limit", message="lost too much")
-    KillRun.objects.create(scope="all", reason="suspected key leak", requested_via="shell", status="done",
-                           orders_cancelled=3)  # fmt: skip
+    KillRun.objects.create(
+        scope="all", reason="suspected key leak", requested_via="shell", status="done", orders_cancelled=3
+    )
     alert_raise(kind="key_check_failed", message="key can withdraw", data={"account": str(live.account.pk)})
     alert_raise(kind="deadman_failing", message="countdown not armed", severity="critical")
     alert_raise(kind="balance_mismatch", message="holds less than its bots")
@@ -170,19 +196,24 @@ def test_the_periods_unusual_events_are_listed(live: Live, make_bot: Callable[..
     [refusals] = events["gate_refusals"]
     assert (refusals["bot"], refusals["reason"], refusals["count"]) == (bot.name, "symbol_not_allowed", 2)
     assert [(b["source"], b["subject"]) for b in events["breakers"]] == [
-        ("Order-rate spike across the fleet", "fleet"), ("Order gate", f"bot:{bot.pk}"),
-    ]  # fmt: skip
+        ("Order-rate spike across the fleet", "fleet"),
+        ("Order gate", f"bot:{bot.pk}"),
+    ]
     [foreign] = events["foreign_orders"]
     assert (foreign["account"], foreign["symbol"], foreign["side"], foreign["price"]) == (
-        live.account.label, SYMBOL, "buy", "50000.0",
-    )  # fmt: skip
+        live.account.label,
+        SYMBOL,
+        "buy",
+        "50000.0",
+    )
     assert [(k["reason"], k["requested_by"], k["cancelled"]) for k in events["kills"]] == [
         ("suspected key leak", "(shell)", 3)
     ]
     assert [(e["user"], e["ip"]) for e in events["new_ip_logins"]] == [("pat", "10.2.2.2")]
     assert [(f["username"], f["action"], f["count"], f["addresses"]) for f in events["failed_logins"]] == [
-        ("(not a user)", "login.failed", 1, 1), ("pat", "login.failed", 5, 1),
-    ]  # fmt: skip
+        ("(not a user)", "login.failed", 1, 1),
+        ("pat", "login.failed", 5, 1),
+    ]
     assert "Hunter2-typed-here" not in json.dumps(review_build(today()), default=str)
     assert [(e["username"], e["ip"]) for e in events["lockouts"]] == [("pat", "10.9.9.9")]
     assert [(k["account"], k["message"]) for k in events["key_check_failures"]] == [

@@ -19,9 +19,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from apps.alerts.services import alert_raise
 from apps.audit.models import AuditEntry
 from apps.core.exceptions import ApplicationError
-from apps.killswitch.alerts import alert_raise
 from apps.reviews.exports import COLUMNS, sections
 from apps.reviews.models import ReviewSignoff
 from apps.reviews.periods import day_period
@@ -43,8 +43,15 @@ def traded() -> None:
     bot = bot_on(account(), "review-bot")
     fill(bot, "buy", "1", "100", DAY1, fee="0.1")
     fill(bot, "sell", "1", "120", DAY1 + dt.timedelta(hours=2), fee="0.12")
-    GateRefusal.objects.create(bot=bot, symbol="BTC/USDT", side="buy", amount=Decimal(5), reason="max_order_notional",
-                               message="too large", created_at=DAY1 + dt.timedelta(hours=1))  # fmt: skip
+    GateRefusal.objects.create(
+        bot=bot,
+        symbol="BTC/USDT",
+        side="buy",
+        amount=Decimal(5),
+        reason="max_order_notional",
+        message="too large",
+        created_at=DAY1 + dt.timedelta(hours=1),
+    )
 
 
 def digest_on(html: str) -> str:
@@ -102,8 +109,12 @@ def test_a_reviewer_marks_a_review_done_for_what_the_page_showed_and_it_is_audit
     assert "marked done" in html and f"by {who.user.username}" in html and "Nothing has changed since" in html
     signoff = ReviewSignoff.objects.get()
     assert (signoff.period_kind, signoff.period, signoff.signed_by, signoff.digest, signoff.note) == (
-        "day", DAY, who.user, digest, "Checked both fills.",
-    )  # fmt: skip
+        "day",
+        DAY,
+        who.user,
+        digest,
+        "Checked both fills.",
+    )
     entry = AuditEntry.objects.get(action="review.signed_off")
     assert entry.seq == signoff.audit_seq and entry.actor_user == who.user and entry.otp_verified
     assert (entry.target_type, entry.target_id) == ("reviews.review", f"day:{DAY}")
@@ -224,8 +235,12 @@ def test_the_json_export_is_the_page_data_with_its_digest_and_is_audited(logged_
     assert document["review"] == data and document["digest"] == digest == review_digest(document["review"])
     assert document["review"]["trades"][0]["realized_pnl"] == "19.78"  # 120 - 0.12 - 100.1
     entry = AuditEntry.objects.get(action="review.exported")
-    assert entry.actor_user == who.user and entry.data == {"kind": "day", "period": DAY, "format": "json",
-                                                           "digest": digest}  # fmt: skip
+    assert entry.actor_user == who.user and entry.data == {
+        "kind": "day",
+        "period": DAY,
+        "format": "json",
+        "digest": digest,
+    }
 
 
 def test_the_csv_export_has_every_section_row_for_row(logged_in: LoggedIn, traded: None) -> None:
@@ -265,8 +280,11 @@ def test_an_operator_asks_for_a_balance_check_which_is_queued_for_the_control_wo
     assert "Balance check requested" in response.content.decode()
     entry = AuditEntry.objects.get(action="review.balance_check_requested")
     assert entry.actor_user == who.user and entry.target_id == f"day:{DAY}"
-    queued = [m for m in r.lrange("control", 0, -1)
-              if json.loads(m)["headers"]["task"] == "apps.reviews.tasks.balance_snapshot_task"]  # fmt: skip
+    queued = [
+        m
+        for m in r.lrange("control", 0, -1)
+        if json.loads(m)["headers"]["task"] == "apps.reviews.tasks.balance_snapshot_task"
+    ]
     assert len(queued) == 1
     assert json.loads(queued[0])["headers"]["kwargsrepr"] == "{'source': 'request'}"  # ids only, never a secret
     r.lrem("control", 1, queued[0])

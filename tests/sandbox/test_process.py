@@ -51,9 +51,18 @@ def test_it_refuses_a_non_loopback_host_without_allow_remote() -> None:
 
 @pytest.mark.parametrize(
     ("peer", "allowed"),
-    [("127.0.0.1", True), ("::1", True), ("127.8.9.1", True), ("10.1.2.3", False), ("192.0.2.7", False),
-     ("2001:db8::1", False), ("", False), (None, False), ("not-an-ip", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("127.8.9.1", True),
+        ("10.1.2.3", False),
+        ("192.0.2.7", False),
+        ("2001:db8::1", False),
+        ("", False),
+        (None, False),
+        ("not-an-ip", False),
+    ],
+)
 def test_the_admin_routes_answer_loopback_peers_only(peer: str | None, allowed: bool) -> None:
     assert is_loopback(peer) is allowed
 

@@ -67,13 +67,13 @@ from hypothesis import strategies as st
 from apps.accounts.models import SealedTOTPDevice, UserSession
 from apps.accounts.views import USER_ACTIONS
 from apps.audit.models import AuditEntry
+from apps.bots.halts import global_halt_state
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.breakers import rules_current
 from apps.killswitch.models import BreakerRule, KillRun
 from apps.strategies import REGISTRY
-from apps.trading.halt import global_halt_state
 from tests.harness import harness
 from tests.keys import Key
 from tests.people import Person, full_login, make_person, password_login
@@ -85,31 +85,88 @@ ROLES = ("anonymous", "viewer", "operator", "admin", "superuser")
 EXAMPLES = 6  # hypothesis plans per route and role, on top of the fixed ones
 # Audit entries that record a refusal itself (a wrong password or code); anything else is a change.
 FAILURE_ACTIONS = {
-    "login.failed", "login.otp_failed", "auth.step_up_failed", "login.locked_out", "alert.login_locked_out",
-}  # fmt: skip
+    "login.failed",
+    "login.otp_failed",
+    "auth.step_up_failed",
+    "login.locked_out",
+    "alert.login_locked_out",
+}
 EXPORT_ACTIONS = {"audit.exported", "review.exported"}
 OWN_SESSION_ROUTES = {"accounts/logout/", "admin/logout/"}
 LOGIN_PAGES = ("/accounts/login/", "/admin/login/")
 TECHNICAL = (
-    "Traceback (most recent call last)", "Exception Value:", "Exception Location:", "django.db.utils", "psycopg",
-    "/site-packages/", "DataError", "IntegrityError", "ProgrammingError", "OperationalError", 'File "/',
+    "Traceback (most recent call last)",
+    "Exception Value:",
+    "Exception Location:",
+    "django.db.utils",
+    "psycopg",
+    "/site-packages/",
+    "DataError",
+    "IntegrityError",
+    "ProgrammingError",
+    "OperationalError",
+    'File "/',
     "You're seeing this error because you have DEBUG = True",
-)  # fmt: skip
+)
 # Parameter names no page or `request.GET[...]` shows but a view reads through a helper.
 EXTRA_NAMES = ("next", "strategy", "period", "after", "bot", "reason")
 
 HOSTILE_TEXT = (
-    "\x00", "nul\x00byte", "\x1b[31mred\x1b[0m", "bell\x07", "\x7f", "c1\x85\x9bc1", "tab\tand\nnew\r\nline",
-    "\u202egnp.exe", "\u2066isolated\u2069", "\u200f\u061c", "x" * 10_000, "\u00e9" * 5000, "\U0001d518\U0001f600",
-    "../../../../etc/passwd", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/", "..\\..\\win.ini", "/etc/passwd\x00.png",
-    "1 OR 1=1", "' OR '1'='1' --", '"; DROP TABLE bots_bot; --', "<script>alert(1)</script>", "{{ 7*7 }}", "",
-    " ", "null",
-)  # fmt: skip
+    "\x00",
+    "nul\x00byte",
+    "\x1b[31mred\x1b[0m",
+    "bell\x07",
+    "\x7f",
+    "c1\x85\x9bc1",
+    "tab\tand\nnew\r\nline",
+    "\u202egnp.exe",
+    "\u2066isolated\u2069",
+    "\u200f\u061c",
+    "x" * 10_000,
+    "\u00e9" * 5000,
+    "\U0001d518\U0001f600",
+    "../../../../etc/passwd",
+    "..%2f..%2fetc%2fpasswd",
+    "%2e%2e/%2e%2e/",
+    "..\\..\\win.ini",
+    "/etc/passwd\x00.png",
+    "1 OR 1=1",
+    "' OR '1'='1' --",
+    '"; DROP TABLE bots_bot; --',
+    "<script>alert(1)</script>",
+    "{{ 7*7 }}",
+    "",
+    " ",
+    "null",
+)
 HOSTILE_NUMBERS = (
-    "9" * 30, str(2**63), str(2**63 - 1), str(-(2**63) - 1), str(2**31), "-1", "0", "-0", "1e13", "1E+400", "1e-30",
-    "NaN", "-nan", "Infinity", "-Infinity", "inf", "1_000", "0x1F", "\u0661\u0662", "\u00b2", "1.5.5", "1,5", " 12 ",
-    "+5", "0.000000001", "99999999999999.999999999",
-)  # fmt: skip
+    "9" * 30,
+    str(2**63),
+    str(2**63 - 1),
+    str(-(2**63) - 1),
+    str(2**31),
+    "-1",
+    "0",
+    "-0",
+    "1e13",
+    "1E+400",
+    "1e-30",
+    "NaN",
+    "-nan",
+    "Infinity",
+    "-Infinity",
+    "inf",
+    "1_000",
+    "0x1F",
+    "\u0661\u0662",
+    "\u00b2",
+    "1.5.5",
+    "1,5",
+    " 12 ",
+    "+5",
+    "0.000000001",
+    "99999999999999.999999999",
+)
 # Hostile path values by converter; each is sent in one parameter at a time, the others valid.
 HOSTILE_PATH = {
     "int": ("9" * 30, str(2**63), "0"),
@@ -198,14 +255,23 @@ def _valid_values(who: Person | None, accounts: tuple[ExchangeAccount, ExchangeA
     yesterday = (timezone.now() - dt.timedelta(days=1)).date()
     device = SealedTOTPDevice.objects.filter(user=victim.user).values_list("pk", flat=True).first()
     return {
-        "bot_id": bots, "session_id": [other_session or "1"], "user_id": [str(victim.user.pk)],
+        "bot_id": bots,
+        "session_id": [other_session or "1"],
+        "user_id": [str(victim.user.pk)],
         "seq": [str(AuditEntry.objects.order_by("-seq").values_list("seq", flat=True)[0])],
-        "run_id": [str(run.pk)], "account_id": [str(spare.pk), str(used.pk)],
-        "key": [yesterday.isoformat(), f"{yesterday:%Y-%m}"], "kind": ["day", "month"], "fmt": ["csv", "json"],
-        "action": ["start", "stop", "clone", "paper"], "object_id": [str(victim.user.pk)],
-        "content_type_id": [str(ContentType.objects.get_for_model(Bot).pk)], "pk": [str(device or 1)],
-        "id": [str(victim.user.pk)], "app_label": ["accounts", "auth"], "url": ["nothing/here/"],
-    }  # fmt: skip
+        "run_id": [str(run.pk)],
+        "account_id": [str(spare.pk), str(used.pk)],
+        "key": [yesterday.isoformat(), f"{yesterday:%Y-%m}"],
+        "kind": ["day", "month"],
+        "fmt": ["csv", "json"],
+        "action": ["start", "stop", "clone", "paper"],
+        "object_id": [str(victim.user.pk)],
+        "content_type_id": [str(ContentType.objects.get_for_model(Bot).pk)],
+        "pk": [str(device or 1)],
+        "id": [str(victim.user.pk)],
+        "app_label": ["accounts", "auth"],
+        "url": ["nothing/here/"],
+    }
 
 
 def _valid_for(route: walk.Route, by_name: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -225,19 +291,31 @@ def _valid_for(route: walk.Route, by_name: dict[str, list[str]]) -> dict[str, li
 # single hostile field is judged behind otherwise valid input (the bot form's risk limits have no default).
 def _valid_bodies(accounts: tuple[ExchangeAccount, ExchangeAccount]) -> dict[str, dict[str, str]]:
     grid = {
-        "name": "Walk grid", "account": str(accounts[1].pk), "symbols": "BTC/USDT", "tick_interval_s": "5",
-        "paper_balance": "10000", "max_order_notional": "500", "max_position_notional": "2000",
-        "max_open_orders": "20", "max_orders_per_minute": "30", "daily_loss_limit": "200",
-        "max_drawdown_pct": "10", "size_anomaly_factor": "10", "host": "local",
-        "param_lower": "20000", "param_upper": "40000", "param_levels": "10", "param_order_amount": "0.001",
-    }  # fmt: skip
+        "name": "Walk grid",
+        "account": str(accounts[1].pk),
+        "symbols": "BTC/USDT",
+        "tick_interval_s": "5",
+        "paper_balance": "10000",
+        "max_order_notional": "500",
+        "max_position_notional": "2000",
+        "max_open_orders": "20",
+        "max_orders_per_minute": "30",
+        "daily_loss_limit": "200",
+        "max_drawdown_pct": "10",
+        "size_anomaly_factor": "10",
+        "host": "local",
+        "param_lower": "20000",
+        "param_upper": "40000",
+        "param_levels": "10",
+        "param_order_amount": "0.001",
+    }
     user = {"username": "walk-new-user", "email": "walk@example.com", "role": "viewer"}
     return {"bots/new/": grid, "bots/<int:bot_id>/edit/": grid, "accounts/users/": user}
 
 
-def _crawl(clients: list[Client], routes: list[walk.Route], by_name: dict[str, list[str]]) -> tuple[
-    dict[str, dict[str, str]], dict[str, set[str]]
-]:  # fmt: skip
+def _crawl(
+    clients: list[Client], routes: list[walk.Route], by_name: dict[str, list[str]]
+) -> tuple[dict[str, dict[str, str]], dict[str, set[str]]]:
     """Fields of every form, by the route it posts to (POST) or reads (GET), from every page as an admin,
     a password-only session (the code forms) and an anonymous visitor (the login form) see it; the bot
     forms once per strategy. The values the pages filled in (ids, a review's digest) are this world's.
@@ -300,19 +378,29 @@ def world_for(
             settings.AXES_FAILURE_LIMIT = 1_000_000
         key = new_key()
         used, _ = exchange_account_create(
-            label="Walk account", exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False,
+            label="Walk account",
+            exchange_id="sandbox",
+            credentials=key.form(),
+            attested_no_withdrawals=False,
             actor="system:test",
-        )  # fmt: skip
+        )
         spare, _ = exchange_account_create(
-            label="Walk spare", exchange_id="sandbox", credentials=new_key().form(), attested_no_withdrawals=False,
+            label="Walk spare",
+            exchange_id="sandbox",
+            credentials=new_key().form(),
+            attested_no_withdrawals=False,
             actor="system:test",
-        )  # fmt: skip
+        )
         limits: dict[str, Any] = {
-            "account": used, "strategy": "grid", "symbols": ["BTC/USDT"],
+            "account": used,
+            "strategy": "grid",
+            "symbols": ["BTC/USDT"],
             "params": {"lower": "20000", "upper": "40000", "levels": 10, "order_amount": "0.001"},
-            "max_order_notional": Decimal(500), "max_position_notional": Decimal(2000),
-            "daily_loss_limit": Decimal(200), "max_drawdown_pct": Decimal(10),
-        }  # fmt: skip
+            "max_order_notional": Decimal(500),
+            "max_position_notional": Decimal(2000),
+            "daily_loss_limit": Decimal(200),
+            "max_drawdown_pct": Decimal(10),
+        }
         Bot.objects.create(name="Walk paper", **limits)
         Bot.objects.create(name="Walk live", mode=Bot.Mode.LIVE, **limits)
         # Rows that pages create on first sight (the halt singleton, the breakers' default rules): made
@@ -424,8 +512,11 @@ def _probe(world: World, route: walk.Route) -> Reach:
     Where the answer is the login page, 403 or 405, the refusal comes before the view reads any
     input: the fixed plans check that refusal once with hostile input, and no more is sent that way.
     """
-    plan = Plan({name: options[0] for name, options in world.valid[route.route].items()}, {},
-                dict(world.post_fields.get(route.route, {})))  # fmt: skip
+    plan = Plan(
+        {name: options[0] for name, options in world.valid[route.route].items()},
+        {},
+        dict(world.post_fields.get(route.route, {})),
+    )
     get = _send(world, route, "GET", plan)
     if _login_page(get):
         return Reach(get=False, post=False)
@@ -449,9 +540,13 @@ def _names(world: World, route: walk.Route) -> tuple[list[str], list[str]]:
 # The fixed plans: (text, number) pairs. Every query parameter gets the number; every form field gets
 # the number where the page filled in a number, the text elsewhere (so both reach their validators).
 FIXED = (
-    ("nul\x00byte", "NaN"), ("x" * 10_000, "9" * 30), ("\x1b[2J\x85 \u202egnp.exe", "1e13"),
-    ("../../../../etc/passwd", "-0"), ("a" * 300 + "@example.com", "\u00b2"), ("' OR '1'='1' --", str(-(2**63) - 1)),
-)  # fmt: skip
+    ("nul\x00byte", "NaN"),
+    ("x" * 10_000, "9" * 30),
+    ("\x1b[2J\x85 \u202egnp.exe", "1e13"),
+    ("../../../../etc/passwd", "-0"),
+    ("a" * 300 + "@example.com", "\u00b2"),
+    ("' OR '1'='1' --", str(-(2**63) - 1)),
+)
 
 
 def _numeric(value: str) -> bool:
@@ -483,11 +578,16 @@ def _plan_strategy(world: World, route: walk.Route) -> st.SearchStrategy[Plan]:
     valid = world.valid[route.route]
     query_names, body_names = _names(world, route)
     base = world.post_fields.get(route.route, {})
-    path = st.fixed_dictionaries({
-        p.name: st.one_of(st.sampled_from(valid[p.name]), st.sampled_from(valid[p.name]),
-                          st.sampled_from(HOSTILE_PATH[p.converter]))
-        for p in route.params
-    })  # fmt: skip
+    path = st.fixed_dictionaries(
+        {
+            p.name: st.one_of(
+                st.sampled_from(valid[p.name]),
+                st.sampled_from(valid[p.name]),
+                st.sampled_from(HOSTILE_PATH[p.converter]),
+            )
+            for p in route.params
+        }
+    )
     query = st.dictionaries(st.sampled_from(query_names), hostile_value, max_size=3)
     hostile = st.dictionaries(st.sampled_from(body_names), hostile_value, min_size=1, max_size=3)
     return st.builds(lambda p, q, h: Plan(p, q, {**base, **h}), path, query, hostile)
@@ -506,9 +606,14 @@ def _walk_route(world: World, route: walk.Route) -> None:
         return
 
     @hsettings(
-        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck), print_blob=False,
-    )  # fmt: skip
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
     @given(_plan_strategy(world, route))
     def explore(plan: Plan) -> None:
         _run(world, route, plan, reach)
@@ -520,8 +625,9 @@ def _walk_route(world: World, route: walk.Route) -> None:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_no_route_fails_open_to_hostile_input(world_for: Callable[[str], tuple[World, list[walk.Route]]],
-                                               role: str) -> None:  # fmt: skip
+def test_no_route_fails_open_to_hostile_input(
+    world_for: Callable[[str], tuple[World, list[walk.Route]]], role: str
+) -> None:
     world, routes = world_for(role)
     assert len(routes) > 50, "the resolver walk found too few routes"
     for route in routes:
@@ -533,10 +639,16 @@ def test_no_route_fails_open_to_hostile_input(world_for: Callable[[str], tuple[W
 
 @pytest.mark.parametrize(
     "path",
-    ["/static/../../manage.py", "/static/..%2f..%2fmanage.py", "/static/%2e%2e/%2e%2e/manage.py",
-     "/static/css/..%2f..%2f..%2fbotconsole%2fsettings%2fbase.py", "/static/%00", "/static/" + "x" * 5000,
-     "/static/css/%c0%ae%c0%ae/x"],
-)  # fmt: skip
+    [
+        "/static/../../manage.py",
+        "/static/..%2f..%2fmanage.py",
+        "/static/%2e%2e/%2e%2e/manage.py",
+        "/static/css/..%2f..%2f..%2fbotconsole%2fsettings%2fbase.py",
+        "/static/%00",
+        "/static/" + "x" * 5000,
+        "/static/css/%c0%ae%c0%ae/x",
+    ],
+)
 def test_static_paths_with_traversal_are_not_found(client: Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code in (400, 404), response.status_code

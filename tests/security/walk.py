@@ -203,20 +203,28 @@ def _fingerprint_sql() -> tuple[list[str], str]:
     from django.contrib.auth.models import Group
 
     from apps.accounts.models import User
+    from apps.alerts.models import AlertWebhook
     from apps.audit.models import AuditEntry
-    from apps.bots.models import Bot, FleetHost
+    from apps.bots.models import Bot, FleetHost, TradingHalt
     from apps.exchanges.models import ExchangeAccount
-    from apps.killswitch.models import AlertWebhook, BreakerRule, KillRun
+    from apps.killswitch.models import BreakerRule, KillRun
     from apps.reviews.models import ReviewSignoff
-    from apps.trading.models import TradingHalt
 
     models: dict[str, tuple[type[Model], tuple[str, ...]]] = {
-        "bots": (Bot, ()), "fleet hosts": (FleetHost, ()), "exchange accounts": (ExchangeAccount, ()),
-        "users": (User, ("last_login",)), "groups": (Group, ()), "user groups": (User.groups.through, ()),
-        "user permissions": (User.user_permissions.through, ()), "group permissions": (Group.permissions.through, ()),
-        "trading halt": (TradingHalt, ()), "breaker rules": (BreakerRule, ()), "kill runs": (KillRun, ()),
-        "alert webhook": (AlertWebhook, ()), "review sign-offs": (ReviewSignoff, ()),
-    }  # fmt: skip
+        "bots": (Bot, ()),
+        "fleet hosts": (FleetHost, ()),
+        "exchange accounts": (ExchangeAccount, ()),
+        "users": (User, ("last_login",)),
+        "groups": (Group, ()),
+        "user groups": (User.groups.through, ()),
+        "user permissions": (User.user_permissions.through, ()),
+        "group permissions": (Group.permissions.through, ()),
+        "trading halt": (TradingHalt, ()),
+        "breaker rules": (BreakerRule, ()),
+        "kill runs": (KillRun, ()),
+        "alert webhook": (AlertWebhook, ()),
+        "review sign-offs": (ReviewSignoff, ()),
+    }
     parts = [f"({_select(model, exclude)})" for model, exclude in models.values()]
     audit = connection.ops.quote_name(AuditEntry._meta.db_table)
     parts.append(f"(SELECT coalesce(max(seq), 0)::text FROM {audit})")

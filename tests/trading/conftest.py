@@ -50,9 +50,12 @@ def price(sandbox: Any) -> Iterator[Decimal]:
 def live(db: None, sandbox: Any, new_key: Callable[..., Key], price: Decimal) -> Live:
     key = new_key()
     account, _ = exchange_account_create(
-        label=f"trading-{key.api_key[-8:]}", exchange_id="sandbox", credentials=key.form(),
-        attested_no_withdrawals=False, actor="system:test",
-    )  # fmt: skip
+        label=f"trading-{key.api_key[-8:]}",
+        exchange_id="sandbox",
+        credentials=key.form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
     client = clients.build_client(exchange_id="sandbox", credentials=key.form())
     return Live(key, account, client, sandbox)
 

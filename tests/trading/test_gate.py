@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from apps.bots.halts import global_halt_active, global_halt_clear, global_halt_set
 from apps.bots.models import Bot
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, gate_check, place_order
-from apps.trading.halt import global_halt_active, global_halt_clear, global_halt_set
 from apps.trading.ids import CLIENT_ORDER_ID_RE, client_order_id
 from apps.trading.ledger import ledger_for
 from apps.trading.models import BotLedger, GateRefusal, Order

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from django.core import mail
 
+from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.killswitch.models import Alert
 from apps.trading.models import Order
 from apps.trading.reconcile import reconcile
 from apps.trading.tick import tick_run

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from apps.bots.halts import global_halt_set
 from apps.bots.models import Bot
-from apps.trading.halt import global_halt_set
 from apps.trading.ledger import ledger_for
 from apps.trading.models import Fill, GateRefusal, Order, Position
 from apps.trading.sync import orders_sync
@@ -96,8 +96,10 @@ def test_a_tick_sends_nothing_while_the_global_halt_is_active(live: Live, make_b
 def test_a_drawdown_during_a_tick_halts_the_bot_and_places_nothing(
     live: Live, make_bot: Callable[..., Bot], sandbox: Any
 ) -> None:
-    bot = make_bot(params={"lower": "20000", "upper": "65000", "levels": 10, "order_amount": "0.001"},
-                   max_drawdown_pct=Decimal("20"))  # fmt: skip
+    bot = make_bot(
+        params={"lower": "20000", "upper": "65000", "levels": 10, "order_amount": "0.001"},
+        max_drawdown_pct=Decimal("20"),
+    )
     assert tick_run(bot=bot, client=live.client).equity == Decimal("70000")  # 10,000 USDT + 1 BTC at 60,000
     placed = len(live.exchange_orders())
     sandbox.admin.set_price(SYMBOL, "40000", hold=True)  # equity 50,000: 28.6% below the peak
@@ -139,8 +141,12 @@ def test_paper_mode_places_nothing_on_the_exchange_yet_records_simulated_fills(
     assert ledger.paper_quote == Decimal("1000") - Decimal("57.5")
     assert Position.objects.get(bot=bot).base_quantity == Decimal("0.000999")
 
-    market = make_bot(mode=Bot.Mode.PAPER, strategy="dca", paper_balance=Decimal("1000"),
-                      params={"quote_per_buy": "100", "every_ticks": 1, "take_profit_pct": "5"})  # fmt: skip
+    market = make_bot(
+        mode=Bot.Mode.PAPER,
+        strategy="dca",
+        paper_balance=Decimal("1000"),
+        params={"quote_per_buy": "100", "every_ticks": 1, "take_profit_pct": "5"},
+    )
     tick_run(bot=market, client=client)
     bought = Order.objects.get(bot=market)
     assert bought.status == Order.Status.FILLED and bought.average is not None

@@ -8,10 +8,15 @@ ROLE_PERMISSIONS = {
     "viewer": ["view_console"],
     "operator": ["view_console", "operate_bots", "trigger_killswitch"],
     "admin": [
-        "view_console", "operate_bots", "trigger_killswitch", "manage_users",
-        "manage_exchange_accounts", "enable_live_mode", "resume_after_kill",
+        "view_console",
+        "operate_bots",
+        "trigger_killswitch",
+        "manage_users",
+        "manage_exchange_accounts",
+        "enable_live_mode",
+        "resume_after_kill",
     ],
-}  # fmt: skip
+}
 
 
 def create_roles(apps: Any, schema_editor: Any) -> None:

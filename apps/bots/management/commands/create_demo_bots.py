@@ -20,15 +20,33 @@ class Command(BaseCommand):
             self.stdout.write(f"no {DEMO_ACCOUNT!r} account; no demo bots")
             return
         limits = {
-            "max_order_notional": Decimal("500"), "max_position_notional": Decimal("5000"), "max_open_orders": 20,
-            "max_orders_per_minute": 30, "daily_loss_limit": Decimal("500"), "max_drawdown_pct": Decimal("20"),
-        }  # fmt: skip
+            "max_order_notional": Decimal("500"),
+            "max_position_notional": Decimal("5000"),
+            "max_open_orders": 20,
+            "max_orders_per_minute": 30,
+            "daily_loss_limit": Decimal("500"),
+            "max_drawdown_pct": Decimal("20"),
+        }
         demos = [
-            Bot(name="Demo grid (sandbox)", account=account, strategy="grid", symbols=["BTC/USDT"], tick_interval_s=3,
-                params={"lower": "59000", "upper": "61000", "levels": 9, "order_amount": "0.001"}, **limits),
-            Bot(name="Demo DCA (paper)", account=account, strategy="dca", symbols=["ETH/USDT"], tick_interval_s=5,
-                params={"quote_per_buy": "25", "every_ticks": 3, "take_profit_pct": "1"}, **limits),
-        ]  # fmt: skip
+            Bot(
+                name="Demo grid (sandbox)",
+                account=account,
+                strategy="grid",
+                symbols=["BTC/USDT"],
+                tick_interval_s=3,
+                params={"lower": "59000", "upper": "61000", "levels": 9, "order_amount": "0.001"},
+                **limits,
+            ),
+            Bot(
+                name="Demo DCA (paper)",
+                account=account,
+                strategy="dca",
+                symbols=["ETH/USDT"],
+                tick_interval_s=5,
+                params={"quote_per_buy": "25", "every_ticks": 3, "take_profit_pct": "1"},
+                **limits,
+            ),
+        ]
         for bot in demos:
             if Bot.objects.filter(name=bot.name).exists():
                 continue
@@ -38,7 +56,9 @@ class Command(BaseCommand):
                 # its orders go through the whole path (its own Vault identity, the gate, the sandbox).
                 Bot.objects.filter(pk=bot.pk).update(mode=Bot.Mode.LIVE)
                 record(
-                    actor="system:first-run", action="bot.mode_changed", target=bot,
+                    actor="system:first-run",
+                    action="bot.mode_changed",
+                    target=bot,
                     data={"before": {"mode": "paper"}, "after": {"mode": "live"}, "why": "sandbox demo"},
-                )  # fmt: skip
+                )
             self.stdout.write(f"created {bot.name}")

@@ -26,9 +26,12 @@ class Command(BaseCommand):
         }
         try:
             exchange_account_create(
-                label=DEMO_LABEL, exchange_id="sandbox", credentials=credentials, attested_no_withdrawals=False,
+                label=DEMO_LABEL,
+                exchange_id="sandbox",
+                credentials=credentials,
+                attested_no_withdrawals=False,
                 actor="system:first-run",
-            )  # fmt: skip
+            )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"{DEMO_LABEL} added")

@@ -26,10 +26,12 @@ class Command(BaseCommand):
             "--dir", type=Path, default=None, help="where to create the backup's directory (default: var/backups)"
         )
         parser.add_argument(
-            "--vault-token-file", type=Path, default=None,
+            "--vault-token-file",
+            type=Path,
+            default=None,
             help="a file holding the OpenBao token for the snapshot (default: $VAULT_OPERATOR_TOKEN, "
             "else the local root token of `make run`)",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         parent = options["dir"] or Path(settings.VAR_DIR) / "backups"

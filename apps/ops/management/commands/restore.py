@@ -42,17 +42,22 @@ class Command(BaseCommand):
             "--force", action="store_true", help="restore even though the database already holds data (it is replaced)"
         )
         parser.add_argument(
-            "--vault-token-file", type=Path, default=None,
+            "--vault-token-file",
+            type=Path,
+            default=None,
             help="a file holding a root token of the TARGET OpenBao (default: $VAULT_OPERATOR_TOKEN)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--unseal-key-file", type=Path, default=None,
+            "--unseal-key-file",
+            type=Path,
+            default=None,
             help="a file holding the unseal key of the OpenBao the backup came from (or its init.json)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--replace-checkpoint-file", action="store_true",
+            "--replace-checkpoint-file",
+            action="store_true",
             help="replace an existing audit checkpoint file with the backup's (the old one is kept aside)",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -120,8 +125,11 @@ class Command(BaseCommand):
                 )
             )
         outcome = "not verified" if report is None else ("ok" if report.ok else "broken")
-        record(actor="system:manage.py restore", action="backup.restore",
-               data={"backup": path.name, "taken_at": manifest.get("created_at"), "audit_log": outcome})  # fmt: skip
+        record(
+            actor="system:manage.py restore",
+            action="backup.restore",
+            data={"backup": path.name, "taken_at": manifest.get("created_at"), "audit_log": outcome},
+        )
         if report is None:
             self.stdout.write(self.style.WARNING("The audit log was NOT verified."))
         elif not report.ok:

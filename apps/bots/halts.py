@@ -17,8 +17,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.bots.models import TradingHalt
 from apps.killswitch.text import reason_clean
-from apps.trading.models import TradingHalt
 
 logger = logging.getLogger(__name__)
 REASON_MAX = 300  # TradingHalt.reason
@@ -79,9 +79,11 @@ def global_halt_set(*, reason: str, actor: AbstractBaseUser | str) -> TradingHal
         try:
             with transaction.atomic():  # a savepoint: the halt commits even if its audit entry cannot
                 record(
-                    actor=actor, action="trading.halted", target=halt,
+                    actor=actor,
+                    action="trading.halted",
+                    target=halt,
                     data={"reason": halt.reason, "was_active": was_active},
-                )  # fmt: skip
+                )
         except Exception:
             logger.exception("trading halted, but its audit entry was not written")
     return halt

@@ -22,10 +22,12 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.alerts import sender as webhooks
+from apps.alerts.models import Alert, AlertWebhook
+from apps.alerts.selectors import TEST_KIND, alert_webhook_active, alert_webhook_get
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
-from apps.killswitch import webhooks
-from apps.killswitch.models import Alert, AlertWebhook
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,6 @@ SECRET_PATH = "alert-webhook/signing"  # noqa: S105 - a Vault path, not a secret
 SECRET_MIN_LENGTH = 16
 URL_MAX_LENGTH = 500  # AlertWebhook.url
 MANAGE = "accounts.manage_users"
-TEST_KIND = "webhook_test"
 BATCH = 50
 Status = Alert.WebhookStatus
 
@@ -60,15 +61,6 @@ def backoff_s(attempts: int) -> float:
 # -- settings (web process, admins) ------------------------------------------------------------------
 
 
-def alert_webhook_get() -> AlertWebhook:
-    """The webhook's settings (an unsaved, switched-off row until an admin sets it up)."""
-    return AlertWebhook.objects.filter(pk=1).first() or AlertWebhook(pk=1)
-
-
-def alert_webhook_active() -> bool:
-    return AlertWebhook.objects.filter(pk=1, enabled=True, secret_set_at__isnull=False).exclude(url="").exists()
-
-
 def _check_admin(actor: User) -> None:
     if not actor.has_perm(MANAGE):
         raise ApplicationError("Only an admin can change the alert webhook.")
@@ -79,9 +71,13 @@ def _state(config: AlertWebhook) -> dict[str, Any]:
 
 
 def alert_webhook_configure(
-    *, url: str, secret: str, actor: User, request: HttpRequest | None = None,
+    *,
+    url: str,
+    secret: str,
+    actor: User,
+    request: HttpRequest | None = None,
     process_vault: vault.ProcessVault | None = None,
-) -> AlertWebhook:  # fmt: skip
+) -> AlertWebhook:
     """Set or replace the webhook's URL and (when given) its signing secret, and switch it on."""
     _check_admin(actor)
     url = url.strip()
@@ -111,10 +107,17 @@ def alert_webhook_configure(
         config.url, config.enabled, config.updated_by = url, True, actor
         config.save()
         record(
-            actor=actor, action="alert_webhook.configured", target=config, request=request,
-            data={"before": before, "after": _state(config), "secret_replaced": bool(secret),
-                  "kv_version": config.secret_version},
-        )  # fmt: skip
+            actor=actor,
+            action="alert_webhook.configured",
+            target=config,
+            request=request,
+            data={
+                "before": before,
+                "after": _state(config),
+                "secret_replaced": bool(secret),
+                "kv_version": config.secret_version,
+            },
+        )
     return config
 
 
@@ -133,18 +136,18 @@ def alert_webhook_disable(*, actor: User, request: HttpRequest | None = None) ->
 
 def alert_webhook_test(*, actor: User, request: HttpRequest | None = None) -> Alert:
     """Raise a harmless alert, to see it arrive at the receiver (and in the admins' mail)."""
-    from apps.killswitch.alerts import alert_raise
-
     _check_admin(actor)
     if not alert_webhook_active():
         raise ApplicationError("Set up the webhook first.")
     with transaction.atomic():
         record(actor=actor, action="alert_webhook.test_requested", target=alert_webhook_get(), request=request)
         return alert_raise(
-            kind=TEST_KIND, severity=Alert.Severity.WARNING, source="system:alerts",
+            kind=TEST_KIND,
+            severity=Alert.Severity.WARNING,
+            source="system:alerts",
             message=f"Test alert requested by {actor.get_username()}: the alert webhook works.",
             data={"requested_by": actor.get_username()},
-        )  # fmt: skip
+        )
 
 
 # -- delivery (control worker) -------------------------------------------------------------------------
@@ -203,14 +206,21 @@ def _deliver(alert: Alert, url: str, secret: str | webhooks.WebhookFailed) -> bo
             # Logged, never alerted: an alert about a failed alert could only fail the same way.
             logger.error(
                 "alert %s: webhook delivery to %s failed after %d attempts: %s",
-                alert.pk, webhooks.url_host(url), alert.webhook_attempts, exc.message,
-            )  # fmt: skip
+                alert.pk,
+                webhooks.url_host(url),
+                alert.webhook_attempts,
+                exc.message,
+            )
         else:
             alert.webhook_next_at = timezone.now() + timedelta(seconds=backoff_s(alert.webhook_attempts))
             logger.warning(
                 "alert %s: webhook delivery to %s failed (attempt %d of %d): %s",
-                alert.pk, webhooks.url_host(url), alert.webhook_attempts, max_attempts(), exc.message,
-            )  # fmt: skip
+                alert.pk,
+                webhooks.url_host(url),
+                alert.webhook_attempts,
+                max_attempts(),
+                exc.message,
+            )
         sent = False
     else:
         alert.webhook_status, alert.webhook_next_at = Status.SENT, None

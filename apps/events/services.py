@@ -19,7 +19,7 @@ from django.db import transaction
 
 from apps.core.exceptions import ApplicationError
 from apps.core.logging import redact
-from apps.live.models import Event
+from apps.events.models import Event
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from apps.bots.models import Bot
-
 
 class Event(models.Model):
     class Kind(models.TextChoices):
@@ -30,11 +28,12 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # SET_NULL: deleting a bot must not be blocked by, nor delete, its history.
-    bot = models.ForeignKey(Bot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    bot = models.ForeignKey("bots.Bot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # DjangoJSONEncoder: callers pass Decimals and datetimes straight from models.
     payload = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
 
     class Meta:
+        db_table = "live_event"  # the table it had when the live app held it
         ordering = ["seq"]
         indexes = [models.Index(fields=["bot", "seq"], name="live_event_bot_seq")]
 
