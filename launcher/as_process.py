@@ -26,11 +26,11 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botconsole.settings.local")
     from django.conf import settings
 
-    from apps.ops.backup import BackupError, local_keys_file, read_token_file
-    from apps.vault import admin as vault_admin
+    from apps.ops.backup import BackupError, local_keys_file, read_token_file  # late: after the settings are chosen
+    from apps.vault import server as vault_server  # late: after the settings are chosen
 
-    if len(argv) < 2 or argv[0] not in vault_admin.PROCESS_ROLES:
-        kinds = ", ".join(sorted(vault_admin.PROCESS_ROLES))
+    if len(argv) < 2 or argv[0] not in vault_server.PROCESS_ROLES:
+        kinds = ", ".join(sorted(vault_server.PROCESS_ROLES))
         print(f"usage: python -m launcher.as_process {{{kinds}}} COMMAND [ARGS...]", file=sys.stderr)
         return 2
     process, command = argv[0], argv[1:]
@@ -39,13 +39,13 @@ def main(argv: list[str]) -> int:
     except BackupError as exc:
         print(f"no local Vault root token ({exc}); is this a `make run` checkout?", file=sys.stderr)
         return 2
-    issued = vault_admin.create_process_token(settings.VAULT_ADDR, admin_token, process)
+    issued = vault_server.create_process_token(settings.VAULT_ADDR, admin_token, process)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_") or k == "VAULT_ADDR"}
     env["VAULT_TOKEN"] = issued.token
     try:
         return subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *command], env=env, cwd=BASE_DIR).returncode
     finally:
-        vault_admin.revoke_accessor(settings.VAULT_ADDR, admin_token, issued.accessor)
+        vault_server.revoke_accessor(settings.VAULT_ADDR, admin_token, issued.accessor)
 
 
 if __name__ == "__main__":

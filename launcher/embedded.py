@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from apps.core.files import MissingPackage, bao_bin, pg_bin, read_json, valkey_bin, write_private
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 
 READY_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 20
@@ -474,8 +474,8 @@ ui            = false
     @staticmethod
     def _init_and_unseal(addr: str, keys_file: Path) -> VaultKeys:
 
-        if not vault_admin.is_initialized(addr):
-            result = vault_admin.initialize(addr)
+        if not vault_server.is_initialized(addr):
+            result = vault_server.initialize(addr)
             write_private(keys_file, json.dumps(result))
             print(
                 f"botconsole: WARNING: OpenBao's unseal key and root token are kept in {keys_file} "
@@ -488,7 +488,7 @@ ui            = false
                 "OpenBao", f"it is initialized but {keys_file} with its unseal key is missing", None
             )
         keys = VaultKeys(unseal_key=stored["unseal_key"], root_token=stored["root_token"])
-        vault_admin.unseal(addr, keys.unseal_key)
+        vault_server.unseal(addr, keys.unseal_key)
         return keys
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import environ
 
 from apps.core.files import read_json, write_private
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 from launcher.embedded import (
     EmbeddedServices,
     ServiceStartError,
@@ -95,7 +95,7 @@ class Supervisor:
         self.port = port
         self.services = EmbeddedServices(root=var_dir, want=missing_services(os.environ))
         self.children: list[Child] = []
-        self.tokens: list[vault_admin.IssuedToken] = []
+        self.tokens: list[vault_server.IssuedToken] = []
         self.admin_token = ""
         self.env: dict[str, str] = {}
 
@@ -125,7 +125,7 @@ class Supervisor:
         self.admin_token = keys.root_token if keys else os.environ.get("VAULT_BOOTSTRAP_TOKEN", "")
         if not self.admin_token:
             raise SystemExit("botconsole: VAULT_ADDR names your own Vault: set VAULT_BOOTSTRAP_TOKEN to an admin token")
-        for line in vault_admin.bootstrap(self.env["VAULT_ADDR"], self.admin_token):
+        for line in vault_server.bootstrap(self.env["VAULT_ADDR"], self.admin_token):
             say(f"vault: {line}")
         self._manage("migrate", "--noinput", quiet=True)
         out = self._manage("create_first_admin", quiet=True)
@@ -147,7 +147,7 @@ class Supervisor:
         return result.stdout
 
     def _token_env(self, process: str) -> dict[str, str]:
-        issued = vault_admin.create_process_token(self.env["VAULT_ADDR"], self.admin_token, process)
+        issued = vault_server.create_process_token(self.env["VAULT_ADDR"], self.admin_token, process)
         self.tokens.append(issued)
         return {"VAULT_TOKEN": issued.token}
 
@@ -255,7 +255,7 @@ class Supervisor:
         (self.run_dir / "children.json").unlink(missing_ok=True)
         for issued in self.tokens:
             with contextlib.suppress(vault.VaultError):
-                vault_admin.revoke_accessor(self.env["VAULT_ADDR"], self.admin_token, issued.accessor)
+                vault_server.revoke_accessor(self.env["VAULT_ADDR"], self.admin_token, issued.accessor)
         self.tokens.clear()
         self.services.stop()
         (self.run_dir / "services.env").unlink(missing_ok=True)

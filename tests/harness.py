@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 from launcher.embedded import EmbeddedServices, missing_services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ class Harness:
     def __init__(self) -> None:
         self.root = Path(os.environ.get("BOTCONSOLE_TEST_VAR_DIR", ROOT / "var" / "test"))
         self.services: EmbeddedServices | None = None
-        self.tokens: dict[str, vault_admin.IssuedToken] = {}
+        self.tokens: dict[str, vault_server.IssuedToken] = {}
         self.admin_token = ""
         self.started = False
         self._lock: IO[str] | None = None
@@ -64,10 +64,10 @@ class Harness:
             self.admin_token = os.environ.get("VAULT_BOOTSTRAP_TOKEN", "")
             if not self.admin_token:
                 raise RuntimeError("VAULT_ADDR names your own Vault: set VAULT_BOOTSTRAP_TOKEN to an admin token")
-        vault_admin.bootstrap(self.vault_addr, self.admin_token)
+        vault_server.bootstrap(self.vault_addr, self.admin_token)
         self.tokens = {
-            process: vault_admin.create_process_token(self.vault_addr, self.admin_token, process)
-            for process in vault_admin.PROCESS_ROLES
+            process: vault_server.create_process_token(self.vault_addr, self.admin_token, process)
+            for process in vault_server.PROCESS_ROLES
         }
         self.started = True
 
@@ -84,7 +84,7 @@ class Harness:
     def stop(self) -> None:
         for issued in self.tokens.values():
             with contextlib.suppress(vault.VaultError):
-                vault_admin.revoke_accessor(self.vault_addr, self.admin_token, issued.accessor)
+                vault_server.revoke_accessor(self.vault_addr, self.admin_token, issued.accessor)
         self.tokens.clear()
         if self.services is not None:
             self.services.stop()

@@ -12,7 +12,7 @@ class ReadOnlyAdminConfig(AdminConfig):
 
     def ready(self) -> None:
         super().ready()  # autodiscover: every app's admin module registers through the read-only site
-        from apps.accounts.admin_site import ReadOnlyAdminSite
+        from apps.accounts.admin_site import ReadOnlyAdminSite  # late: this module loads before the models
 
         site = self.module.site  # type: ignore[union-attr]
         if not isinstance(site, ReadOnlyAdminSite):

@@ -23,6 +23,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, reverse
 from django_otp.admin import OTPAdminSite
 
+from apps.accounts.views import logout_view
+
 
 class _NoChanges:
     """Permissions of a view-only admin; for a ModelAdmin and an inline alike."""
@@ -99,9 +101,7 @@ class ReadOnlyAdminSite(OTPAdminSite):  # type: ignore[misc]
         return HttpResponseRedirect(f"{reverse(settings.LOGIN_URL)}?{urlencode({'next': reverse('admin:index')})}")
 
     def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from apps.accounts.views import logout_view  # the tracked session ends with an audit entry
-
-        return logout_view(request)
+        return logout_view(request)  # the tracked session ends with an audit entry
 
     def password_change(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return HttpResponseRedirect(reverse("accounts:password_change"))

@@ -9,7 +9,7 @@ class AccountsConfig(AppConfig):
     label = "accounts"
 
     def ready(self) -> None:
-        from apps.accounts import signals  # noqa: F401  (connects the receivers)
+        from apps.accounts import signals  # noqa: F401  # late: receivers connect once the models are loaded
 
         post_migrate.connect(sync_roles, sender=self)
 
@@ -22,7 +22,7 @@ def sync_roles(sender: AppConfig, **kwargs: Any) -> None:
     """
     from django.contrib.auth.models import Group, Permission
 
-    from apps.accounts.services import ROLE_PERMISSIONS
+    from apps.accounts.services import ROLE_PERMISSIONS  # late: apps.py loads before the models
 
     for role, codenames in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=role)

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from apps.bots.halts import global_halt_reason
 from apps.core.otp import is_verified
 
 
@@ -10,8 +11,6 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not is_verified(user):
         return {"nav_verified": False, "nav_perms": {}}
-    from apps.bots.selectors import global_halt_reason
-
     perms = {
         name: user.has_perm(f"accounts.{name}") for name in ("manage_users", "trigger_killswitch", "resume_after_kill")
     }

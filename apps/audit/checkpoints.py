@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.audit.chain import GENESIS_HASH, canonical_time, checkpoint_message
 from apps.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
-from apps.audit.services import audit_verify_chain, record
+from apps.audit.services import audit_verify_chain
 from apps.audit.signals import tampering_found
-from apps.core.exceptions import ApplicationError
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -426,21 +423,3 @@ def audit_checkpoint_create(*, source: str, process_vault: vault.ProcessVault | 
         raise
     _finish(report, started=started, source=source)
     return CheckpointResult(report=report, checkpoint=created, created=created is not None)
-
-
-def audit_checkpoint_request(*, actor: AbstractBaseUser, request: HttpRequest | None = None) -> None:
-    """An admin asks for a checkpoint now: audited, then queued for the control worker.
-
-    The entry is committed before the task is queued, so the checkpoint covers the request too.
-    """
-    from apps.audit.tasks import audit_checkpoint_task
-
-    record(actor=actor, action="audit.checkpoint_requested", request=request)
-    try:
-        audit_checkpoint_task.apply_async(retry=False)
-    except Exception as exc:
-        logger.warning("audit checkpoint not queued (%s)", type(exc).__name__)
-        raise ApplicationError(
-            "The control worker could not be reached (is the broker running?). "
-            "Run `manage.py audit_checkpoint` on the server instead."
-        ) from exc

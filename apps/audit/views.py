@@ -18,10 +18,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.selectors import acting_user
 from apps.audit import selectors
-from apps.audit.checkpoints import audit_checkpoint_request
 from apps.audit.forms import AuditFilterForm
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_export_start
+from apps.audit.tasks import audit_checkpoint_request
 from apps.core.exceptions import ApplicationError
 
 VIEW = "accounts.view_console"

@@ -42,8 +42,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.audit.services import record
+from apps.bots import events as bot_events
 from apps.bots.models import Bot, FleetHost
-from apps.trading import events as bot_events
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)

@@ -11,14 +11,18 @@ audit entry fails (written in a savepoint: the halt commits anyway and the failu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.alerts.models import Alert
+from apps.alerts.services import alert_raise
 from apps.audit.services import record
-from apps.bots.models import TradingHalt
-from apps.killswitch.text import reason_clean
+from apps.bots.events import bot_state
+from apps.bots.models import Bot, TradingHalt
+from apps.core.text import reason_clean
 
 logger = logging.getLogger(__name__)
 REASON_MAX = 300  # TradingHalt.reason
@@ -97,3 +101,53 @@ def global_halt_clear(*, actor: AbstractBaseUser | str) -> TradingHalt:
         halt.save()
         record(actor=actor, action="trading.resumed", target=halt, data={"previous_reason": before})
     return halt
+
+
+def actor_of(bot: Bot) -> str:
+    return f"system:bot-{bot.pk}"
+
+
+def _savepoint(what: str, bot: Bot, fn: Callable[[], object]) -> None:
+    # What follows a halt must never undo it: each in its own savepoint, a failure logged.
+    try:
+        with transaction.atomic():
+            fn()
+    except Exception:
+        logger.exception("bot %s halted, but its %s failed", bot.pk, what)
+
+
+def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
+    """Halt one bot (a circuit breaker tripped) and tell it to stop; then audit entry and critical alert.
+
+    The halt and the stop are written first and stay even if the audit entry or the alert fails.
+    """
+    text = reason_clean(f"Bot {bot.name} halted: {message}", max_length=300)
+    with transaction.atomic():
+        changed = Bot.objects.filter(pk=bot.pk, halted=False).update(
+            halted=True, halt_reason=text, desired_state=Bot.Desired.STOPPED
+        )
+        bot.halted, bot.halt_reason, bot.desired_state = True, text, Bot.Desired.STOPPED
+        if changed:
+            data = {"reason": reason, "message": message}
+            _savepoint(
+                "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=data)
+            )
+            _savepoint("live event", bot, lambda: bot_state(bot.pk))
+            _savepoint(
+                "alert",
+                bot,
+                lambda: alert_raise(
+                    kind="circuit_breaker",
+                    severity=Alert.Severity.CRITICAL,
+                    message=text,
+                    target=bot,
+                    data={"bot": bot.pk, "reason": reason},
+                    source=actor_of(bot),
+                ),
+            )
+
+
+def global_halt_reason() -> str | None:
+    """Why every bot is halted (the kill switch), read from the database; None when trading may run."""
+    halt = global_halt_state()
+    return (halt.reason or "halted") if halt.active else None

@@ -17,13 +17,12 @@ from django.http import HttpRequest
 from apps.accounts.models import User
 from apps.accounts.services import step_up_is_fresh
 from apps.audit.services import record
-from apps.bots.halts import global_halt_lock_shared
+from apps.bots import events as bot_events
+from apps.bots.halts import global_halt_lock_shared, global_halt_reason
 from apps.bots.models import Bot
-from apps.bots.selectors import global_halt_reason
 from apps.core.exceptions import ApplicationError
 from apps.strategies import REGISTRY
 from apps.strategies.base import ParamError
-from apps.trading import events as bot_events
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (

@@ -16,7 +16,9 @@ from apps.bots import selectors, services
 from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
+from apps.events.selectors import event_cursor
 from apps.strategies import REGISTRY
+from apps.trading import selectors as trading_selectors
 
 VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "accounts.enable_live_mode"
 # An edit that waits for the admin's fresh code: {"bot": id, "strategy": key, "data": the submitted fields}.
@@ -28,7 +30,7 @@ PENDING_EDIT = "bc_bot_edit_pending"
 @permission_required(VIEW, raise_exception=True)
 def bot_list_view(request: HttpRequest) -> HttpResponse:
     context = {
-        "rows": selectors.bot_rows(),
+        "rows": trading_selectors.bot_rows(),
         "hosts": selectors.fleet_hosts(),
         "can_operate": request.user.has_perm(OPERATE),
     }
@@ -42,8 +44,8 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     context = {
         "bot": bot,
         "strategy": REGISTRY[bot.strategy],
-        **selectors.bot_activity(bot),
-        "cursor": selectors.event_cursor(),
+        **trading_selectors.bot_activity(bot),
+        "cursor": event_cursor(),
         "can_operate": request.user.has_perm(OPERATE),
         "can_live": request.user.has_perm(LIVE),
     }

@@ -1,20 +1,25 @@
+"""Reading exchange accounts and what their exchanges list."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from django.core.cache import cache
 from django.db.models import QuerySet
 
+from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
-
-if TYPE_CHECKING:
-    from apps.bots.models import Bot
 
 
 def exchange_accounts() -> QuerySet[ExchangeAccount]:
     return ExchangeAccount.objects.order_by("label")
 
 
-def bots_using(account: ExchangeAccount) -> list[Bot]:
-    from apps.bots.models import Bot  # bots depend on exchanges, not the other way round
-
-    return list(Bot.objects.filter(account=account).order_by("name"))
+def exchange_symbols(account: ExchangeAccount) -> set[str]:
+    """The spot symbols the account's exchange lists (public data, cached ten minutes)."""
+    cache_key = f"bots:symbols:{account.exchange_id}"
+    symbols: set[str] | None = cache.get(cache_key)
+    if symbols is None:
+        client = clients.build_client(exchange_id=account.exchange_id, credentials={})
+        markets = clients.call(client.load_markets)
+        symbols = {s for s, m in markets.items() if m.get("spot") and m.get("active", True) is not False}
+        cache.set(cache_key, symbols, 600)
+    return symbols

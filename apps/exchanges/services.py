@@ -22,7 +22,7 @@ from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
-from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.models import ExchangeAccount, ExchangeAuthFailure
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -240,6 +240,14 @@ def exchange_account_delete(
         raise ApplicationError(f"{label} is used by a bot; delete or re-point those bots first.") from None
 
 
+def key_rejection_note(*, account_id: Any, bot_id: int | None, error: Exception) -> None:
+    """An exchange refused this account's key (authentication or permission); the auth-errors breaker counts these.
+
+    Only the error's kind is kept: its text may quote the signed request.
+    """
+    ExchangeAuthFailure.objects.create(account_id=account_id, bot_id=bot_id, error=type(error).__name__[:60])
+
+
 # -- checks of stored keys (control worker) ---------------------------------------------------
 
 
@@ -254,9 +262,7 @@ def exchange_account_check(*, account: ExchangeAccount, process_vault: vault.Pro
         problems.append(str(exc))
         check = None
         if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
-            from apps.killswitch.breakers import auth_failure_note
-
-            auth_failure_note(account_id=account.pk, bot_id=None, error=exc)
+            key_rejection_note(account_id=account.pk, bot_id=None, error=exc)
     if check is not None:
         if check.can_withdraw:
             problems.append("The key can now withdraw funds. Disable withdrawals for it on the exchange at once.")

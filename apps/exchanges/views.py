@@ -4,7 +4,6 @@ from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -13,12 +12,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
 from apps.accounts.selectors import acting_user
-from apps.audit.services import record
+from apps.bots.selectors import bots_using
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import selectors, services
 from apps.exchanges.forms import ExchangeAccountForm, RotateForm
 from apps.exchanges.models import ExchangeAccount
-from apps.exchanges.tasks import exchange_account_check_task
+from apps.exchanges.tasks import exchange_account_check_request
 
 SECRET_FIELDS = ("apiKey", "secret", "password")
 MANAGE = "accounts.manage_exchange_accounts"
@@ -27,7 +26,7 @@ MANAGE = "accounts.manage_exchange_accounts"
 @never_cache
 @permission_required("accounts.view_console", raise_exception=True)
 def account_list_view(request: HttpRequest) -> HttpResponse:
-    accounts = [(a, selectors.bots_using(a)) for a in selectors.exchange_accounts()]
+    accounts = [(a, bots_using(a)) for a in selectors.exchange_accounts()]
     return render(request, "exchanges/list.html", {"accounts": accounts, "can_manage": request.user.has_perm(MANAGE)})
 
 
@@ -100,10 +99,14 @@ def account_rotate_view(request: HttpRequest, account_id: str) -> HttpResponse:
 @require_POST
 def account_check_view(request: HttpRequest, account_id: str) -> HttpResponse:
     account = get_object_or_404(ExchangeAccount, id=account_id)
-    record(actor=acting_user(request), action="exchange_account.check_requested", target=account, request=request)
-    # The web process cannot read the secret; the control worker checks it. Only the id travels.
-    transaction.on_commit(lambda: exchange_account_check_task.delay(str(account.id)))
-    messages.info(request, f"{account.label}: check queued; the result appears here when the control worker is done.")
+    try:
+        exchange_account_check_request(account=account, actor=acting_user(request), request=request)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(
+            request, f"{account.label}: check queued; the result appears here when the control worker is done."
+        )
     return redirect("exchanges:list")
 
 
@@ -121,4 +124,4 @@ def account_delete_view(request: HttpRequest, account_id: str) -> HttpResponse:
         else:
             messages.success(request, f"{account.label} deleted; every version of its key was destroyed in Vault.")
             return redirect("exchanges:list")
-    return render(request, "exchanges/delete.html", {"account": account, "bots": selectors.bots_using(account)})
+    return render(request, "exchanges/delete.html", {"account": account, "bots": bots_using(account)})

@@ -7,4 +7,4 @@ class KillswitchConfig(AppConfig):
 
     def ready(self) -> None:
         # The circuit-breaker loop starts with the control worker (a worker_ready receiver).
-        from apps.killswitch import breakers  # noqa: F401
+        from apps.killswitch import breakers  # noqa: F401  # late: its worker_ready receiver, once models are loaded

@@ -37,12 +37,12 @@ from apps.accounts.models import User
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.audit.services import record
+from apps.bots.halts import bot_halt
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.periodic import run_every
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.killswitch.models import BreakerRule, BreakerTrip
-from apps.trading.gate import bot_halt
 from apps.trading.models import BotLedger, Order
 from apps.vault import client as vault
 
@@ -270,11 +270,6 @@ def _rule_data(rule: BreakerRule) -> dict[str, Any]:
 
 
 # -- recording what the checks count ------------------------------------------------------------
-
-
-def auth_failure_note(*, account_id: Any, bot_id: int | None, error: Exception) -> None:
-    """An exchange refused this account's key; the auth-errors breaker counts these."""
-    ExchangeAuthFailure.objects.create(account_id=account_id, bot_id=bot_id, error=type(error).__name__[:60])
 
 
 # -- the checks ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 (`kill_request`, for circuit breakers and scripts, returns the run). It commits the halt before
 anything else, so the order gate refuses every order from that moment, whatever happens to Redis,
 the workers or the exchanges afterwards. Nothing about the press can stop the halt: the reason is
-cleaned and cut (apps.killswitch.text), never refused, and whatever fails after the halt (recording
+cleaned and cut (apps.core.text), never refused, and whatever fails after the halt (recording
 the run, the audit entry, queueing it) is reported to the caller, the halt staying in place.
 
 Presses and resumes are serialized by one PostgreSQL advisory lock (KILL_LOCK_KEY, taken before the
@@ -35,8 +35,8 @@ from apps.audit.services import record
 from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
+from apps.core.text import reason_changed, reason_clean, resume_reason_problem
 from apps.killswitch.models import KillRun
-from apps.killswitch.text import reason_changed, reason_clean, resume_reason_problem
 
 logger = logging.getLogger(__name__)
 Actor = User | str

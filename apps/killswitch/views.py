@@ -11,12 +11,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
 from apps.accounts.selectors import acting_user
+from apps.bots.halts import global_halt_reason
 from apps.bots.models import Bot
-from apps.bots.selectors import event_cursor, global_halt_reason
 from apps.core.exceptions import ApplicationError
+from apps.core.text import resume_reason_problem
+from apps.events.selectors import event_cursor
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
-from apps.killswitch.text import resume_reason_problem
 
 _BOT_ID = re.compile(r"[0-9]{1,19}")
 BIGINT_MAX = 2**63 - 1

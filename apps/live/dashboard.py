@@ -9,9 +9,10 @@ from django.db.models import Max
 from apps.accounts.models import User
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_visible
-from apps.bots.selectors import bot_rows, global_halt_reason
+from apps.bots.halts import global_halt_reason
 from apps.events.models import Event
 from apps.live.selectors import visible_events
+from apps.trading.selectors import bot_rows
 
 
 def dashboard_context(user: User) -> dict[str, Any]:

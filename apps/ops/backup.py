@@ -31,10 +31,15 @@ import django
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from apps.audit.checkpoints import CHECKPOINT_LOCK_KEY, checkpoint_file
+from apps.audit.models import AuditEntry
+from apps.audit.services import record
+from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.files import pg_bin, read_json, write_private
-from apps.vault import admin as vault_admin
+from apps.exchanges.models import ExchangeAccount
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -169,8 +174,6 @@ def _private_dir(path: Path) -> None:
 
 def _dump_database(target: Path) -> dict[str, Any]:
     """pg_dump from a snapshot exported under the checkpoint lock, with the checkpoint file copied meanwhile."""
-    from apps.audit.checkpoints import CHECKPOINT_LOCK_KEY, checkpoint_file
-
     tool = _pg_tool("pg_dump")
     args, env, name = _pg_connection()
     info: dict[str, Any] = {"file": DATABASE_FILE, "name": name, "pg_dump": _tool_version(tool)}
@@ -211,8 +214,6 @@ def _dump_database(target: Path) -> dict[str, Any]:
 
 def backup_create(*, parent: Path, token: OperatorToken, log: Callable[[str], None] = lambda _: None) -> BackupResult:
     """Write a new backup directory under `parent`; on any failure nothing half-made is left behind."""
-    from apps.audit.services import record
-
     _private_dir(parent)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = parent / stamp
@@ -227,8 +228,8 @@ def backup_create(*, parent: Path, token: OperatorToken, log: Callable[[str], No
         database = _dump_database(target)
         log("taking the OpenBao raft snapshot")
         addr = settings.VAULT_ADDR
-        server = vault_admin.server_info(addr)
-        vault_admin.raft_snapshot(addr, token.token, target / VAULT_FILE)
+        server = vault_server.server_info(addr)
+        vault_server.raft_snapshot(addr, token.token, target / VAULT_FILE)
         openbao = {
             "file": VAULT_FILE,
             "version": server["version"],
@@ -290,10 +291,6 @@ def backup_read(path: Path) -> dict[str, Any]:
 def database_data_summary() -> dict[str, int]:
     """Rows in the tables that make a console (users, audit log, exchange accounts, bots), where they exist."""
     from django.contrib.auth import get_user_model
-
-    from apps.audit.models import AuditEntry
-    from apps.bots.models import Bot
-    from apps.exchanges.models import ExchangeAccount
 
     existing = set(connection.introspection.table_names())
     counts: dict[str, int] = {}
@@ -375,7 +372,7 @@ def read_unseal_key(path: Path) -> tuple[str, str]:
 def vault_unseal(addr: str, unseal_key: str, timeout_s: float = 60.0) -> bool:
     """Unseal with one key share; True when OpenBao is active afterwards (False for a wrong key)."""
     try:
-        vault_admin.unseal(addr, unseal_key)
+        vault_server.unseal(addr, unseal_key)
     except vault.VaultUnavailable:
         raise
     except vault.VaultError:
@@ -406,8 +403,6 @@ def vault_usable(pv: vault.ProcessVault, timeout_s: float = 60.0) -> None:
 
 def checkpoint_file_restore(backup: Path, *, replace: bool) -> str:
     """Put the backup's checkpoint file in place when there is none; says what was done."""
-    from apps.audit.checkpoints import checkpoint_file
-
     copy = backup / CHECKPOINTS_FILE
     if not copy.exists():
         return "the backup has no audit checkpoint file"

@@ -31,7 +31,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from apps.alerts.models import Alert
+from apps.audit.models import AuditEntry, AuditVerification
+from apps.bots.models import Bot, TradingHalt
 from apps.core.net import client_ip
+from apps.killswitch.models import BreakerTrip, KillRun
+from apps.live.presence import socket_count
+from apps.trading.models import GateRefusal, Order
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +95,6 @@ def _database_metrics() -> Iterator[Metric]:
 
 
 def _bot_metrics() -> Iterator[Metric]:
-    from apps.bots.models import Bot, TradingHalt
-
     halted = TradingHalt.objects.filter(pk=TradingHalt.SINGLETON_PK, active=True).exists()
     metric = _gauge("trading_halted", "1 while the global trading halt (kill switch) is on.", [])
     metric.add_metric([], 1.0 if halted else 0.0)
@@ -112,9 +116,6 @@ def _bot_metrics() -> Iterator[Metric]:
 
 
 def _order_metrics() -> Iterator[Metric]:
-    from apps.bots.models import Bot
-    from apps.trading.models import GateRefusal, Order
-
     rows = Order.objects.values("status", "paper").annotate(n=Count("id"))
     orders = {(row["status"], row["paper"]): row["n"] for row in rows}
     metric = _gauge("orders", "Orders by their current status and mode (live or paper).", ["status", "mode"])
@@ -141,9 +142,6 @@ def _order_metrics() -> Iterator[Metric]:
 
 
 def _alert_metrics() -> Iterator[Metric]:
-    from apps.alerts.models import Alert
-    from apps.killswitch.models import BreakerTrip
-
     trips = dict(BreakerTrip.objects.filter(cleared_at__isnull=True).values_list("kind").annotate(n=Count("id")))
     metric = _gauge("breaker_trips_open", "Circuit-breaker trips whose condition still holds, by kind.", ["kind"])
     for kind in sorted(trips):
@@ -161,8 +159,6 @@ def _alert_metrics() -> Iterator[Metric]:
 
 
 def _audit_metrics() -> Iterator[Metric]:
-    from apps.audit.models import AuditEntry, AuditVerification
-
     metric = _gauge("audit_entries", "Entries in the audit log (its last sequence number).", [])
     metric.add_metric([], float(AuditEntry.objects.aggregate(m=Max("seq"))["m"] or 0))
     yield metric
@@ -174,8 +170,6 @@ def _audit_metrics() -> Iterator[Metric]:
 
 
 def _kill_metrics() -> Iterator[Metric]:
-    from apps.killswitch.models import KillRun
-
     runs = dict(KillRun.objects.values_list("status").annotate(n=Count("id")))
     metric = _gauge("kill_runs", "Kill-switch runs by status.", ["status"])
     for status in KillRun.Status.values:
@@ -207,14 +201,10 @@ def _kill_metrics() -> Iterator[Metric]:
 
 def celery_queues() -> list[str]:
     """The control queue and one queue per bot, by the names the workers consume."""
-    from apps.bots.models import Bot
-
     return [CONTROL_QUEUE, *(f"bot.{pk}" for pk in Bot.objects.order_by("pk").values_list("pk", flat=True))]
 
 
 def _redis_metrics(queues: list[str]) -> Iterator[Metric]:
-    from apps.live.presence import socket_count
-
     metric = _gauge("websocket_clients", "Live-feed websockets open across every web process.", [])
     metric.add_metric([], float(socket_count()))
     yield metric

@@ -17,6 +17,7 @@ from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.services import key_rejection_note
 from apps.reviews.models import BalanceSnapshot, ReviewSignoff
 from apps.reviews.periods import Period
 from apps.reviews.selectors import num, review_build, review_digest
@@ -104,9 +105,7 @@ def balance_snapshot_take(
     except (clients.ExchangeError, vault.VaultError) as exc:
         error = (exc.message if isinstance(exc, clients.ExchangeError) else f"Vault: {exc}")[:300]
         if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
-            from apps.killswitch.breakers import auth_failure_note  # the auth-errors breaker counts these
-
-            auth_failure_note(account_id=account.pk, bot_id=None, error=exc)
+            key_rejection_note(account_id=account.pk, bot_id=None, error=exc)
     except Exception as exc:  # one account's surprise must not cost the others their snapshot
         logger.exception("balance snapshot of %s failed", account.label)
         error = f"Unexpected error: {type(exc).__name__}"  # not its text: it might quote a signed request
@@ -155,26 +154,6 @@ def balance_snapshots_take(
         balance_snapshot_take(account=account, source=source, pv=pv, actor=actor)
         for account in ExchangeAccount.objects.order_by("label")
     ]
-
-
-def balance_check_request(*, actor: User, period: Period, request: HttpRequest | None = None) -> None:
-    """An operator asks for snapshots now: queued for the control worker, audited.
-
-    The audit entry and the queueing succeed or fail together: with the broker down nothing is
-    recorded and the caller is told how to take them from the shell instead.
-    """
-    from apps.reviews.tasks import balance_snapshot_task
-
-    with transaction.atomic():
-        record(actor=actor, action="review.balance_check_requested", target=review_target(period), request=request)
-        try:
-            balance_snapshot_task.apply_async(kwargs={"source": BalanceSnapshot.Source.REQUEST}, retry=False)
-        except Exception as exc:
-            logger.warning("balance check not queued (%s)", type(exc).__name__)
-            raise ApplicationError(
-                "The control worker could not be reached (is the broker running?). "
-                "Run `manage.py review_balances` on the server instead."
-            ) from exc
 
 
 # -- exports and sign-offs -------------------------------------------------------------------------

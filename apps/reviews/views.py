@@ -17,7 +17,8 @@ from apps.reviews import selectors
 from apps.reviews.exports import review_csv, review_json
 from apps.reviews.forms import SignoffForm
 from apps.reviews.periods import Period, PeriodError, period_from_text, period_parse, recent_periods
-from apps.reviews.services import balance_check_request, review_export_record, review_sign_off
+from apps.reviews.services import review_export_record, review_sign_off
+from apps.reviews.tasks import balance_check_request
 
 VIEW = "accounts.view_console"
 # Reviewers are operators and admins (the roles that run bots); viewers read reviews only.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.bots.models import Bot
 from apps.events.services import publish
 from apps.trading.models import Fill, GateRefusal, Order, Position
 
@@ -62,14 +61,6 @@ def gate_refusal(refusal: GateRefusal) -> None:
         bot_id=refusal.bot_id,
         data={"symbol": refusal.symbol, "side": refusal.side, "reason": refusal.reason, "message": refusal.message},
     )
-
-
-def bot_state(bot_id: int) -> None:
-    row = (
-        Bot.objects.filter(pk=bot_id).values("name", "desired_state", "observed_state", "halted", "halt_reason").first()
-    )
-    if row is not None:
-        publish(kind="bot_state", bot_id=bot_id, data=dict(row))
 
 
 def heartbeat(bot_id: int, *, equity: Decimal | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,19 +19,17 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from apps.alerts.models import Alert
-from apps.alerts.services import alert_raise
 from apps.audit.services import record
-from apps.bots.halts import global_halt_active, global_halt_lock_shared
+from apps.bots.halts import actor_of, bot_halt, global_halt_active, global_halt_lock_shared
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.exchanges import clients
-from apps.killswitch.text import reason_clean
 from apps.strategies.base import OrderIntent
 from apps.trading import events
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import Breach, ledger_for, loss_breach
 from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
+from apps.trading.paper import paper_place
 from apps.trading.sync import fetch_by_client_id, order_apply_exchange, ticker_price
 
 logger = logging.getLogger(__name__)
@@ -40,10 +37,6 @@ Reason = GateRefusal.Reason
 RATE_WINDOW = dt.timedelta(seconds=60)
 ANOMALY_SAMPLE = 50  # the bot's last orders the size-anomaly median is taken over
 ANOMALY_MIN_ORDERS = 5  # below this there is no "usual size" to compare with
-
-
-def actor_of(bot: Bot) -> str:
-    return f"system:bot-{bot.pk}"
 
 
 @dataclass(frozen=True)
@@ -74,46 +67,6 @@ def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str, bool]:
     if row is None:
         return True, "The bot no longer exists.", True
     return bool(row[0]), str(row[1]), row[2] == Bot.Desired.STOPPED
-
-
-def _savepoint(what: str, bot: Bot, fn: Callable[[], object]) -> None:
-    # What follows a halt must never undo it: each in its own savepoint, a failure logged.
-    try:
-        with transaction.atomic():
-            fn()
-    except Exception:
-        logger.exception("bot %s halted, but its %s failed", bot.pk, what)
-
-
-def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
-    """Halt one bot (a circuit breaker tripped) and tell it to stop; then audit entry and critical alert.
-
-    The halt and the stop are written first and stay even if the audit entry or the alert fails.
-    """
-    text = reason_clean(f"Bot {bot.name} halted: {message}", max_length=300)
-    with transaction.atomic():
-        changed = Bot.objects.filter(pk=bot.pk, halted=False).update(
-            halted=True, halt_reason=text, desired_state=Bot.Desired.STOPPED
-        )
-        bot.halted, bot.halt_reason, bot.desired_state = True, text, Bot.Desired.STOPPED
-        if changed:
-            data = {"reason": reason, "message": message}
-            _savepoint(
-                "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=data)
-            )
-            _savepoint("live event", bot, lambda: events.bot_state(bot.pk))
-            _savepoint(
-                "alert",
-                bot,
-                lambda: alert_raise(
-                    kind="circuit_breaker",
-                    severity=Alert.Severity.CRITICAL,
-                    message=text,
-                    target=bot,
-                    data={"bot": bot.pk, "reason": reason},
-                    source=actor_of(bot),
-                ),
-            )
 
 
 def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
@@ -315,8 +268,6 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
                 paper=paper,
             )
             if paper:
-                from apps.trading.paper import paper_place  # paper imports this module's helpers
-
                 paper_place(order=order, client=client, market_price=reference)
             else:
                 # The halt row and the bot row stay share-locked until this transaction commits.
@@ -378,7 +329,6 @@ def order_cancel(*, order: Order, client: Any) -> Order:
 __all__ = [
     "GateDecision",
     "OrderRefused",
-    "bot_halt",
     "gate_check",
     "global_halt_active",
     "order_cancel",

@@ -13,9 +13,9 @@ from typing import Any
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.audit.services import record
+from apps.bots.halts import actor_of
 from apps.bots.models import Bot
 from apps.exchanges import clients
-from apps.trading.gate import actor_of
 from apps.trading.ledger import split_symbol
 from apps.trading.models import ZERO, Order, Position
 from apps.trading.sync import fetch_by_client_id, order_apply_exchange

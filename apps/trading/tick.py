@@ -17,13 +17,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F
 from django.utils import timezone
 
-from apps.bots.halts import global_halt_active
+from apps.bots.halts import bot_halt, global_halt_active
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.strategies import get_strategy
 from apps.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.trading import events
-from apps.trading.gate import OrderRefused, bot_halt, order_cancel, place_order
+from apps.trading.gate import OrderRefused, order_cancel, place_order
 from apps.trading.ledger import (
     account_equity,
     equity_update,

@@ -175,7 +175,7 @@ def test_an_account_used_by_a_bot_cannot_be_deleted(account: ExchangeAccount, se
 def test_the_accounts_page_counts_bots_not_orders(
     logged_in: Callable[[str], tuple[Client, Person]], account: ExchangeAccount
 ) -> None:
-    from apps.exchanges.selectors import bots_using
+    from apps.bots.selectors import bots_using
 
     for name in ("a", "b"):
         Bot.objects.create(

@@ -26,11 +26,11 @@ from django.test import Client
 
 from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
-from apps.bots import deadman, runtime
 from apps.bots.fleet import BASE_DIR, Fleet, Worker
 from apps.bots.models import Bot
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
+from apps.trading import deadman, runtime
 from tests.bots.test_fleet import make_bot, observed, wait_for
 from tests.harness import Harness
 from tests.keys import Key
@@ -213,7 +213,7 @@ def test_refresh_failures_are_retried_alerted_once_and_the_recovery_reported(
     sandbox.admin.set_permissions(key.api_key, can_trade=False)
     needed = deadman.alert_after(refresh_s=REFRESH_S, timeout_s=TIMEOUT_S)
     assert needed == 2
-    with caplog.at_level(logging.INFO, logger="apps.bots.deadman"):
+    with caplog.at_level(logging.INFO, logger="apps.trading.deadman"):
         for _ in range(needed + 1):
             assert not switch.refresh()
     state = reported(bot)
@@ -244,7 +244,7 @@ def test_an_exchange_without_the_switch_is_logged_once_and_shown_as_unavailable(
     )
     bot = make_bot(acct, "deadman-none", desired="stopped")
     rt = runtime.Runtime(bot_id=bot.pk, client=ccxt.binance())
-    with caplog.at_level(logging.WARNING, logger="apps.bots.runtime"):
+    with caplog.at_level(logging.WARNING, logger="apps.trading.runtime"):
         assert runtime._start_deadman(rt) is None
     assert [r.getMessage() for r in caplog.records if "dead-man" in r.getMessage()] == [
         f"bot {bot.pk}: binance offers no dead-man's switch (cancelAllOrdersAfter): "

@@ -26,10 +26,10 @@ from django.conf import settings
 
 from apps.audit.models import AuditEntry
 from apps.bots import fleet as fleet_mod
-from apps.bots import runtime
 from apps.bots.fleet import Fleet
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
+from apps.trading import runtime
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key

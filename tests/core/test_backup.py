@@ -32,8 +32,8 @@ from apps.audit.models import AuditEntry
 from apps.audit.services import record
 from apps.core.files import write_private
 from apps.ops.backup import CHECKPOINTS_FILE, DATABASE_FILE, MANIFEST, VAULT_FILE, file_sha256
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 from launcher.embedded import EmbeddedServices
 from tests.harness import Harness
 from tests.processes import process_env
@@ -55,10 +55,10 @@ def checkpoints(settings: Any, tmp_path: Path) -> Path:
 @pytest.fixture
 def backup_token(services: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A token with only the botconsole-backup policy, as an operator would give `make backup`."""
-    issued = vault_admin.create_backup_token(services.vault_addr, services.admin_token)
+    issued = vault_server.create_backup_token(services.vault_addr, services.admin_token)
     monkeypatch.setenv("VAULT_OPERATOR_TOKEN", issued.token)
     yield issued.token
-    vault_admin.revoke_accessor(services.vault_addr, services.admin_token, issued.accessor)
+    vault_server.revoke_accessor(services.vault_addr, services.admin_token, issued.accessor)
 
 
 @pytest.fixture

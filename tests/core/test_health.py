@@ -5,8 +5,8 @@ import time
 import pytest
 from django.test import Client
 
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 from tests.harness import Harness
 
 pytestmark = pytest.mark.django_db
@@ -29,14 +29,14 @@ def test_healthz_reveals_no_version_or_address(client: Client, services: Harness
 
 
 def test_healthz_answers_503_naming_vault_when_openbao_is_sealed(client: Client, services: Harness) -> None:
-    vault_admin.seal(services.vault_addr, services.admin_token)
+    vault_server.seal(services.vault_addr, services.admin_token)
     try:
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["down"] == ["vault"]
         assert response.json()["checks"]["vault"] == "sealed"
     finally:
-        vault_admin.unseal(services.vault_addr, services.unseal_key)
+        vault_server.unseal(services.vault_addr, services.unseal_key)
         deadline = time.monotonic() + 30
         while vault.health(services.vault_addr) != "active" and time.monotonic() < deadline:
             time.sleep(0.2)

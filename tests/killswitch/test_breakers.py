@@ -17,10 +17,8 @@ from django.utils import timezone
 
 from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
-from apps.bots import runtime
 from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
-from apps.bots.tasks import bot_tick_task
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
@@ -28,9 +26,11 @@ from apps.killswitch import breakers
 from apps.killswitch.breakers import VaultProbe, breakers_check, rules_current
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.strategies.base import OrderIntent
+from apps.trading import runtime
 from apps.trading.gate import OrderRefused, place_order
 from apps.trading.ledger import ledger_for
 from apps.trading.reconcile import reconcile
+from apps.trading.tasks import bot_tick_task
 from apps.vault import client as vault
 from launcher.embedded import free_port
 from tests.keys import Key

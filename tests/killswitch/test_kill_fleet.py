@@ -23,7 +23,6 @@ from apps.audit.models import AuditEntry
 from apps.bots.fleet import Fleet, token_accessor_report
 from apps.bots.halts import global_halt_state
 from apps.bots.models import Bot
-from apps.bots.tasks import RECONCILE_EVERY_TICKS
 from apps.exchanges import clients
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
@@ -35,6 +34,7 @@ from apps.trading.gate import place_order
 from apps.trading.ledger import ledger_for
 from apps.trading.models import Order, Position
 from apps.trading.sync import orders_sync
+from apps.trading.tasks import RECONCILE_EVERY_TICKS
 from apps.vault import client as vault
 from tests.fleet_support import (  # noqa: F401 - fixtures
     ControlWorker,

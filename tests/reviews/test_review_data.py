@@ -14,12 +14,13 @@ from django.utils import timezone
 
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
+from apps.bots.halts import bot_halt
 from apps.bots.models import Bot
 from apps.killswitch.models import BreakerTrip, KillRun
 from apps.reviews.periods import Period, day_period, month_period
 from apps.reviews.selectors import review_build, review_digest
 from apps.strategies.base import OrderIntent
-from apps.trading.gate import OrderRefused, bot_halt, place_order
+from apps.trading.gate import OrderRefused, place_order
 from apps.trading.models import Fill, Position
 from apps.trading.reconcile import reconcile
 from apps.trading.sync import orders_sync

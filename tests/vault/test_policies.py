@@ -5,8 +5,8 @@ import uuid
 import pytest
 from django.conf import settings
 
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 from tests.harness import Harness
 
 
@@ -41,7 +41,7 @@ def test_control_token_cannot_write_exchange_secrets(control_vault: vault.Proces
 
 
 def test_each_process_token_holds_only_its_own_policy(services: Harness) -> None:
-    for process, policy in vault_admin.PROCESS_ROLES.items():
+    for process, policy in vault_server.PROCESS_ROLES.items():
         pv = vault.ProcessVault(services.vault_addr, services.tokens[process].token)
         assert sorted(pv.token_policies()) == sorted([policy, "default"])
 
@@ -54,7 +54,7 @@ def test_settings_hold_the_web_token_and_never_the_root_token(services: Harness)
 
 
 def test_bootstrap_is_idempotent_and_sets_up_the_transit_key(services: Harness) -> None:
-    assert vault_admin.bootstrap(services.vault_addr, services.admin_token) == []
+    assert vault_server.bootstrap(services.vault_addr, services.admin_token) == []
 
 
 def test_process_token_repr_hides_the_token(services: Harness) -> None:

@@ -26,8 +26,8 @@ from django.db import connection
 from apps.audit.checkpoints import VerifyReport, audit_verify
 from apps.audit.services import record
 from apps.ops import backup
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 
 CONFIRM_WORD = "restore"
 
@@ -96,9 +96,9 @@ class Command(BaseCommand):
         backup.database_restore(path / backup.DATABASE_FILE)
         self.stdout.write(self.style.SUCCESS("database restored"))
 
-        same_cluster = vault_admin.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
+        same_cluster = vault_server.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
         self.stdout.write("restoring the OpenBao raft snapshot")
-        vault_admin.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
+        vault_server.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
         state = backup.vault_wait(addr, sealed_expected=not same_cluster)
         if state == "sealed":
             state = self._unseal(addr, unseal_key)

@@ -4,8 +4,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.vault import admin as vault_admin
 from apps.vault import client as vault
+from apps.vault import server as vault_server
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         if not token:
             raise CommandError("set VAULT_BOOTSTRAP_TOKEN to a Vault admin token")
         try:
-            changed = vault_admin.bootstrap(settings.VAULT_ADDR, token)
+            changed = vault_server.bootstrap(settings.VAULT_ADDR, token)
         except vault.VaultError as exc:
             raise CommandError(str(exc)) from exc
         for line in changed or ["already set up; nothing changed"]:

@@ -8,13 +8,16 @@ another chain id and is dropped, so one bot never runs two tick chains. Never a 
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 
-from apps.bots import runtime
 from apps.bots.models import Bot
 from apps.exchanges import clients
-from apps.killswitch.breakers import auth_failure_note
+from apps.exchanges.services import key_rejection_note
+from apps.trading import runtime
 from apps.trading.reconcile import reconcile
 from apps.trading.tick import tick_run
 
@@ -22,7 +25,7 @@ logger = logging.getLogger(__name__)
 RECONCILE_EVERY_TICKS = 20
 
 
-@shared_task(name="apps.bots.tasks.bot_tick_task", ignore_result=True)
+@shared_task(name="apps.trading.tasks.bot_tick_task", ignore_result=True)
 def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
     rt = runtime.current()
     if rt is None or rt.bot_id != bot_id or chain != rt.chain:
@@ -42,5 +45,27 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
         # Error kind only: exchange errors may quote request details; the next tick retries.
         logger.warning("bot %s: tick failed (%s)", bot_id, type(exc).__name__)
         if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
-            auth_failure_note(account_id=bot.account_id, bot_id=bot.pk, error=exc)  # the auth-errors breaker
+            key_rejection_note(account_id=bot.account_id, bot_id=bot.pk, error=exc)  # the auth-errors breaker
     bot_tick_task.apply_async(args=(bot_id,), kwargs={"chain": chain}, queue=bot.queue, countdown=bot.tick_interval_s)
+
+
+def _first_tick(rt: runtime.Runtime) -> None:
+    bot = Bot.objects.select_related("account").get(pk=rt.bot_id)
+    try:
+        reconcile(bot=bot, client=rt.client)
+    except Exception as exc:  # a failed reconcile must not stop the bot from starting
+        logger.warning("bot %s: reconcile at start failed (%s)", bot.pk, type(exc).__name__)
+    bot_tick_task.apply_async(args=(bot.pk,), kwargs={"chain": rt.chain}, queue=bot.queue)
+
+
+@worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    raw = os.environ.get("BOT_ID")
+    if not raw:
+        return  # the control worker and others: not a bot
+    _first_tick(runtime.worker_start(int(raw)))
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    runtime.worker_stop()

@@ -5,7 +5,7 @@ look up the wrapping token and insist it was created at `auth/approle/role/bot-<
 (a token wrapping anything else, e.g. another bot's SecretID, is refused and the worker exits),
 unwrap it, log in with AppRole, read this bot's account secret, build the ccxt client and keep it
 in this process's memory only. A background thread renews the token before it expires, and
-another keeps the exchange's dead-man's switch armed (apps.bots.deadman) where the exchange has one.
+another keeps the exchange's dead-man's switch armed (apps.trading.deadman) where the exchange has one.
 
 The secret, the SecretID and the token are never logged, never put in a task, never written
 to the database or Redis; only the token's accessor is reported (so the fleet can revoke it).
@@ -20,11 +20,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 
-from apps.bots.deadman import DeadmanSwitch, State, report_state
+from apps.bots import events as bot_events
+from apps.bots.fleet import token_accessor_report
+from apps.bots.models import Bot
+from apps.exchanges.clients import build_client, deadman_available
+from apps.trading.deadman import DeadmanSwitch, State, report_state
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -78,9 +82,6 @@ def check_wrapping(info: dict[str, Any], bot_id: int) -> None:
 
 def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> Runtime:
     """Build this bot's runtime from its role id and wrapped SecretID (live bots)."""
-    from apps.bots.models import Bot
-    from apps.exchanges.clients import build_client, deadman_available
-
     bot = Bot.objects.select_related("account").get(pk=bot_id)
     runtime = Runtime(bot_id=bot_id)
     if bot.mode != Bot.Mode.LIVE:
@@ -110,8 +111,6 @@ def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> R
 
 
 def _report_accessor(bot_id: int, accessor: str) -> None:
-    from apps.bots.fleet import token_accessor_report
-
     token_accessor_report(bot_id, accessor, ttl_s=ACCESSOR_TTL_S)  # the database first: kills need no Redis
 
 
@@ -137,8 +136,6 @@ def _start_renewal(runtime: Runtime, ttl_s: int) -> None:
 
 def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
     """Arm the exchange's dead-man's switch for a live bot and keep it armed (paper bots: nothing)."""
-    from apps.bots.models import Bot
-
     bot = Bot.objects.select_related("account").get(pk=runtime.bot_id)
     if bot.mode != Bot.Mode.LIVE:
         return None
@@ -175,9 +172,6 @@ def _stopped_deliberately(bot_id: int) -> bool:
     A halted bot's orders are the kill switch's to cancel; leaving its countdown armed only adds a
     second line of defence. When the database cannot tell, the countdown stays armed too.
     """
-    from django.db import close_old_connections
-
-    from apps.bots.models import Bot
 
     try:
         close_old_connections()
@@ -189,37 +183,13 @@ def _stopped_deliberately(bot_id: int) -> bool:
 
 
 def _mark_running(bot_id: int) -> None:
-    from apps.bots.models import Bot
-    from apps.trading import events as bot_events
-
     Bot.objects.filter(pk=bot_id).update(observed_state=Bot.Observed.RUNNING, last_heartbeat=timezone.now())
     bot_events.bot_state(bot_id)
 
 
-def _first_tick(runtime: Runtime) -> None:
-    from apps.bots.models import Bot
-    from apps.bots.tasks import bot_tick_task
-
-    bot = Bot.objects.select_related("account").get(pk=runtime.bot_id)
-    try:
-        from apps.trading import reconcile as reconciling
-    except ImportError:
-        reconciling = None  # type: ignore[assignment]  # apps.trading not there yet: nothing to reconcile
-    if reconciling is not None:
-        try:
-            reconciling.reconcile(bot=bot, client=runtime.client)
-        except Exception as exc:  # a failed reconcile must not stop the bot from starting
-            logger.warning("bot %s: reconcile at start failed (%s)", bot.pk, type(exc).__name__)
-    bot_tick_task.apply_async(args=(bot.pk,), kwargs={"chain": runtime.chain}, queue=bot.queue)
-
-
-@worker_ready.connect
-def _on_worker_ready(**_: Any) -> None:
+def worker_start(bot_id: int) -> Runtime:
+    """Bootstrap this process as bot `bot_id`'s worker (or exit with EXIT_REFUSED) and arm its dead-man's switch."""
     global _runtime
-    raw = os.environ.get("BOT_ID")
-    if not raw:
-        return  # the control worker and others: not a bot
-    bot_id = int(raw)
     try:
         _runtime = bootstrap(
             bot_id=bot_id,
@@ -245,12 +215,12 @@ def _on_worker_ready(**_: Any) -> None:
     except Exception as exc:  # the bot still runs; the page shows no armed switch
         logger.error("bot %s: could not start the dead-man's switch (%s)", bot_id, type(exc).__name__)
     _mark_running(bot_id)
-    _first_tick(_runtime)
     logger.info("bot %s: worker ready (%s)", bot_id, "vault identity" if _runtime.token_accessor else "paper")
+    return _runtime
 
 
-@worker_shutdown.connect
-def _on_worker_shutdown(**_: Any) -> None:
+def worker_stop() -> None:
+    """The worker is shutting down: stop the renewal and disarm the dead-man's switch after a deliberate stop."""
     if _runtime is not None:
         _runtime.stop.set()
         if _runtime.deadman is not None:

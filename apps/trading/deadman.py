@@ -36,6 +36,8 @@ import redis
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from apps.alerts.services import alert_raise
+from apps.bots.models import Bot
 from apps.exchanges import clients
 
 logger = logging.getLogger(__name__)
@@ -199,9 +201,6 @@ class DeadmanSwitch:
             self.alerted = self._alert("deadman_failing", "critical", message, error=kind)
 
     def _alert(self, kind: str, severity: str, message: str, **data: Any) -> bool:
-        from apps.alerts.services import alert_raise
-        from apps.bots.models import Bot
-
         try:
             alert_raise(
                 kind=kind,

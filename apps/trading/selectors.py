@@ -1,0 +1,91 @@
+"""What the pages read about trading: each bot's PnL, orders, fills, refusals and dead-man's switch."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis
+from django.db.models import Sum
+from django.utils import timezone
+
+from apps.bots.models import Bot
+from apps.trading import deadman
+from apps.trading.models import Fill, GateRefusal, Order, Position
+
+
+def bot_pnl(bot: Bot) -> dict[str, Decimal]:
+    totals = Position.objects.filter(bot=bot).aggregate(realized=Sum("realized_pnl"), unrealized=Sum("unrealized_pnl"))
+    realized, unrealized = totals["realized"] or Decimal(0), totals["unrealized"] or Decimal(0)
+    return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
+
+
+def bot_rows() -> list[dict[str, Any]]:
+    """The bots list: each bot with its PnL and heartbeat age."""
+    now = timezone.now()
+    rows = []
+    for bot in Bot.objects.select_related("account").order_by("name"):
+        age = (now - bot.last_heartbeat).total_seconds() if bot.last_heartbeat else None
+        stale = age is None or age > max(3 * bot.tick_interval_s, 30)
+        rows.append({"bot": bot, "pnl": bot_pnl(bot), "heartbeat_age": age, "stale": stale})
+    return rows
+
+
+def bot_activity(bot: Bot) -> dict[str, Any]:
+    """The bot page: open orders, recent fills, recent gate refusals, PnL."""
+    return {
+        "open_orders": Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES).order_by("-created_at")[:100],
+        "fills": Fill.objects.filter(order__bot=bot).select_related("order").order_by("-timestamp")[:50],
+        "refusals": GateRefusal.objects.filter(bot=bot).order_by("-created_at")[:50],
+        "pnl": bot_pnl(bot),
+        "deadman": bot_deadman(bot),
+    }
+
+
+def bot_deadman(bot: Bot) -> dict[str, Any]:
+    """The bot's dead-man's switch as its worker last reported it: a state and a sentence for the page."""
+    if bot.mode != Bot.Mode.LIVE:
+        return {"state": "paper", "summary": "Not used (paper bot: no orders on the exchange).", "alarm": False}
+    try:
+        report = deadman.deadman_state(bot.pk)
+    except (redis.RedisError, ValueError):
+        return {"state": "unknown", "summary": "Unknown (its state cannot be read).", "alarm": True}
+    if report is None:
+        return {"state": "none", "summary": "Not armed yet (it is armed when the bot's worker starts).", "alarm": False}
+    state, exchange = str(report.get("state")), report.get("exchange") or bot.account.exchange_id
+    now = time.time()
+
+    def at(key: str) -> datetime | None:
+        value = report.get(key)
+        return datetime.fromtimestamp(float(value), tz=UTC) if isinstance(value, int | float) else None
+
+    last, expires = at("last_refresh"), None
+    timeout = report.get("timeout_s")
+    if last is not None and isinstance(timeout, int | float):
+        expires = last + timedelta(seconds=float(timeout))
+    last_text = f"{last:%H:%M:%S} UTC ({max(0, round(now - last.timestamp()))} s ago)" if last else ""
+    if state == deadman.State.UNAVAILABLE:
+        summary = f"Unavailable: {exchange} offers no dead-man's switch; if the console dies, the orders stay."
+        return {"state": state, "summary": summary, "alarm": False}
+    if state == deadman.State.DISARMED:
+        updated = at("updated_at")
+        when = f" at {updated:%H:%M:%S} UTC" if updated else ""
+        return {"state": state, "summary": f"Disarmed{when} (the bot was stopped).", "alarm": False}
+    if expires is not None and expires.timestamp() <= now:
+        summary = (
+            f"Lapsed at {expires:%H:%M:%S} UTC (last refresh {last_text}): {exchange} has cancelled "
+            "the open orders it covered, unless a new worker re-armed it since."
+        )
+        return {"state": "lapsed", "summary": summary, "alarm": True}
+    if state == deadman.State.FAILING:
+        failing = f"Refresh failing ({report.get('failures')} in a row: {report.get('error') or 'error'})"
+        if expires is None:
+            return {"state": state, "summary": f"{failing}; not armed.", "alarm": True}
+        return {"state": state, "summary": f"{failing}; armed until {expires:%H:%M:%S} UTC.", "alarm": True}
+    summary = (
+        f"Armed: {exchange} cancels the open orders if the console stops refreshing it for "
+        f"{float(timeout or 0):g} s. Last refresh {last_text}."
+    )
+    return {"state": state, "summary": summary, "alarm": False}
