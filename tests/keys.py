@@ -7,7 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ccxt
 import pytest
+
+from apps.exchanges import port
+from apps.sandbox.ccxt_config import point_at_sandbox
 
 
 @dataclass
@@ -17,6 +21,16 @@ class Key:
 
     def form(self, **extra: str) -> dict[str, str]:
         return {"apiKey": self.api_key, "secret": self.secret, **extra}
+
+    def raw_ccxt(self, sandbox_url: str) -> Any:
+        """A plain ccxt client with this key, as someone outside botconsole would use it (not the port)."""
+        client = ccxt.binance({**self.form(), "enableRateLimit": False})
+        point_at_sandbox(client, sandbox_url)
+        return client
+
+    def exchange(self) -> port.Exchange:
+        """The key through the exchange port, as a bot worker holds it (SANDBOX_URL set: the sandbox_url fixture)."""
+        return port.Exchange(exchange_id="sandbox", credentials=self.form())
 
 
 @pytest.fixture

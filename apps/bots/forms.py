@@ -14,7 +14,7 @@ from apps.bots.models import DEFAULT_HOST, Bot
 from apps.bots.selectors import host_labels
 from apps.core.exceptions import ApplicationError
 from apps.core.input_validation import PlainDecimalField, PlainIntegerField, TextField
-from apps.exchanges.clients import ExchangeError
+from apps.exchanges.port import ExchangeError
 from apps.exchanges.selectors import exchange_symbols
 from apps.strategies import REGISTRY
 from apps.strategies.base import Param, ParamError, Strategy

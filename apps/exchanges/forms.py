@@ -4,7 +4,7 @@ from django import forms
 from django.core.validators import RegexValidator
 
 from apps.core.input_validation import TextField
-from apps.exchanges.clients import supported_exchanges
+from apps.exchanges.port import supported_exchanges
 
 # Exchanges issue keys as printable ASCII, and they travel in HTTP headers, which take nothing else.
 _ASCII_KEY = RegexValidator(r"^[\x21-\x7e]*\Z", "Keys and secrets are printable ASCII characters, without spaces.")

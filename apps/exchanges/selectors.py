@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.cache import cache
 from django.db.models import QuerySet
 
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 
 
@@ -18,8 +18,7 @@ def exchange_symbols(account: ExchangeAccount) -> set[str]:
     cache_key = f"bots:symbols:{account.exchange_id}"
     symbols: set[str] | None = cache.get(cache_key)
     if symbols is None:
-        client = clients.build_client(exchange_id=account.exchange_id, credentials={})
-        markets = clients.call(client.load_markets)
-        symbols = {s for s, m in markets.items() if m.get("spot") and m.get("active", True) is not False}
+        markets = port.Exchange(exchange_id=account.exchange_id).markets()
+        symbols = {symbol for symbol, market in markets.items() if market.spot and market.active}
         cache.set(cache_key, symbols, 600)
     return symbols

@@ -21,13 +21,11 @@ from apps.accounts.models import User
 from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount, ExchangeAuthFailure
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
-# Exchanges whose API says what a key may do (Binance's /sapi/v1/account/apiRestrictions).
-PERMISSION_AWARE = {clients.SANDBOX, "binance", "binanceus"}
 
 WITHDRAW_REFUSAL = (
     "This key can withdraw funds, so it was not saved. If this console or its server were ever "
@@ -66,23 +64,25 @@ def key_digest(api_key: str) -> str:
 
 def exchange_key_check(*, exchange_id: str, credentials: dict[str, str]) -> KeyCheck:
     """Ask the exchange whether the key authenticates and what it may do. Raises ExchangeError."""
-    client = clients.build_client(exchange_id=exchange_id, credentials=credentials)
-    clients.call(client.fetch_balance)  # authenticates: a wrong key or secret fails here
-    check = KeyCheck()
-    if exchange_id in PERMISSION_AWARE:
-        restrictions: dict[str, Any] = clients.call(client.sapiGetAccountApiRestrictions)
-        check.can_trade = bool(restrictions.get("enableSpotAndMarginTrading"))
-        check.can_withdraw = bool(restrictions.get("enableWithdrawals"))
-        check.ip_restricted = bool(restrictions.get("ipRestrict"))
+    exchange = port.Exchange(exchange_id=exchange_id, credentials=credentials)
+    try:
+        permissions = exchange.key_permissions()  # authenticates: a wrong key or secret fails here
+    finally:
+        exchange.close()
+    check = KeyCheck(
+        can_trade=permissions.can_trade,
+        can_withdraw=permissions.can_withdraw,
+        ip_restricted=permissions.ip_restricted,
+    )
     if check.ip_restricted is False:
         check.warnings.append(NO_IP_WARNING)
     return check
 
 
 def _validate_credentials(exchange_id: str, credentials: dict[str, str]) -> dict[str, str]:
-    if exchange_id not in clients.supported_exchanges():
+    if exchange_id not in port.supported_exchanges():
         raise ApplicationError(f"Unknown exchange {exchange_id!r}.")
-    needed = clients.required_credentials(exchange_id)
+    needed = port.required_credentials(exchange_id)
     missing = [name for name in needed if not credentials.get(name, "").strip()]
     if missing:
         raise ApplicationError(f"This exchange needs: {', '.join(missing)}.")
@@ -105,7 +105,7 @@ def _judge(check: KeyCheck, *, attested_no_withdrawals: bool) -> str:
 def _check_or_refuse(exchange_id: str, credentials: dict[str, str], attested: bool) -> tuple[KeyCheck, str]:
     try:
         check = exchange_key_check(exchange_id=exchange_id, credentials=credentials)
-    except clients.ExchangeError as exc:
+    except port.ExchangeError as exc:
         raise ApplicationError(f"{exc.message} Nothing was saved.") from None
     return check, _judge(check, attested_no_withdrawals=attested)
 
@@ -258,10 +258,10 @@ def exchange_account_check(*, account: ExchangeAccount, process_vault: vault.Pro
     try:
         credentials = {k: str(v) for k, v in pv.kv_read(account.vault_path).items()}
         check = exchange_key_check(exchange_id=account.exchange_id, credentials=credentials)
-    except (clients.ExchangeError, vault.VaultError) as exc:
+    except (port.ExchangeError, vault.VaultError) as exc:
         problems.append(str(exc))
         check = None
-        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+        if isinstance(exc, port.KeyRejected | port.PermissionRefused):
             key_rejection_note(account_id=account.pk, bot_id=None, error=exc)
     if check is not None:
         if check.can_withdraw:

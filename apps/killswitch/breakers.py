@@ -41,8 +41,10 @@ from apps.bots.halts import bot_halt
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.periodic import run_every
+from apps.core.workers import consumes_control_queue
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.killswitch.models import BreakerRule, BreakerTrip
+from apps.killswitch.services import kill_request
 from apps.trading.models import BotLedger, Order
 from apps.vault import client as vault
 
@@ -543,8 +545,6 @@ def _act(rule: BreakerRule, finding: Finding, trip: BreakerTrip) -> None:
         for bot in finding.bots:
             bot_halt(bot=bot, reason=f"breaker:{rule.kind}", message=finding.message)
     elif rule.action == Action.KILL_ALL:
-        from apps.killswitch.services import kill_request
-
         run = kill_request(actor=ACTOR, via="breaker", reason=f"Circuit breaker {rule.kind}: {finding.message}")
         BreakerTrip.objects.filter(pk=trip.pk).update(data={**trip.data, "kill_run": run.pk})
 
@@ -607,8 +607,6 @@ def start_loop(stop: threading.Event | None = None) -> threading.Thread | None:
 
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
-    from apps.killswitch.tasks import consumes_control_queue
-
     # Only the control worker checks breakers; bot workers (queue bot.<id>) must not.
     if sender is not None and consumes_control_queue(sender):
         start_loop()

@@ -1,4 +1,10 @@
+from datetime import timedelta
+
 from django.db import models
+
+# A run still "running" this long after it was claimed lost its executor (a control worker killed
+# mid-run): presses no longer join it and a resume no longer waits for it; the poller marks it failed.
+RUN_ABANDONED_AFTER = timedelta(minutes=10)
 
 
 class KillRun(models.Model):

@@ -23,7 +23,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
@@ -36,7 +35,8 @@ from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.text import reason_changed, reason_clean, resume_reason_problem
-from apps.killswitch.models import KillRun
+from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
+from apps.killswitch.tasks import kill_execute_task
 
 logger = logging.getLogger(__name__)
 Actor = User | str
@@ -44,9 +44,6 @@ Actor = User | str
 KILL_LOCK_KEY = 0x6B696C6C  # "kill": serializes presses (run join or create) and resumes
 RUN_REASON_MAX = 500  # KillRun.reason
 BOT_HALT_REASON_MAX = 300  # Bot.halt_reason
-# A run still "running" this long after it was claimed lost its executor (a control worker killed
-# mid-run): presses no longer join it and a resume no longer waits for it; the poller marks it failed.
-RUN_ABANDONED_AFTER = timedelta(minutes=10)
 # What the fleet reports while a bot's worker process may still exist (error: it exited).
 WORKER_ALIVE = (Bot.Observed.STARTING, Bot.Observed.RUNNING, Bot.Observed.STOPPING)
 
@@ -201,8 +198,6 @@ def _enqueue(run_id: int) -> None:
     # With the broker down the run stays pending in the database; the control worker's poller (and
     # `manage.py killswitch`) execute pending runs without Redis. The run's page says so meanwhile.
     try:
-        from apps.killswitch.tasks import kill_execute_task
-
         kill_execute_task.apply_async(args=(run_id,), retry=False)
     except Exception as exc:
         logger.warning(

@@ -11,12 +11,12 @@ from celery.signals import worker_ready
 
 from apps.alerts.webhook import webhook_deliver_start
 from apps.core.periodic import run_every
-from apps.killswitch.engine import kill_execute, kill_pending
+from apps.core.workers import consumes_control_queue
 from apps.killswitch.models import KillRun
+from apps.killswitch.runner import kill_execute, kill_pending
 
 logger = logging.getLogger(__name__)
 
-CONTROL_QUEUE = "control"
 POLL_EVERY_S = 1.0
 _poller_started = threading.Event()
 
@@ -31,19 +31,6 @@ def kill_execute_task(run_id: int) -> str:
 @shared_task
 def kill_pending_task() -> int:
     return kill_pending()
-
-
-def consumes_control_queue(sender: Any) -> bool:
-    """Whether the Celery worker `sender` (a WorkController or its consumer) consumes the control queue."""
-    consumer = getattr(sender, "consumer", sender)
-    task_consumer = getattr(consumer, "task_consumer", None)
-    queues = getattr(task_consumer, "queues", None) or []
-    names = {getattr(q, "name", "") for q in queues}
-    if not names:
-        app = getattr(sender, "app", None)
-        select = getattr(getattr(app, "amqp", None), "queues", None)
-        names = set(getattr(select, "consume_from", {}) or {}) if select is not None else set()
-    return CONTROL_QUEUE in names
 
 
 def _poll_once() -> None:

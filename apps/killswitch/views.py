@@ -16,6 +16,7 @@ from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.text import resume_reason_problem
 from apps.events.selectors import event_cursor
+from apps.killswitch.breakers import DEFAULTS, breaker_rule_update_from_input, rules_for_page
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
 
@@ -111,8 +112,6 @@ def resume_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @permission_required("accounts.view_console", raise_exception=True)
 def breakers_view(request: HttpRequest) -> HttpResponse:
-    from apps.killswitch.breakers import rules_for_page
-
     context = {
         "rules": rules_for_page(),
         "actions": BreakerRule.Action.choices,
@@ -127,8 +126,6 @@ def breakers_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 @require_step_up
 def breaker_update_view(request: HttpRequest, kind: str) -> HttpResponse:
-    from apps.killswitch.breakers import DEFAULTS, breaker_rule_update_from_input
-
     if kind not in DEFAULTS:
         raise Http404("No such circuit breaker.")
 

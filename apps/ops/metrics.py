@@ -35,6 +35,7 @@ from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry, AuditVerification
 from apps.bots.models import Bot, TradingHalt
 from apps.core.net import client_ip
+from apps.core.workers import CONTROL_QUEUE
 from apps.killswitch.models import BreakerTrip, KillRun
 from apps.live.presence import socket_count
 from apps.trading.models import GateRefusal, Order
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "botconsole"
 # Kill-run durations (request to report), in seconds: the goal is well under one second.
 KILL_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
-CONTROL_QUEUE = "control"
+
 # Headers a reverse proxy adds: a request carrying one came from outside, whatever REMOTE_ADDR says.
 PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
 REDIS_TIMEOUT_S = 2.0

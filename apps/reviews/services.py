@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,7 +14,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import key_rejection_note
 from apps.reviews.models import BalanceSnapshot, ReviewSignoff
@@ -27,11 +26,6 @@ logger = logging.getLogger(__name__)
 
 ACTOR = "system:control-worker"
 NOTE_MAX = 2000
-# ccxt's unified names for an exchange's deposit and withdrawal history.
-TRANSFER_HISTORY = (
-    ("deposit", "fetchDeposits", "fetch_deposits"),
-    ("withdrawal", "fetchWithdrawals", "fetch_withdrawals"),
-)
 
 
 def review_target(period: Period) -> tuple[str, str]:
@@ -41,44 +35,27 @@ def review_target(period: Period) -> tuple[str, str]:
 # -- balance snapshots (control worker: it alone may read the keys) ----------------------------
 
 
-def transfer_record(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """A ccxt transaction as a snapshot keeps it: what moved and when, no addresses or tags."""
-    timestamp = raw.get("timestamp")
-    at = dt.datetime.fromtimestamp(int(timestamp) / 1000, tz=dt.UTC).isoformat() if timestamp is not None else None
-    amount = raw.get("amount")
+def transfer_record(transfer: port.Transfer) -> dict[str, Any]:
+    """A deposit or withdrawal as a snapshot keeps it."""
+    at = dt.datetime.fromtimestamp(transfer.at_ms / 1000, tz=dt.UTC).isoformat() if transfer.at_ms is not None else None
     return {
-        "type": kind,
-        "id": str(raw.get("id") or raw.get("txid") or ""),
-        "currency": str(raw.get("currency") or ""),
-        "amount": num(Decimal(str(amount))) if amount is not None else "",
-        "status": str(raw.get("status") or ""),
+        "type": transfer.kind,
+        "id": transfer.id,
+        "currency": transfer.currency,
+        "amount": num(transfer.amount) if transfer.amount is not None else "",
+        "status": transfer.status,
         "at": at,
     }
 
 
-def _transfers(client: Any, account: ExchangeAccount, since: dt.datetime | None) -> tuple[list[dict[str, Any]], str]:
-    if account.exchange_id == clients.SANDBOX:
-        return [], "The sandbox exchange keeps no deposit or withdrawal history."
+def _transfers(exchange: port.Exchange, since: dt.datetime | None) -> tuple[list[dict[str, Any]], str]:
     since_ms = int(since.timestamp() * 1000) if since is not None else None
-    items: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for kind, capability, method in TRANSFER_HISTORY:
-        if not client.has.get(capability):
-            notes.append(f"{account.exchange_id} offers no {kind} history.")
-            continue
-        try:
-            raw: list[dict[str, Any]] = clients.call(getattr(client, method), None, since_ms)
-        except clients.ExchangeError as exc:
-            notes.append(f"{kind.capitalize()} history unavailable: {exc.message}")
-            continue
-        items.extend(transfer_record(kind, t) for t in raw)
-    return items, " ".join(notes)[:300]
+    transfers, notes = exchange.transfers(since_ms=since_ms)
+    return [transfer_record(t) for t in transfers], " ".join(notes)[:300]
 
 
-def _read_balances(client: Any) -> dict[str, str]:
-    balance: dict[str, Any] = clients.call(client.fetch_balance)
-    totals = balance.get("total") or {}
-    amounts = {asset: num(Decimal(str(v))) for asset, v in totals.items() if v is not None}
+def _read_balances(exchange: port.Exchange) -> dict[str, str]:
+    amounts = {asset: num(amount) for asset, amount in exchange.balances().total.items()}
     return {asset: amount for asset, amount in sorted(amounts.items()) if amount != "0"}
 
 
@@ -96,22 +73,22 @@ def balance_snapshot_take(
     balances: dict[str, str] = {}
     transfers: list[dict[str, Any]] = []
     note = error = ""
-    client = None
+    exchange: port.Exchange | None = None
     try:
         credentials = {k: str(v) for k, v in pv.kv_read(account.vault_path).items()}
-        client = clients.build_client(exchange_id=account.exchange_id, credentials=credentials, flavor="sync")
-        balances = _read_balances(client)
-        transfers, note = _transfers(client, account, previous)
-    except (clients.ExchangeError, vault.VaultError) as exc:
-        error = (exc.message if isinstance(exc, clients.ExchangeError) else f"Vault: {exc}")[:300]
-        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+        exchange = port.Exchange(exchange_id=account.exchange_id, credentials=credentials)
+        balances = _read_balances(exchange)
+        transfers, note = _transfers(exchange, previous)
+    except (port.ExchangeError, vault.VaultError) as exc:
+        error = (exc.message if isinstance(exc, port.ExchangeError) else f"Vault: {exc}")[:300]
+        if isinstance(exc, port.KeyRejected | port.PermissionRefused):
             key_rejection_note(account_id=account.pk, bot_id=None, error=exc)
     except Exception as exc:  # one account's surprise must not cost the others their snapshot
         logger.exception("balance snapshot of %s failed", account.label)
         error = f"Unexpected error: {type(exc).__name__}"  # not its text: it might quote a signed request
     finally:
-        if client is not None:
-            client.close()
+        if exchange is not None:
+            exchange.close()
     with transaction.atomic():
         snapshot = BalanceSnapshot.objects.create(
             account=account,

@@ -9,7 +9,7 @@ A deliberate stop (the bot no longer wanted running) disarms it, so that the exc
 orders the operator chose to leave resting. A worker that ends while its bot is still wanted running
 (the supervisor shutting down, a halt) leaves it armed: nobody watches those orders any more.
 
-The thread has its own ccxt client, built at bootstrap from the same in-memory credentials, so the
+The thread has its own exchange client, built at bootstrap from the same in-memory credentials, so the
 tick path's client is never used from two threads and a slow tick never delays a refresh. Failures
 are logged by error kind only (exchange errors may quote request details) and retried at the next
 interval; a streak long enough for the countdown to run out raises an alert. The state (armed, last
@@ -38,7 +38,7 @@ from django.db import close_old_connections, connection
 
 from apps.alerts.services import alert_raise
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DeadmanSwitch:
     bot_id: int
     bot_name: str
     exchange_id: str
-    client: Any = field(repr=False)  # its own ccxt client: it holds the key
+    exchange: port.Exchange = field(repr=False)  # its own port client (not the tick's): it holds the key
     symbols: Callable[[], list[str]]  # the bot's symbols now (they may change while it runs)
     refresh_s: float
     timeout_s: float
@@ -141,13 +141,7 @@ class DeadmanSwitch:
         symbols = self._current_symbols()
         try:
             # No retries inside one refresh: the next interval is the retry, and it comes on time.
-            clients.deadman_arm(
-                self.client,
-                exchange_id=self.exchange_id,
-                symbols=symbols,
-                timeout_ms=round(self.timeout_s * 1000),
-                retries=0,
-            )
+            self.exchange.deadman_arm(symbols=symbols, timeout_ms=round(self.timeout_s * 1000), retries=0)
         except Exception as exc:  # whatever it is, the thread goes on and retries at the next interval
             self._failed(type(exc).__name__)
             return False
@@ -247,7 +241,7 @@ class DeadmanSwitch:
                 return
             try:
                 if self.armed_symbols:
-                    clients.deadman_disarm(self.client, exchange_id=self.exchange_id, symbols=self.armed_symbols)
+                    self.exchange.deadman_disarm(symbols=self.armed_symbols)
             except Exception as exc:
                 logger.error(
                     "bot %s: could not disarm the dead-man's switch (%s): %s cancels its open orders at about %s",

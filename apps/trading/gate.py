@@ -13,7 +13,6 @@ import logging
 import statistics
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Sum
@@ -23,14 +22,14 @@ from apps.audit.services import record
 from apps.bots.halts import actor_of, bot_halt, global_halt_active, global_halt_lock_shared
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.strategies.base import OrderIntent
 from apps.trading import events
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import Breach, ledger_for, loss_breach
 from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
 from apps.trading.paper import paper_place
-from apps.trading.sync import fetch_by_client_id, order_apply_exchange, ticker_price
+from apps.trading.sync import order_apply_exchange
 
 logger = logging.getLogger(__name__)
 Reason = GateRefusal.Reason
@@ -194,47 +193,39 @@ def gate_check(*, bot: Bot, intent: OrderIntent, price: Decimal | None) -> GateD
         return GateDecision(True, notional=intent.amount * price if price is not None else None)
 
 
-def _reference_price(intent: OrderIntent, client: Any, price: Decimal | None) -> Decimal | None:
+def _reference_price(intent: OrderIntent, exchange: port.Exchange, price: Decimal | None) -> Decimal | None:
     if intent.type == Order.Type.LIMIT:
         return intent.price
     if price is not None:
         return price
-    return ticker_price(client, intent.symbol)
+    return exchange.price(intent.symbol)
 
 
-def _is_duplicate(exc: clients.ExchangeError) -> bool:
-    return "duplicate" in exc.message.lower()
-
-
-def _send_live(order: Order, intent: OrderIntent, client: Any) -> None:
-    """Send the order; a duplicate client order id means an earlier attempt got through, so adopt it."""
-    price = float(intent.price) if intent.price is not None else None
+def _send_live(order: Order, intent: OrderIntent, exchange: port.Exchange) -> None:
+    """Send the order under its client order id (the port adopts an earlier attempt that got through)."""
     try:
-        raw: dict[str, Any] = clients.call(
-            client.create_order,
-            intent.symbol,
-            intent.type,
-            intent.side,
-            float(intent.amount),
-            price,
-            {"newClientOrderId": order.client_order_id},
+        remote = exchange.place_order(
+            symbol=intent.symbol,
+            side=intent.side,
+            type=intent.type,
+            amount=intent.amount,
+            price=intent.price,
+            client_order_id=order.client_order_id,
         )
-    except clients.OrderRejected as exc:
-        if not _is_duplicate(exc):
-            order.status, order.error = Order.Status.REJECTED, exc.message[:300]
-            order.save(update_fields=["status", "error", "updated_at"])
-            return
-        raw = fetch_by_client_id(client, intent.symbol, order.client_order_id)
-    except clients.ExchangeUnavailable as exc:
+    except port.OrderRejected as exc:
+        order.status, order.error = Order.Status.REJECTED, exc.message[:300]
+        order.save(update_fields=["status", "error", "updated_at"])
+        return
+    except port.ExchangeUnavailable as exc:
         # Maybe placed, maybe not: the row stays "new" and the next sync looks it up by client order id.
         order.error = exc.message[:300]
         order.save(update_fields=["error", "updated_at"])
         return
-    order_apply_exchange(order, raw)
+    order_apply_exchange(order, remote)
 
 
-def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | None = None) -> Order:
-    """Gate the intent, then place it (live: `client.create_order`; paper: the local simulator).
+def place_order(*, bot: Bot, intent: OrderIntent, exchange: port.Exchange, price: Decimal | None = None) -> Order:
+    """Gate the intent, then place it (live: on the exchange through the port; paper: the local simulator).
 
     Returns the Order row; raises OrderRefused when the gate refuses (nothing is sent). The client
     order id comes from (bot, intent tag, the bot's current tick generation), so placing the same
@@ -247,7 +238,7 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
     existing = Order.objects.filter(client_order_id=cid).first()
     if existing is not None:
         return existing
-    reference = _reference_price(intent, client, price) if _invalid(intent, Decimal(1)) is None else None
+    reference = _reference_price(intent, exchange, price) if _invalid(intent, Decimal(1)) is None else None
     with transaction.atomic():
         decision = gate_check(bot=bot, intent=intent, price=reference)
         if decision.allowed:
@@ -268,10 +259,10 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
                 paper=paper,
             )
             if paper:
-                paper_place(order=order, client=client, market_price=reference)
+                paper_place(order=order, exchange=exchange, market_price=reference)
             else:
                 # The halt row and the bot row stay share-locked until this transaction commits.
-                _send_live(order, intent, client)
+                _send_live(order, intent, exchange)
             record(
                 actor=actor_of(bot),
                 action="order.placed",
@@ -297,7 +288,7 @@ def place_order(*, bot: Bot, intent: OrderIntent, client: Any, price: Decimal | 
     return order
 
 
-def order_cancel(*, order: Order, client: Any) -> Order:
+def order_cancel(*, order: Order, exchange: port.Exchange) -> Order:
     """Cancel one of our open orders (cancelling needs no gate: it only ever reduces risk)."""
     if not order.is_open:
         return order
@@ -306,17 +297,11 @@ def order_cancel(*, order: Order, client: Any) -> Order:
         order.save(update_fields=["status", "updated_at"])
         events.order_update(order)
     else:
-        try:
-            raw: dict[str, Any] = clients.call(
-                client.cancel_order,
-                order.exchange_order_id or "",
-                order.symbol,
-                {} if order.exchange_order_id else {"origClientOrderId": order.client_order_id},
-            )
-            order_apply_exchange(order, raw)
-        except clients.OrderNotFound:
-            # Already gone (filled or canceled meanwhile): take the exchange's word for what happened.
-            order_apply_exchange(order, fetch_by_client_id(client, order.symbol, order.client_order_id))
+        # Already gone (filled or canceled meanwhile): the port answers with the exchange's word on it.
+        remote = exchange.cancel_order(
+            symbol=order.symbol, exchange_order_id=order.exchange_order_id, client_order_id=order.client_order_id
+        )
+        order_apply_exchange(order, remote)
     record(
         actor=actor_of(order.bot),
         action="order.canceled",

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.bots.models import Bot
+from apps.exchanges import port
 from apps.trading import events
 from apps.trading.models import ZERO, BotLedger, Fill, Order, Position
 
@@ -153,21 +154,19 @@ def paper_equity(*, bot: Bot, ledger: BotLedger, prices: dict[str, Decimal]) -> 
     return equity
 
 
-def account_equity(*, bot: Bot, balance: dict[str, object], prices: dict[str, Decimal]) -> Decimal:
+def account_equity(*, bot: Bot, balance: port.Balances, prices: dict[str, Decimal]) -> Decimal:
     """Live equity from the exchange's balances: the quote currency plus each traded base asset at its price.
 
     Valued in the quote currency of the bot's first symbol; symbols quoted in another currency
     are left out rather than added in the wrong unit. It is the account's equity: bots sharing
     an account share their breakers, which errs on the side of stopping.
     """
-    totals = balance.get("total") or {}
-    assert isinstance(totals, dict)
     if not bot.symbols:
         return ZERO
     _, quote = split_symbol(bot.symbols[0])
-    equity = Decimal(str(totals.get(quote) or 0))
+    equity = balance.total.get(quote, ZERO)
     for symbol in bot.symbols:
         base, symbol_quote = split_symbol(symbol)
         if symbol_quote == quote and symbol in prices:
-            equity += Decimal(str(totals.get(base) or 0)) * prices[symbol]
+            equity += balance.total.get(base, ZERO) * prices[symbol]
     return equity

@@ -1,6 +1,6 @@
 """Paper trading: orders filled by a local simulator against the exchange's real public market data.
 
-A paper bot never uses a key: its client is a public ccxt client of the account's exchange.
+A paper bot never uses a key: it reads the account's exchange's public market data through the port.
 Market orders fill at once at the touch (ask for a buy, bid for a sell); limit orders fill at
 their own price when placed marketable or later when the market crosses them. Fees follow
 Binance without BNB: the buyer pays in the base asset, the seller in the quote asset.
@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import itertools
 from decimal import Decimal
-from typing import Any
 
 from django.utils import timezone
 
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.trading.ledger import fill_record, ledger_for, split_symbol
 from apps.trading.models import ZERO, Order, Position
 
 FEE_RATE = Decimal("0.001")
 
 
-def public_client(*, bot: Bot) -> Any:
-    """A client of the bot's exchange without credentials: market data only, it cannot place an order."""
-    return clients.build_client(exchange_id=bot.account.exchange_id, credentials={})
-
-
-def touch(client: Any, symbol: str) -> tuple[Decimal, Decimal]:
-    """(bid, ask) now, falling back to the last price when the exchange gives no book top."""
-    ticker: dict[str, Any] = clients.call(client.fetch_ticker, symbol)
-    last = ticker.get("last") or ticker.get("close")
-    bid, ask = ticker.get("bid") or last, ticker.get("ask") or last
-    if bid is None or ask is None:
-        raise clients.ExchangeError(f"No price for {symbol}.")
-    return Decimal(str(bid)), Decimal(str(ask))
+def public_exchange(*, bot: Bot) -> port.Exchange:
+    """The bot's exchange without credentials: market data only, it cannot place an order."""
+    return port.Exchange(exchange_id=bot.account.exchange_id)
 
 
 def _affordable(order: Order, price: Decimal) -> str | None:
@@ -82,10 +71,10 @@ def _crossing_price(order: Order, bid: Decimal, ask: Decimal) -> Decimal | None:
     return None
 
 
-def paper_place(*, order: Order, client: Any, market_price: Decimal | None = None) -> Order:
+def paper_place(*, order: Order, exchange: port.Exchange, market_price: Decimal | None = None) -> Order:
     """Accept a paper order (called by the gate's place_order only): fill it now if it is marketable."""
     order.exchange_order_id = f"paper-{order.pk}"
-    bid, ask = touch(client, order.symbol)
+    bid, ask = exchange.ticker(order.symbol).touch
     price = _crossing_price(order, bid, ask)
     problem = _affordable(order, price if price is not None else order.price or market_price or ask)
     if problem is not None:
@@ -99,14 +88,14 @@ def paper_place(*, order: Order, client: Any, market_price: Decimal | None = Non
     return order
 
 
-def paper_match(*, bot: Bot, client: Any) -> int:
+def paper_match(*, bot: Bot, exchange: port.Exchange) -> int:
     """Fill the bot's resting paper limit orders the market has crossed; returns how many filled."""
     filled = 0
     resting = Order.objects.filter(bot=bot, paper=True, status__in=Order.OPEN_STATUSES).select_related("bot")
     touches: dict[str, tuple[Decimal, Decimal]] = {}
     for order in resting.order_by("created_at", "id"):
         if order.symbol not in touches:
-            touches[order.symbol] = touch(client, order.symbol)
+            touches[order.symbol] = exchange.ticker(order.symbol).touch
         price = _crossing_price(order, *touches[order.symbol])
         if price is None:
             continue

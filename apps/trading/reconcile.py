@@ -8,23 +8,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.halts import actor_of
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.trading.ledger import split_symbol
 from apps.trading.models import ZERO, Order, Position
-from apps.trading.sync import fetch_by_client_id, order_apply_exchange
+from apps.trading.sync import never_received, order_apply_exchange
 
 FOREIGN_ORDER_MESSAGE = (
     "An open order on exchange account {account} was not placed by botconsole ({side} {amount} {symbol} at "
     "{price}, exchange order {id}). The usual cause is a stolen API key: revoke the key on the exchange now, "
     "cancel the order, and check the account's trade history."
 )
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
 
 
 @dataclass
@@ -36,31 +39,24 @@ class ReconcileReport:
     balance_shortfalls: dict[str, str] = field(default_factory=dict)  # asset -> exchange total vs what bots hold
 
 
-def _open_orders(client: Any) -> list[dict[str, Any]]:
-    # Without a symbol: a thief trades whatever market they like. Binance charges more weight for
-    # this, which is why ccxt asks for the warning to be acknowledged.
-    client.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
-    orders: list[dict[str, Any]] = clients.call(client.fetch_open_orders)
-    return orders
-
-
-def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
+def reconcile(*, bot: Bot, exchange: port.Exchange) -> ReconcileReport:
     """Compare the exchange's open orders and balances with the database for a live bot's account."""
     report = ReconcileReport()
     if bot.mode == Bot.Mode.PAPER:
         return report  # paper orders never reach the exchange
-    remote = _open_orders(client)
+    # Every symbol, not only the bot's: a thief trades whatever market they like.
+    remote = exchange.open_orders(None)
     report.checked_open = len(remote)
-    remote_cids = {str(o.get("clientOrderId")) for o in remote}
+    remote_cids = {str(o.client_order_id) for o in remote}
     known = set(
         Order.objects.filter(account_id=bot.account_id, client_order_id__in=remote_cids).values_list(
             "client_order_id", flat=True
         )
     )
     for raw in remote:
-        if str(raw.get("clientOrderId")) in known:
+        if str(raw.client_order_id) in known:
             continue
-        order_id = str(raw.get("id"))
+        order_id = str(raw.id)
         report.foreign.append(order_id)
         already = Alert.objects.filter(
             kind="foreign_order", data__account=str(bot.account_id), data__exchange_order_id=order_id
@@ -71,11 +67,11 @@ def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
             "account": str(bot.account_id),
             "exchange_order_id": order_id,
             "bot": bot.pk,
-            "client_order_id": raw.get("clientOrderId"),
-            "symbol": raw.get("symbol"),
-            "side": raw.get("side"),
-            "amount": raw.get("amount"),
-            "price": raw.get("price"),
+            "client_order_id": raw.client_order_id,
+            "symbol": raw.symbol,
+            "side": raw.side,
+            "amount": _text(raw.amount),
+            "price": _text(raw.price),
         }
         record(actor=actor_of(bot), action="reconcile.foreign_order", target=bot.account, data=data)
         alert_raise(
@@ -86,10 +82,10 @@ def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
             source=actor_of(bot),
             message=FOREIGN_ORDER_MESSAGE.format(
                 account=bot.account.label,
-                side=raw.get("side"),
-                amount=raw.get("amount"),
-                symbol=raw.get("symbol"),
-                price=raw.get("price"),
+                side=raw.side,
+                amount=_text(raw.amount),
+                symbol=raw.symbol,
+                price=_text(raw.price),
                 id=order_id,
             ),
         )
@@ -98,25 +94,23 @@ def reconcile(*, bot: Bot, client: Any) -> ReconcileReport:
         client_order_id__in=remote_cids
     ):
         try:
-            raw = fetch_by_client_id(client, order.symbol, order.client_order_id)
-        except clients.OrderNotFound:
+            found = exchange.order(symbol=order.symbol, client_order_id=order.client_order_id)
+        except port.OrderNotFound:
             report.missing.append(order.client_order_id)
             if order.exchange_order_id is None:
-                order.status, order.error = Order.Status.REJECTED, "The exchange never received this order."
-                order.save(update_fields=["status", "error", "updated_at"])
+                never_received(order)
             continue
-        if order_apply_exchange(order, raw):
+        if order_apply_exchange(order, found):
             report.updated.append(order.client_order_id)
 
     # Balances: the exchange must hold at least what the account's bots think they hold.
-    balance: dict[str, Any] = clients.call(client.fetch_balance)
-    totals = balance.get("total") or {}
+    totals = exchange.balances().total
     held: dict[str, Decimal] = {}
     for position in Position.objects.filter(bot__account_id=bot.account_id, bot__mode=Bot.Mode.LIVE):
         base, _ = split_symbol(position.symbol)
         held[base] = held.get(base, ZERO) + position.base_quantity
     for asset, amount in held.items():
-        on_exchange = Decimal(str(totals.get(asset) or 0))
+        on_exchange = totals.get(asset, ZERO)
         if amount > 0 and on_exchange < amount:
             report.balance_shortfalls[asset] = f"{on_exchange} on the exchange, {amount} held by bots"
     if report.balance_shortfalls:

@@ -3,7 +3,7 @@
 Active only in a worker started by the fleet supervisor (BOT_ID set). When the worker is ready:
 look up the wrapping token and insist it was created at `auth/approle/role/bot-<BOT_ID>/secret-id`
 (a token wrapping anything else, e.g. another bot's SecretID, is refused and the worker exits),
-unwrap it, log in with AppRole, read this bot's account secret, build the ccxt client and keep it
+unwrap it, log in with AppRole, read this bot's account secret, build its exchange client and keep it
 in this process's memory only. A background thread renews the token before it expires, and
 another keeps the exchange's dead-man's switch armed (apps.trading.deadman) where the exchange has one.
 
@@ -27,7 +27,7 @@ from django.utils import timezone
 from apps.bots import events as bot_events
 from apps.bots.fleet import token_accessor_report
 from apps.bots.models import Bot
-from apps.exchanges.clients import build_client, deadman_available
+from apps.exchanges import port
 from apps.trading.deadman import DeadmanSwitch, State, report_state
 from apps.vault import client as vault
 
@@ -44,16 +44,16 @@ class BootstrapRefused(Exception):
 @dataclass
 class Runtime:
     bot_id: int
-    client: Any = None
+    exchange: port.Exchange | None = None
     token_accessor: str = ""
     chain: str = field(default_factory=lambda: uuid.uuid4().hex)
     process_vault: vault.ProcessVault | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    # The dead-man's switch thread's own ccxt client (same key): never shared with the tick path.
-    deadman_client: Any = None
+    # The dead-man's switch thread's own exchange client (same key): never shared with the tick path.
+    deadman_exchange: port.Exchange | None = None
     deadman: DeadmanSwitch | None = None
 
-    def __repr__(self) -> str:  # never show the client (it holds the key) or the token
+    def __repr__(self) -> str:  # never show the exchange client (it holds the key) or the token
         return f"Runtime(bot_id={self.bot_id}, token_accessor={self.token_accessor!r})"
 
 
@@ -64,11 +64,11 @@ def current() -> Runtime | None:
     return _runtime
 
 
-def get_exchange_client() -> Any:
-    """This bot's ccxt client (live: with its key; paper: without credentials)."""
-    if _runtime is None or _runtime.client is None:
+def get_exchange() -> port.Exchange:
+    """This bot's exchange client (live: with its key; paper: market data only, without credentials)."""
+    if _runtime is None or _runtime.exchange is None:
         raise RuntimeError("this process is not a bootstrapped bot worker")
-    return _runtime.client
+    return _runtime.exchange
 
 
 def check_wrapping(info: dict[str, Any], bot_id: int) -> None:
@@ -86,7 +86,7 @@ def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> R
     runtime = Runtime(bot_id=bot_id)
     if bot.mode != Bot.Mode.LIVE:
         # Paper bots simulate fills; they need market data only, never a key.
-        runtime.client = build_client(exchange_id=bot.account.exchange_id, credentials={})
+        runtime.exchange = port.Exchange(exchange_id=bot.account.exchange_id)
         return runtime
     if not (role_id and wrapping_token):
         raise BootstrapRefused("a live bot worker needs VAULT_ROLE_ID and VAULT_WRAPPED_SECRET_ID")
@@ -99,9 +99,9 @@ def bootstrap(*, bot_id: int, addr: str, role_id: str, wrapping_token: str) -> R
         raise BootstrapRefused(f"the AppRole login did not yield the policy {vault.bot_role(bot_id)}")
     pv = vault.ProcessVault(addr, login.token)
     credentials = pv.kv_read(bot.account.vault_path)
-    runtime.client = build_client(exchange_id=bot.account.exchange_id, credentials=credentials)
-    if deadman_available(runtime.client, exchange_id=bot.account.exchange_id):
-        runtime.deadman_client = build_client(exchange_id=bot.account.exchange_id, credentials=credentials)
+    runtime.exchange = port.Exchange(exchange_id=bot.account.exchange_id, credentials=credentials)
+    if runtime.exchange.deadman_available:
+        runtime.deadman_exchange = port.Exchange(exchange_id=bot.account.exchange_id, credentials=credentials)
     del credentials
     runtime.token_accessor = login.accessor
     runtime.process_vault = pv
@@ -140,7 +140,7 @@ def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
     if bot.mode != Bot.Mode.LIVE:
         return None
     exchange_id = bot.account.exchange_id
-    if runtime.deadman_client is None:
+    if runtime.deadman_exchange is None:
         logger.warning(
             "bot %s: %s offers no dead-man's switch (cancelAllOrdersAfter): if the console dies, "
             "its open orders stay on the exchange",
@@ -157,7 +157,7 @@ def _start_deadman(runtime: Runtime) -> DeadmanSwitch | None:
         bot_id=bot.pk,
         bot_name=bot.name,
         exchange_id=exchange_id,
-        client=runtime.deadman_client,
+        exchange=runtime.deadman_exchange,
         symbols=symbols,
         refresh_s=settings.DEADMAN_REFRESH_S,
         timeout_s=settings.DEADMAN_TIMEOUT_S,

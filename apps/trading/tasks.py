@@ -15,7 +15,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.services import key_rejection_note
 from apps.trading import runtime
 from apps.trading.reconcile import reconcile
@@ -35,16 +35,16 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
     if bot is None or bot.desired_state != Bot.Desired.RUNNING or bot.halted:
         logger.info("bot %s: not running any more; ticks stop", bot_id)
         return
-    client = runtime.get_exchange_client()
+    exchange = runtime.get_exchange()
     try:
-        result = tick_run(bot=bot, client=client)
+        result = tick_run(bot=bot, exchange=exchange)
         if result.generation % RECONCILE_EVERY_TICKS == 0:
             # Besides the reconciliation at worker start: a stolen key is found while the bot runs.
-            reconcile(bot=bot, client=client)
+            reconcile(bot=bot, exchange=exchange)
     except Exception as exc:
         # Error kind only: exchange errors may quote request details; the next tick retries.
         logger.warning("bot %s: tick failed (%s)", bot_id, type(exc).__name__)
-        if isinstance(exc, clients.KeyRejected | clients.PermissionRefused):
+        if isinstance(exc, port.KeyRejected | port.PermissionRefused):
             key_rejection_note(account_id=bot.account_id, bot_id=bot.pk, error=exc)  # the auth-errors breaker
     bot_tick_task.apply_async(args=(bot_id,), kwargs={"chain": chain}, queue=bot.queue, countdown=bot.tick_interval_s)
 
@@ -52,7 +52,8 @@ def bot_tick_task(bot_id: int, chain: str | None = None) -> None:
 def _first_tick(rt: runtime.Runtime) -> None:
     bot = Bot.objects.select_related("account").get(pk=rt.bot_id)
     try:
-        reconcile(bot=bot, client=rt.client)
+        if rt.exchange is not None:
+            reconcile(bot=bot, exchange=rt.exchange)
     except Exception as exc:  # a failed reconcile must not stop the bot from starting
         logger.warning("bot %s: reconcile at start failed (%s)", bot.pk, type(exc).__name__)
     bot_tick_task.apply_async(args=(bot.pk,), kwargs={"chain": rt.chain}, queue=bot.queue)

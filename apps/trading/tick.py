@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.bots.halts import bot_halt, global_halt_active
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.strategies import get_strategy
 from apps.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.trading import events
@@ -35,7 +35,7 @@ from apps.trading.ledger import (
 )
 from apps.trading.models import ZERO, BotLedger, Order, Position
 from apps.trading.paper import paper_match
-from apps.trading.sync import orders_sync, ticker_price
+from apps.trading.sync import orders_sync
 
 logger = logging.getLogger(__name__)
 MIN_CANDLES = 60
@@ -55,11 +55,10 @@ class TickResult:
     equity: Decimal | None = None
 
 
-def _closes(client: Any, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
+def _closes(exchange: port.Exchange, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
     # Enough candles for the longest window a strategy asks for (ma_cross's "slow"), plus one.
     wanted = max(MIN_CANDLES, int(values.get("slow", 0)) + 2)
-    candles: list[list[Any]] = clients.call(client.fetch_ohlcv, symbol, "1m", None, min(wanted, MAX_CANDLES))
-    return tuple(Decimal(str(c[4])) for c in candles)
+    return tuple(c.close for c in exchange.candles(symbol, timeframe="1m", limit=min(wanted, MAX_CANDLES)))
 
 
 def _view(bot: Bot, symbol: str, price: Decimal, closes: tuple[Decimal, ...], quote_free: Decimal) -> MarketView:
@@ -76,15 +75,15 @@ def _view(bot: Bot, symbol: str, price: Decimal, closes: tuple[Decimal, ...], qu
     )
 
 
-def _act(bot: Bot, client: Any, decision: Decision, price: Decimal, result: TickResult) -> None:
+def _act(bot: Bot, exchange: port.Exchange, decision: Decision, price: Decimal, result: TickResult) -> None:
     for cid in decision.cancel:
         order = Order.objects.filter(bot=bot, client_order_id=cid).select_related("bot").first()
         if order is None or not order.is_open:
             continue
         try:
-            order_cancel(order=order, client=client)
+            order_cancel(order=order, exchange=exchange)
             result.canceled.append(cid)
-        except clients.ExchangeError as exc:
+        except port.ExchangeError as exc:
             result.errors.append(exc.message)
     for intent in decision.intents:
         if global_halt_active():
@@ -92,20 +91,20 @@ def _act(bot: Bot, client: Any, decision: Decision, price: Decimal, result: Tick
             result.refused.append("global_halt")
             break
         try:
-            order = place_order(bot=bot, intent=intent, client=client, price=price)
+            order = place_order(bot=bot, intent=intent, exchange=exchange, price=price)
         except OrderRefused as refused:
             result.refused.append(refused.decision.reason)
             if bot.halted:
                 break
             continue
-        except clients.ExchangeError as exc:
+        except port.ExchangeError as exc:
             result.errors.append(exc.message)
             continue
         (result.rejected if order.status == Order.Status.REJECTED else result.placed).append(order.client_order_id)
 
 
-def tick_run(*, bot: Bot, client: Any) -> TickResult:
-    """Run one tick. `client` is a sync ccxt client: with the bot's key (live) or public (paper)."""
+def tick_run(*, bot: Bot, exchange: port.Exchange) -> TickResult:
+    """Run one tick. `exchange`: the bot's account with its key (live), or public market data (paper)."""
     bot.refresh_from_db()
     ledger: BotLedger = ledger_for(bot)
     result = TickResult(generation=ledger.generation)
@@ -113,21 +112,21 @@ def tick_run(*, bot: Bot, client: Any) -> TickResult:
 
     # 1. What happened since the last tick: order states and fills.
     if paper:
-        result.new_fills += paper_match(bot=bot, client=client)
+        result.new_fills += paper_match(bot=bot, exchange=exchange)
     else:
-        synced = orders_sync(bot=bot, client=client)
+        synced = orders_sync(bot=bot, exchange=exchange)
         result.new_fills += synced.new_fills
 
     # 2. Prices, positions and equity; the loss breakers trip here even when no order is proposed.
-    prices = {symbol: ticker_price(client, symbol) for symbol in bot.symbols}
+    prices = {symbol: exchange.price(symbol) for symbol in bot.symbols}
     for position in Position.objects.filter(bot=bot, symbol__in=prices):
         mark(position, prices[position.symbol])
         position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
     ledger.refresh_from_db()
-    balance: dict[str, Any] = {} if paper else clients.call(client.fetch_balance)
+    balance = None if paper else exchange.balances()
     equity = (
         paper_equity(bot=bot, ledger=ledger, prices=prices)
-        if paper
+        if balance is None
         else account_equity(bot=bot, balance=balance, prices=prices)
     )
     equity_update(ledger=ledger, equity=equity)
@@ -151,12 +150,12 @@ def tick_run(*, bot: Bot, client: Any) -> TickResult:
             _, quote = split_symbol(symbol)
             quote_free = (
                 (ledger.paper_quote if ledger.paper_quote is not None else bot.paper_balance)
-                if paper
-                else Decimal(str((balance.get("free") or {}).get(quote) or 0))
+                if balance is None
+                else balance.free.get(quote, ZERO)
             )
-            view = _view(bot, symbol, prices[symbol], _closes(client, symbol, values), quote_free)
+            view = _view(bot, symbol, prices[symbol], _closes(exchange, symbol, values), quote_free)
             decision = strategy.decide(view, dict(state.get(symbol) or {}))
-            _act(bot, client, decision, prices[symbol], result)
+            _act(bot, exchange, decision, prices[symbol], result)
             state[symbol] = json.loads(json.dumps(decision.state, cls=DjangoJSONEncoder))
             if bot.halted:
                 break

@@ -47,7 +47,6 @@ INSTALLED_APPS = [
     "apps.trading",
     "apps.killswitch",
     "apps.live",
-    "apps.sandbox",
     "apps.reviews",
     "apps.ops",
 ]

@@ -30,6 +30,9 @@ if not os.environ.get("SECRET_KEY"):
 
 from .base import *  # noqa: E402,F403
 
+# The local Binance-compatible exchange (`manage.py runsandbox`) and its demo commands: local and test runs only.
+INSTALLED_APPS = [*INSTALLED_APPS, "apps.sandbox"]
+
 # DEBUG stays as base.py sets it: off unless BOTCONSOLE_DEBUG=1.
 # Nobody runs collectstatic locally: whitenoise indexes the files where the finders find them.
 WHITENOISE_USE_FINDERS = True

@@ -17,7 +17,7 @@ from .base import *  # noqa: E402,F403
 DEBUG = False
 WHITENOISE_USE_FINDERS = True  # as under `make run` (local.py)
 STATIC_ROOT = None
-INSTALLED_APPS = ["tests.support", *INSTALLED_APPS]
+INSTALLED_APPS = ["tests.support", *INSTALLED_APPS, "apps.sandbox"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 VAULT_TOKEN = harness.tokens["web"].token

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ccxt
 import pytest
 import redis
 from django.conf import settings
@@ -28,7 +27,7 @@ from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots.fleet import BASE_DIR, Fleet, Worker
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.trading import deadman, runtime
 from tests.bots.test_fleet import make_bot, observed, wait_for
@@ -87,47 +86,46 @@ def start_trading(
     return bot, key, fleet.workers[bot.pk]
 
 
-# -- the clients.py functions ---------------------------------------------------------------
+# -- the exchange port's switch ------------------------------------------------------------------
 
 
-def test_only_the_sandbox_and_classes_with_cancel_all_orders_after_offer_the_switch() -> None:
-    assert clients.deadman_available(ccxt.binance(), exchange_id="sandbox")
+def test_only_the_sandbox_and_classes_with_cancel_all_orders_after_offer_the_switch(sandbox_url: str) -> None:
+    assert port.Exchange(exchange_id="sandbox").deadman_available
     # Binance spot has no countdownCancelAll (ccxt's binance lists it for futures only).
-    assert not clients.deadman_available(ccxt.binance(), exchange_id="binance")
-    assert clients.deadman_available(ccxt.kraken(), exchange_id="kraken")
-    with pytest.raises(clients.ExchangeError, match="offers no dead-man's switch"):
-        clients.deadman_arm(ccxt.binance(), exchange_id="binance", symbols=["BTC/USDT"], timeout_ms=60_000)
-    with pytest.raises(clients.ExchangeError, match="positive timeout"):
-        clients.deadman_arm(ccxt.binance(), exchange_id="sandbox", symbols=["BTC/USDT"], timeout_ms=0)
+    assert not port.Exchange(exchange_id="binance").deadman_available
+    assert port.Exchange(exchange_id="kraken").deadman_available
+    with pytest.raises(port.ExchangeError, match="offers no dead-man's switch"):
+        port.Exchange(exchange_id="binance").deadman_arm(symbols=["BTC/USDT"], timeout_ms=60_000)
+    with pytest.raises(port.ExchangeError, match="positive timeout"):
+        port.Exchange(exchange_id="sandbox").deadman_arm(symbols=["BTC/USDT"], timeout_ms=0)
 
 
 def test_arm_sets_the_sandbox_countdown_disarm_clears_it_and_a_lapsed_one_cancels_the_orders(
     sandbox: Any, new_key: Callable[..., Key]
 ) -> None:
     key = new_key()
-    client = clients.build_client(exchange_id="sandbox", credentials=key.form())
+    exchange = key.exchange()
     bystander = new_key()  # another account's orders are not the countdown's business
-    other = clients.build_client(exchange_id="sandbox", credentials=bystander.form())
-    for c in (client, other):
-        c.create_order("BTC/USDT", "limit", "buy", 0.001, 10000)
-    client.create_order("ETH/USDT", "limit", "buy", 0.01, 1000)
+    for raw in (key.raw_ccxt(sandbox.url), bystander.raw_ccxt(sandbox.url)):
+        raw.create_order("BTC/USDT", "limit", "buy", 0.001, 10000)
+    key.raw_ccxt(sandbox.url).create_order("ETH/USDT", "limit", "buy", 0.01, 1000)
 
-    clients.deadman_arm(client, exchange_id="sandbox", symbols=["BTC/USDT"], timeout_ms=60_000)
+    exchange.deadman_arm(symbols=["BTC/USDT"], timeout_ms=60_000)
     (countdown,) = sandbox.admin.countdown(key.api_key)
     assert (countdown.symbol, countdown.countdown_ms, countdown.active) == ("BTCUSDT", 60_000, True)
 
-    clients.deadman_disarm(client, exchange_id="sandbox", symbols=["BTC/USDT"])
+    exchange.deadman_disarm(symbols=["BTC/USDT"])
     assert not armed(sandbox, key)
 
-    clients.deadman_arm(client, exchange_id="sandbox", symbols=["BTC/USDT"], timeout_ms=200)
+    exchange.deadman_arm(symbols=["BTC/USDT"], timeout_ms=200)
     wait_for(lambda: not sandbox.admin.open_orders(key.api_key, "BTCUSDT"), "the countdown to cancel", timeout=30)
     assert fired(sandbox, key) == 1
     # Only that symbol of that account.
     assert len(sandbox.admin.open_orders(key.api_key, "ETHUSDT")) == 1
     assert len(sandbox.admin.open_orders(bystander.api_key)) == 1
 
-    with pytest.raises(clients.ExchangeError):
-        clients.deadman_arm(client, exchange_id="sandbox", symbols=["NOPE/USDT"], timeout_ms=60_000)
+    with pytest.raises(port.ExchangeError):
+        exchange.deadman_arm(symbols=["NOPE/USDT"], timeout_ms=60_000)
 
 
 # -- the worker: refresh, SIGKILL, clean stop -------------------------------------------------
@@ -203,7 +201,7 @@ def test_refresh_failures_are_retried_alerted_once_and_the_recovery_reported(
         bot_name=bot.name,
         exchange_id="sandbox",
         symbols=lambda: ["BTC/USDT"],
-        client=clients.build_client(exchange_id="sandbox", credentials=key.form()),
+        exchange=key.exchange(),
         refresh_s=REFRESH_S,
         timeout_s=TIMEOUT_S,
     )
@@ -232,7 +230,7 @@ def test_refresh_failures_are_retried_alerted_once_and_the_recovery_reported(
     # Error kinds only: nothing the exchange was sent or answered, and never the key.
     for text in (caplog.text, redis_dump(), *Alert.objects.values_list("message", flat=True)):
         assert key.secret not in text and key.api_key not in text and "signature" not in text
-    clients.deadman_disarm(switch.client, exchange_id="sandbox", symbols=["BTC/USDT"])
+    switch.exchange.deadman_disarm(symbols=["BTC/USDT"])
 
 
 @pytest.mark.django_db
@@ -243,7 +241,7 @@ def test_an_exchange_without_the_switch_is_logged_once_and_shown_as_unavailable(
         label="No switch", exchange_id="binance", key_fingerprint="abcd", key_digest="0" * 64, withdrawals="disabled"
     )
     bot = make_bot(acct, "deadman-none", desired="stopped")
-    rt = runtime.Runtime(bot_id=bot.pk, client=ccxt.binance())
+    rt = runtime.Runtime(bot_id=bot.pk, exchange=port.Exchange(exchange_id="binance"))
     with caplog.at_level(logging.WARNING, logger="apps.trading.runtime"):
         assert runtime._start_deadman(rt) is None
     assert [r.getMessage() for r in caplog.records if "dead-man" in r.getMessage()] == [
@@ -257,7 +255,11 @@ def test_an_exchange_without_the_switch_is_logged_once_and_shown_as_unavailable(
 def test_a_paper_bot_has_no_switch(account: Callable[[str], tuple[ExchangeAccount, Key]], sandbox_url: str) -> None:
     acct, _ = account("Deadman paper")
     bot = make_bot(acct, "deadman-paper", mode="paper", desired="stopped")
-    rt = runtime.Runtime(bot_id=bot.pk, client=ccxt.binance(), deadman_client=ccxt.binance())
+    rt = runtime.Runtime(
+        bot_id=bot.pk,
+        exchange=port.Exchange(exchange_id="binance"),
+        deadman_exchange=port.Exchange(exchange_id="binance"),
+    )
     assert runtime._start_deadman(rt) is None
     assert deadman.deadman_state(bot.pk) is None
 

@@ -22,3 +22,17 @@ def test_production_trusts_the_client_address_only_as_uvicorn_derived_it() -> No
     # Where the migrate unit's collectstatic writes and nginx's /static/ reads.
     assert values["STATIC_ROOT"] == "/var/lib/botconsole/static"
     assert values["DEBUG"] is False
+
+
+def test_production_knows_no_sandbox_exchange() -> None:
+    code = (
+        "import json; from django.conf import settings; from apps.exchanges import port; "
+        "from apps.exchanges.forms import ExchangeAccountForm; "
+        "print(json.dumps(['apps.sandbox' in settings.INSTALLED_APPS, 'sandbox' in port.supported_exchanges(), "
+        "'sandbox' in dict(ExchangeAccountForm().fields['exchange_id'].choices)]))"
+    )
+    result = _manage(PRODUCTION_ENV, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [False, False, False]
+    # Nor its command: the local exchange cannot be started from a production install.
+    assert _manage(PRODUCTION_ENV, "runsandbox", "--help").returncode != 0

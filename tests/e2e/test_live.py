@@ -24,7 +24,6 @@ from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
 from apps.events.services import publish
-from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
@@ -145,14 +144,14 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     expect(page.locator("#live-status")).to_have_text("Live")
     page.evaluate("window.__sameDocument = 42")  # survives only if the page is never reloaded
 
-    client = clients.build_client(exchange_id="sandbox", credentials=key.form())
+    client = key.exchange()
     sandbox.admin.set_price("BTC/USDT", "30000")
     try:
         intent = OrderIntent("BTC/USDT", "buy", "limit", Decimal("0.01"), Decimal("29900"), "live-1")
-        as_worker(lambda: place_order(bot=bot, intent=intent, client=client))
+        as_worker(lambda: place_order(bot=bot, intent=intent, exchange=client))
         expect(page.locator("#feed")).to_contain_text("BUY 0.01 BTC/USDT @ 29900")
         sandbox.admin.set_price("BTC/USDT", "29800")  # crosses the resting buy
-        as_worker(lambda: orders_sync(bot=bot, client=client))
+        as_worker(lambda: orders_sync(bot=bot, exchange=client))
         expect(page.locator("#feed li.fill")).to_contain_text("FILL BUY 0.01 BTC/USDT @ 29900")
     finally:
         sandbox.admin.release_price("BTC/USDT")

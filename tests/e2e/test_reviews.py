@@ -38,10 +38,10 @@ def test_an_operator_reviews_today_and_marks_it_done(
     place_order(
         bot=bot,
         intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "e2e-b"),
-        client=live.client,
+        exchange=live.exchange,
     )
     sandbox.admin.set_price(SYMBOL, "58900", hold=True)  # the resting buy fills on the exchange
-    assert orders_sync(bot=bot, client=live.client).new_fills == 1
+    assert orders_sync(bot=bot, exchange=live.exchange).new_fills == 1
     balance_snapshots_take(source="request", process_vault=control_vault)  # "Check balances now", as the worker does
     olga = make_person("olga", "operator")
     browser_login(page, base, "olga", olga.code())

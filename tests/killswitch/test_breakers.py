@@ -19,7 +19,7 @@ from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import breakers
@@ -133,7 +133,7 @@ def test_the_fleet_loss_breaker_kills_everything_and_the_gate_refuses_the_next_o
 
     before = live.requests()
     with pytest.raises(OrderRefused):
-        place_order(bot=Bot.objects.get(pk=a.pk), client=live.client, intent=buy("t-1"))
+        place_order(bot=Bot.objects.get(pk=a.pk), exchange=live.exchange, intent=buy("t-1"))
     assert live.requests() == before  # the exchange received nothing
 
 
@@ -157,16 +157,16 @@ def test_an_order_rate_spike_halts_the_bots_that_placed_them(make_bot: Callable[
     bot = make_bot(desired_state="running", max_orders_per_minute=100, max_open_orders=100)
     quiet = make_bot(desired_state="running")
     for i in range(5):
-        place_order(bot=bot, client=live.client, intent=buy(f"r-{i}"))
+        place_order(bot=bot, exchange=live.exchange, intent=buy(f"r-{i}"))
     assert breakers_check() == []  # 5 is the limit, not beyond it
-    place_order(bot=bot, client=live.client, intent=buy("r-5"))
+    place_order(bot=bot, exchange=live.exchange, intent=buy("r-5"))
     opened = breakers_check()
     assert [t.kind for t in opened] == [Kind.ORDER_RATE]
     assert opened[0].data["orders"] == 6
     assert halted(bot) and not halted(quiet)
     before = live.requests()
     with pytest.raises(OrderRefused):
-        place_order(bot=Bot.objects.get(pk=bot.pk), client=live.client, intent=buy("r-6"))
+        place_order(bot=Bot.objects.get(pk=bot.pk), exchange=live.exchange, intent=buy("r-6"))
     assert live.requests() == before
 
 
@@ -175,8 +175,8 @@ def test_a_foreign_order_found_by_reconciliation_halts_the_accounts_bots(
 ) -> None:
     bot = make_bot(desired_state="running")
     # Somebody else trades with the key: an order the console never placed.
-    live.client.create_order("BTC/USDT", "limit", "buy", 0.001, 40000)
-    report = reconcile(bot=bot, client=live.client)
+    live.ccxt.create_order("BTC/USDT", "limit", "buy", 0.001, 40000)
+    report = reconcile(bot=bot, exchange=live.exchange)
     assert len(report.foreign) == 1
     opened = breakers_check()
     assert [(t.kind, t.subject) for t in opened] == [(Kind.FOREIGN_ORDERS, f"account:{live.account.pk}")]
@@ -188,9 +188,9 @@ def test_repeated_key_rejections_from_ticks_halt_the_accounts_bots(make_bot: Cal
     bot = make_bot(desired_state="running")
     # The key's secret no longer matches (revoked and replaced at the exchange, or stolen and changed):
     # the exchange rejects every signed request of this worker.
-    wrong = clients.build_client(exchange_id="sandbox", credentials={**live.key.form(), "secret": "x" * 64})
+    wrong = port.Exchange(exchange_id="sandbox", credentials={**live.key.form(), "secret": "x" * 64})
     saved = runtime._runtime
-    runtime._runtime = runtime.Runtime(bot_id=bot.pk, client=wrong)
+    runtime._runtime = runtime.Runtime(bot_id=bot.pk, exchange=wrong)
     try:
         for _ in range(2):
             bot_tick_task(bot.pk, chain=runtime._runtime.chain)

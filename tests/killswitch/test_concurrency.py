@@ -31,8 +31,8 @@ from apps.bots.services import bot_start
 from apps.core.exceptions import ApplicationError
 from apps.exchanges.models import ExchangeAccount
 from apps.killswitch import services
-from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
+from apps.killswitch.runner import kill_execute
 from apps.killswitch.services import kill_request, trading_resume
 from apps.vault import client as vault
 from tests.harness import Harness

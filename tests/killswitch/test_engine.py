@@ -24,13 +24,14 @@ from apps.alerts.models import Alert
 from apps.audit.models import AuditEntry
 from apps.bots.halts import global_halt_active
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.core.workers import consumes_control_queue
+from apps.exchanges import port
 from apps.exchanges.services import exchange_account_create
-from apps.killswitch import engine
-from apps.killswitch.engine import kill_execute, kill_pending
+from apps.killswitch import revoke
 from apps.killswitch.models import KillRun
+from apps.killswitch.runner import kill_execute, kill_pending
 from apps.killswitch.services import kill_request
-from apps.killswitch.tasks import _poll_forever, consumes_control_queue
+from apps.killswitch.tasks import _poll_forever
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
 from apps.vault import client as vault
@@ -50,11 +51,12 @@ _names = itertools.count(1)
 class Trader:
     key: Key
     bot: Bot
-    client: Any
+    raw: Any  # the key as a plain ccxt client: orders placed behind the console's back
+    exchange: port.Exchange  # the key through the port, as the bot's worker holds it
 
 
 @pytest.fixture
-def traders(new_key: Callable[..., Key], pinned_price: None) -> Callable[[int], list[Trader]]:
+def traders(new_key: Callable[..., Key], pinned_price: None, sandbox: Any) -> Callable[[int], list[Trader]]:
     def make(n: int) -> list[Trader]:
         made = []
         for _ in range(n):
@@ -81,7 +83,7 @@ def traders(new_key: Callable[..., Key], pinned_price: None) -> Callable[[int], 
                 max_drawdown_pct=Decimal("90"),
                 desired_state=Bot.Desired.RUNNING,
             )
-            made.append(Trader(key, bot, clients.build_client(exchange_id="sandbox", credentials=key.form())))
+            made.append(Trader(key, bot, key.raw_ccxt(sandbox.url), key.exchange()))
         return made
 
     return make
@@ -92,7 +94,7 @@ def rest_orders(traders: list[Trader], n: int) -> None:
 
     def place(trader: Trader) -> None:
         for _ in range(n):
-            trader.client.create_order(SYMBOL, "limit", "buy", 0.01, 1000)
+            trader.raw.create_order(SYMBOL, "limit", "buy", 0.01, 1000)
 
     with ThreadPoolExecutor(len(traders)) as pool:
         list(pool.map(place, traders))
@@ -132,7 +134,7 @@ def test_a_kill_cancels_every_order_on_five_accounts_and_the_gate_refuses_all(
     for i, t in enumerate(team):
         intent = OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("1000"), f"after-kill-{i}")
         with pytest.raises(OrderRefused):
-            place_order(bot=t.bot, intent=intent, client=t.client, price=Decimal("60000"))
+            place_order(bot=t.bot, intent=intent, exchange=t.exchange, price=Decimal("60000"))
     assert sandbox.admin.order_count().total == before
 
     # Executing a finished run again changes nothing; a second kill is harmless.
@@ -253,7 +255,7 @@ def test_the_final_check_follows_the_last_workers_exit_and_catches_its_late_orde
             while open_orders(sandbox, trader) and time.monotonic() < deadline:
                 time.sleep(0.01)
             time.sleep(0.5)  # the rest of its tick
-            late.append(trader.client.create_order(SYMBOL, "limit", "buy", 0.01, 1000))
+            late.append(trader.raw.create_order(SYMBOL, "limit", "buy", 0.01, 1000))
             time.sleep(0.3)
             Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.STOPPED)
         finally:
@@ -280,7 +282,7 @@ def test_a_run_whose_workers_are_not_confirmed_gone_cannot_claim_zero_open(
     rest_orders([trader], 2)
     # No fleet supervisor reports this worker stopped; wait 1 s for it instead of 15.
     Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.RUNNING)
-    monkeypatch.setattr(engine, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(revoke, "STOP_WAIT_S", 1.0)
     run = kill_execute(run_id=kill_request(actor="system:test", reason="no fleet").pk, process_vault=control_vault)
     assert open_orders(sandbox, trader) == []  # cancelled all the same, without waiting for the workers
     assert run.status == KillRun.Status.FAILED and run.open_unknown

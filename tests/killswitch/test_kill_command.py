@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from apps.bots.halts import global_halt_active, global_halt_state
 from apps.bots.models import Bot
-from apps.killswitch import engine
+from apps.killswitch import revoke
 from apps.killswitch.models import KillRun
 from tests.harness import Harness
 from tests.killswitch.support import is_clean
@@ -76,7 +76,7 @@ def test_the_command_exits_non_zero_when_the_run_did_not_end_done(
     # A worker no fleet supervisor reports stopped (waited for 1 s instead of 15): every order is cancelled,
     # but "0 still open" cannot be verified, so the run is not done.
     Bot.objects.filter(pk=trader.bot.pk).update(observed_state=Bot.Observed.RUNNING)
-    monkeypatch.setattr(engine, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(revoke, "STOP_WAIT_S", 1.0)
     shell_vault()
     code, out = killswitch("--reason", "no fleet")
     assert code == 1, out

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 
 from apps.audit.models import AuditEntry
 from apps.bots.fleet import Fleet, token_accessor_report
 from apps.bots.halts import global_halt_state
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
-from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
+from apps.killswitch.runner import kill_execute
 from apps.killswitch.services import kill_request
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
@@ -280,16 +281,18 @@ def test_a_kill_refuses_to_revoke_an_accessor_that_is_not_the_bots_own(
 # -- flatten on kill ------------------------------------------------------------------------------
 
 
-def _buy_position(bot: Bot, key: Key, amount: str) -> Any:
-    """A real market buy through the order gate, its fill stored: the bot holds a position. Returns the client."""
+def _buy_position(bot: Bot, key: Key, amount: str) -> port.Exchange:
+    """A real market buy through the order gate, its fill stored: the bot holds a position. Returns the exchange."""
     Bot.objects.filter(pk=bot.pk).update(max_order_notional=Decimal("1000"))
     bot.refresh_from_db()
-    client = clients.build_client(exchange_id="sandbox", credentials=key.form())
+    exchange = key.exchange()
     intent = OrderIntent(SYMBOL, "buy", "market", Decimal(amount), None, "flatten-test-buy")
-    place_order(bot=bot, intent=intent, client=client, price=Decimal("60000"))
-    orders_sync(bot=bot, client=client)
-    client.create_order(SYMBOL, "limit", "buy", 0.001, 30000)  # and one resting order
-    return client
+    place_order(bot=bot, intent=intent, exchange=exchange, price=Decimal("60000"))
+    orders_sync(bot=bot, exchange=exchange)
+    key.raw_ccxt(django_settings.SANDBOX_URL).create_order(
+        SYMBOL, "limit", "buy", 0.001, 30000
+    )  # and one resting order
+    return exchange
 
 
 def test_a_kill_market_sells_the_position_of_a_bot_flagged_by_an_admin_and_of_no_other(

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 
 from apps.bots.fleet import token_accessor_report
 from apps.bots.halts import global_halt_clear
 from apps.bots.models import Bot
-from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.killswitch.services import kill_request
@@ -73,7 +73,7 @@ def _bot(n: int, key: Key) -> tuple[Bot, Any]:
         max_drawdown_pct=Decimal("10"),
         desired_state=Bot.Desired.RUNNING,
     )
-    return bot, clients.build_client(exchange_id="sandbox", credentials=key.form())
+    return bot, key.raw_ccxt(django_settings.SANDBOX_URL)
 
 
 def _log_in(fv: vault.ProcessVault, services: Harness, bot: Bot) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from apps.bots.models import Bot
-from apps.exchanges import clients
 from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
@@ -58,10 +57,12 @@ def test_bench_order_path_overhead(sandbox: Any, new_key: Callable[..., Key], be
         max_drawdown_pct=Decimal("90"),
         desired_state=Bot.Desired.RUNNING,  # started: the gate refuses a bot told to stop
     )
-    bare = clients.build_client(exchange_id="sandbox", credentials=bare_key.form())
-    gated = clients.build_client(exchange_id="sandbox", credentials=gated_key.form())
+    # The floor: plain ccxt with the same rate limiting as the port's clients.
+    bare = bare_key.raw_ccxt(sandbox.url)
+    bare.enableRateLimit = True
+    gated = gated_key.exchange()
     bare.load_markets()
-    gated.load_markets()
+    gated.markets()
 
     bare_times: list[float] = []
     for i in range(N):
@@ -73,7 +74,7 @@ def test_bench_order_path_overhead(sandbox: Any, new_key: Callable[..., Key], be
     for i in range(N):
         intent = OrderIntent(SYMBOL, "buy", "limit", Decimal("0.001"), Decimal("50000"), f"bench-{i}")
         start = time.perf_counter()
-        place_order(bot=bot, intent=intent, client=gated)
+        place_order(bot=bot, intent=intent, exchange=gated)
         gated_times.append(time.perf_counter() - start)
 
     assert len(sandbox.admin.orders(gated_key.api_key)) == N

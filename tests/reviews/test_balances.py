@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
 from apps.reviews.models import BalanceSnapshot
@@ -53,10 +54,10 @@ def snapshot(live: Live, control_vault: vault.ProcessVault) -> BalanceSnapshot:
 def trade(live: Live, bot: Bot, side: str, amount: str, price: str, cross: str, tag: str) -> Fill:
     """A limit order through the gate, filled on the sandbox by moving the price across it, then synced."""
     order = place_order(
-        bot=bot, intent=OrderIntent(SYMBOL, side, "limit", Decimal(amount), Decimal(price), tag), client=live.client
+        bot=bot, intent=OrderIntent(SYMBOL, side, "limit", Decimal(amount), Decimal(price), tag), exchange=live.exchange
     )
     live.sandbox.admin.set_price(SYMBOL, cross, hold=True)
-    assert orders_sync(bot=bot, client=live.client).new_fills == 1
+    assert orders_sync(bot=bot, exchange=live.exchange).new_fills == 1
     return Fill.objects.get(order=order)
 
 
@@ -176,7 +177,9 @@ def test_exchange_transfers_keep_what_moved_and_when_but_no_address() -> None:
         "address": "TXyz",
         "tag": "memo-1",
     }
-    assert transfer_record("deposit", raw) == {
+    transfer = port.Transfer.from_ccxt("deposit", raw)
+    assert "TXyz" not in repr(transfer) and "memo-1" not in repr(transfer)
+    assert transfer_record(transfer) == {
         "type": "deposit",
         "id": "d-1",
         "currency": "USDT",

@@ -59,17 +59,17 @@ def test_trades_and_realized_pnl_come_from_fills_placed_and_synced_through_the_g
     buy = place_order(
         bot=bot,
         intent=OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("59000"), "rv-b"),
-        client=live.client,
+        exchange=live.exchange,
     )
     sandbox.admin.set_price(SYMBOL, "58900", hold=True)  # crosses the resting buy: it fills at 59000 (maker)
-    assert orders_sync(bot=bot, client=live.client).new_fills == 1
+    assert orders_sync(bot=bot, exchange=live.exchange).new_fills == 1
     sell = place_order(
         bot=bot,
         intent=OrderIntent(SYMBOL, "sell", "limit", Decimal("0.004"), Decimal("61000"), "rv-s"),
-        client=live.client,
+        exchange=live.exchange,
     )
     sandbox.admin.set_price(SYMBOL, "61100", hold=True)
-    assert orders_sync(bot=bot, client=live.client).new_fills == 1
+    assert orders_sync(bot=bot, exchange=live.exchange).new_fills == 1
     buy_fill, sell_fill = Fill.objects.get(order=buy), Fill.objects.get(order=sell)
     assert buy_fill.fee_currency == "BTC" and sell_fill.fee_currency == "USDT"  # the exchange's own fees
 
@@ -165,11 +165,11 @@ def test_the_periods_unusual_events_are_listed(live: Live, make_bot: Callable[..
             place_order(
                 bot=bot,
                 intent=OrderIntent("ETH/USDT", "buy", "limit", Decimal("0.1"), Decimal("2900"), tag),
-                client=live.client,
+                exchange=live.exchange,
             )
     # A foreign order: placed on the account with the key, not through the console; reconciliation finds it.
-    live.client.create_order(SYMBOL, "limit", "buy", 0.001, 50000)
-    assert len(reconcile(bot=bot, client=live.client).foreign) == 1
+    live.ccxt.create_order(SYMBOL, "limit", "buy", 0.001, 50000)
+    assert len(reconcile(bot=bot, exchange=live.exchange).foreign) == 1
     # A breaker trip and a bot halted by the gate's loss breaker.
     trip = BreakerTrip.objects.create(kind="order_rate", subject="fleet", action="alert", message="120 orders/min")
     alert_raise(kind="circuit_breaker", message="Circuit breaker tripped: order rate", data={"trip": trip.pk})
@@ -205,7 +205,7 @@ def test_the_periods_unusual_events_are_listed(live: Live, make_bot: Callable[..
         live.account.label,
         SYMBOL,
         "buy",
-        "50000.0",
+        "50000",
     )
     assert [(k["reason"], k["requested_by"], k["cancelled"]) for k in events["kills"]] == [
         ("suspected key leak", "(shell)", 3)

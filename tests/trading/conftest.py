@@ -10,7 +10,7 @@ import pytest
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.exchanges import clients
+from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
 from tests.keys import Key
@@ -22,11 +22,13 @@ _names = itertools.count(1)
 
 @dataclass
 class Live:
-    """A sandbox key, its exchange account (secret in Vault) and a ccxt client built with the key."""
+    """A sandbox key, its exchange account (secret in Vault), the key through the exchange port (as a bot's
+    worker holds it) and as a plain ccxt client (someone else using the key, behind botconsole's back)."""
 
     key: Key
     account: ExchangeAccount
-    client: Any
+    exchange: port.Exchange
+    ccxt: Any
     sandbox: Any
 
     def exchange_orders(self, *, open_only: bool = False) -> list[dict[str, Any]]:
@@ -56,8 +58,7 @@ def live(db: None, sandbox: Any, new_key: Callable[..., Key], price: Decimal) ->
         attested_no_withdrawals=False,
         actor="system:test",
     )
-    client = clients.build_client(exchange_id="sandbox", credentials=key.form())
-    return Live(key, account, client, sandbox)
+    return Live(key, account, key.exchange(), key.raw_ccxt(sandbox.url), sandbox)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from apps.trading.gate import OrderRefused, gate_check, place_order
 from apps.trading.ids import CLIENT_ORDER_ID_RE, client_order_id
 from apps.trading.ledger import ledger_for
 from apps.trading.models import BotLedger, GateRefusal, Order
-from apps.trading.sync import fetch_by_client_id
 from tests.trading.conftest import SYMBOL, Live, audit_actions
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +28,7 @@ def buy(tag: str, amount: str = "0.001", price: str | None = "50000", symbol: st
 def assert_refused(live: Live, bot: Bot, intent: OrderIntent, reason: str) -> GateRefusal:
     before = live.requests()
     with pytest.raises(OrderRefused) as caught:
-        place_order(bot=bot, intent=intent, client=live.client)
+        place_order(bot=bot, intent=intent, exchange=live.exchange)
     assert caught.value.decision.reason == reason
     assert live.requests() == before  # nothing reached the exchange
     refusal = GateRefusal.objects.get(bot=bot, intent_tag=intent.tag)
@@ -42,10 +41,10 @@ def assert_refused(live: Live, bot: Bot, intent: OrderIntent, reason: str) -> Ga
 
 def test_it_places_an_allowed_order_on_the_exchange_once(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot()
-    order = place_order(bot=bot, intent=buy("t-1"), client=live.client)
+    order = place_order(bot=bot, intent=buy("t-1"), exchange=live.exchange)
     assert order.status == Order.Status.OPEN and order.exchange_order_id
     assert order.client_order_id == client_order_id(bot.pk, "t-1", 0)
-    again = place_order(bot=bot, intent=buy("t-1"), client=live.client)  # a retried tick
+    again = place_order(bot=bot, intent=buy("t-1"), exchange=live.exchange)  # a retried tick
     assert again.pk == order.pk
     remote = live.exchange_orders()
     assert [o["clientOrderId"] for o in remote] == [order.client_order_id]
@@ -58,12 +57,12 @@ def test_it_adopts_an_order_the_exchange_already_has_instead_of_doubling_it(
     bot = make_bot()
     cid = client_order_id(bot.pk, "t-dup", 0)
     # An earlier attempt reached the exchange, then the process died before storing the row.
-    live.client.create_order(SYMBOL, "limit", "buy", 0.001, 50000, {"newClientOrderId": cid})
-    order = place_order(bot=bot, intent=buy("t-dup"), client=live.client)
+    live.ccxt.create_order(SYMBOL, "limit", "buy", 0.001, 50000, {"newClientOrderId": cid})
+    order = place_order(bot=bot, intent=buy("t-dup"), exchange=live.exchange)
     assert order.client_order_id == cid and order.status == Order.Status.OPEN
     remote = live.exchange_orders()
     assert len(remote) == 1 and str(remote[0]["orderId"]) == order.exchange_order_id
-    assert fetch_by_client_id(live.client, SYMBOL, cid)["id"] == order.exchange_order_id
+    assert live.exchange.order(symbol=SYMBOL, client_order_id=cid).id == order.exchange_order_id
 
 
 def test_it_refuses_every_order_while_the_global_halt_is_active(live: Live, make_bot: Callable[..., Bot]) -> None:
@@ -73,10 +72,10 @@ def test_it_refuses_every_order_while_the_global_halt_is_active(live: Live, make
     refusal = assert_refused(live, bot, buy("t-halt"), GateRefusal.Reason.GLOBAL_HALT)
     assert "incident drill" in refusal.message
     with pytest.raises(OrderRefused):
-        place_order(bot=bot, intent=buy("t-halt-2", price=None), client=live.client)  # market orders too
+        place_order(bot=bot, intent=buy("t-halt-2", price=None), exchange=live.exchange)  # market orders too
     assert live.exchange_orders() == []
     global_halt_clear(actor="system:test")
-    assert place_order(bot=bot, intent=buy("t-after"), client=live.client).status == Order.Status.OPEN
+    assert place_order(bot=bot, intent=buy("t-after"), exchange=live.exchange).status == Order.Status.OPEN
 
 
 def test_it_refuses_when_the_bot_was_halted_in_the_database(live: Live, make_bot: Callable[..., Bot]) -> None:
@@ -99,7 +98,7 @@ def test_it_refuses_a_bot_told_to_stop_even_once_the_global_halt_is_lifted(
     assert refusal.get_reason_display() == "Bot told to stop"
     assert live.exchange_orders() == []
     Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)  # started again
-    assert place_order(bot=bot, intent=buy("t-started"), client=live.client).status == Order.Status.OPEN
+    assert place_order(bot=bot, intent=buy("t-started"), exchange=live.exchange).status == Order.Status.OPEN
 
 
 def test_it_refuses_a_symbol_outside_the_allowlist(live: Live, make_bot: Callable[..., Bot]) -> None:
@@ -115,15 +114,15 @@ def test_it_refuses_an_order_above_the_max_order_notional(live: Live, make_bot: 
 
 def test_it_refuses_an_order_that_would_exceed_the_max_position(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(max_position_notional=Decimal("120"))
-    place_order(bot=bot, intent=buy("t-pos-1"), client=live.client)  # 50 resting
-    place_order(bot=bot, intent=buy("t-pos-2"), client=live.client)  # 100 with resting orders
+    place_order(bot=bot, intent=buy("t-pos-1"), exchange=live.exchange)  # 50 resting
+    place_order(bot=bot, intent=buy("t-pos-2"), exchange=live.exchange)  # 100 with resting orders
     assert_refused(live, bot, buy("t-pos-3"), GateRefusal.Reason.POSITION_NOTIONAL)  # 150 > 120
 
 
 def test_it_refuses_beyond_the_max_open_orders(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(max_open_orders=2)
     for i in range(2):
-        place_order(bot=bot, intent=buy(f"t-open-{i}"), client=live.client)
+        place_order(bot=bot, intent=buy(f"t-open-{i}"), exchange=live.exchange)
     assert_refused(live, bot, buy("t-open-2"), GateRefusal.Reason.OPEN_ORDERS)
     assert len(live.exchange_orders(open_only=True)) == 2
 
@@ -131,7 +130,7 @@ def test_it_refuses_beyond_the_max_open_orders(live: Live, make_bot: Callable[..
 def test_it_refuses_beyond_the_max_orders_per_minute(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(max_orders_per_minute=3)
     for i in range(3):
-        place_order(bot=bot, intent=buy(f"t-rate-{i}"), client=live.client)
+        place_order(bot=bot, intent=buy(f"t-rate-{i}"), exchange=live.exchange)
     assert_refused(live, bot, buy("t-rate-3"), GateRefusal.Reason.RATE)
 
 
@@ -164,15 +163,15 @@ def test_it_refuses_and_halts_the_bot_beyond_the_max_drawdown(live: Live, make_b
 def test_it_refuses_an_order_far_larger_than_the_bots_usual_size(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(size_anomaly_factor=Decimal("5"))
     for i in range(5):
-        place_order(bot=bot, intent=buy(f"t-usual-{i}"), client=live.client)  # 50 each
+        place_order(bot=bot, intent=buy(f"t-usual-{i}"), exchange=live.exchange)  # 50 each
     refusal = assert_refused(live, bot, buy("t-huge", amount="0.006"), GateRefusal.Reason.SIZE_ANOMALY)  # 300
     assert refusal.notional == Decimal("300")
 
 
 def test_it_does_not_judge_size_before_five_orders(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(size_anomaly_factor=Decimal("2"))
-    place_order(bot=bot, intent=buy("t-first"), client=live.client)
-    assert place_order(bot=bot, intent=buy("t-second", amount="0.01"), client=live.client).is_open
+    place_order(bot=bot, intent=buy("t-first"), exchange=live.exchange)
+    assert place_order(bot=bot, intent=buy("t-second", amount="0.01"), exchange=live.exchange).is_open
 
 
 def test_it_refuses_an_invalid_intent(live: Live, make_bot: Callable[..., Bot]) -> None:

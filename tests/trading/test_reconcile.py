@@ -23,11 +23,11 @@ def test_it_flags_an_order_placed_on_the_account_outside_botconsole(
 ) -> None:
     person("admin-on-call", "admin")  # someone to mail the alert to
     bot = make_bot()
-    tick_run(bot=bot, client=live.client)  # our own two grid orders: not foreign
+    tick_run(bot=bot, exchange=live.exchange)  # our own two grid orders: not foreign
     # Someone with a copy of the key trades another market directly.
-    stolen = live.client.create_order("ETH/USDT", "limit", "buy", 0.01, 2000)
+    stolen = live.ccxt.create_order("ETH/USDT", "limit", "buy", 0.01, 2000)
 
-    report = reconcile(bot=bot, client=live.client)
+    report = reconcile(bot=bot, exchange=live.exchange)
     assert report.foreign == [stolen["id"]] and report.checked_open == 3
     alert = Alert.objects.get(kind="foreign_order")
     assert alert.severity == Alert.Severity.CRITICAL and "stolen API key" in alert.message
@@ -36,18 +36,18 @@ def test_it_flags_an_order_placed_on_the_account_outside_botconsole(
     assert any("stolen" in m.body for m in mail.outbox)
 
     # Seen again: reported, not alerted twice.
-    assert reconcile(bot=bot, client=live.client).foreign == [stolen["id"]]
+    assert reconcile(bot=bot, exchange=live.exchange).foreign == [stolen["id"]]
     assert Alert.objects.filter(kind="foreign_order").count() == 1
 
 
 def test_it_updates_an_order_we_think_open_but_the_exchange_closed(live: Live, make_bot: Callable[..., Bot]) -> None:
     bot = make_bot()
-    tick_run(bot=bot, client=live.client)
+    tick_run(bot=bot, exchange=live.exchange)
     order = Order.objects.filter(bot=bot).first()
     assert order is not None and order.is_open
-    live.client.cancel_order(order.exchange_order_id, order.symbol)  # behind botconsole's back
+    live.ccxt.cancel_order(order.exchange_order_id, order.symbol)  # behind botconsole's back
 
-    report = reconcile(bot=bot, client=live.client)
+    report = reconcile(bot=bot, exchange=live.exchange)
     assert report.updated == [order.client_order_id] and report.foreign == []
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELED

@@ -13,6 +13,7 @@ from apps.bots.halts import global_halt_set
 from apps.bots.models import Bot
 from apps.trading.ledger import ledger_for
 from apps.trading.models import Fill, GateRefusal, Order, Position
+from apps.trading.paper import public_exchange
 from apps.trading.sync import orders_sync
 from apps.trading.tick import tick_run
 from tests.trading.conftest import SYMBOL, Live, audit_actions
@@ -34,13 +35,13 @@ def test_a_tick_places_grid_orders_and_stores_each_fill_exactly_once(
     live: Live, make_bot: Callable[..., Bot], sandbox: Any
 ) -> None:
     bot = make_bot()
-    first = tick_run(bot=bot, client=live.client)
+    first = tick_run(bot=bot, exchange=live.exchange)
     assert len(first.placed) == 2 and not first.refused
     assert _prices(live.exchange_orders(open_only=True)) == GRID_BUYS
     assert ledger_for(bot).generation == 1
 
     sandbox.admin.set_price(SYMBOL, "57000", hold=True)  # crosses the 57500 buy (0.001 fills at once)
-    second = tick_run(bot=bot, client=live.client)
+    second = tick_run(bot=bot, exchange=live.exchange)
     assert second.new_fills == 1
     order = Order.objects.get(bot=bot, price=Decimal("57500"))
     assert order.status == Order.Status.FILLED and order.filled == Decimal("0.001")
@@ -48,8 +49,8 @@ def test_a_tick_places_grid_orders_and_stores_each_fill_exactly_once(
     assert fill.price == Decimal("57500") and fill.fee_currency == "BTC"
 
     # Polling again (twice) finds the same trade and stores nothing new.
-    assert orders_sync(bot=bot, client=live.client).new_fills == 0
-    assert tick_run(bot=bot, client=live.client).new_fills == 0
+    assert orders_sync(bot=bot, exchange=live.exchange).new_fills == 0
+    assert tick_run(bot=bot, exchange=live.exchange).new_fills == 0
     assert Fill.objects.filter(order__bot=bot).count() == 1
     position = Position.objects.get(bot=bot, symbol=SYMBOL)
     assert position.base_quantity == Decimal("0.001") - fill.fee
@@ -65,12 +66,12 @@ def test_a_tick_rerun_after_a_crash_does_not_double_any_order(live: Live, make_b
     # The orders reach the exchange, then the worker dies before its transaction commits: the
     # database forgets the orders and the generation bump, the exchange does not forget the orders.
     with pytest.raises(Crash), transaction.atomic():
-        assert len(tick_run(bot=bot, client=live.client).placed) == 2
+        assert len(tick_run(bot=bot, exchange=live.exchange).placed) == 2
         raise Crash
     assert not Order.objects.filter(bot=bot).exists() and ledger_for(bot).generation == 0
     assert len(live.exchange_orders()) == 2
 
-    rerun = tick_run(bot=bot, client=live.client)
+    rerun = tick_run(bot=bot, exchange=live.exchange)
     assert len(rerun.placed) == 2  # adopted: the exchange refused the duplicates, we fetched them
     remote = live.exchange_orders()
     assert len(remote) == 2
@@ -78,7 +79,7 @@ def test_a_tick_rerun_after_a_crash_does_not_double_any_order(live: Live, make_b
         Order.objects.filter(bot=bot).values_list("exchange_order_id", flat=True)
     )
     # And the next generation sees the resting orders: no new ones.
-    assert tick_run(bot=bot, client=live.client).placed == []
+    assert tick_run(bot=bot, exchange=live.exchange).placed == []
     assert len(live.exchange_orders()) == 2
 
 
@@ -86,7 +87,7 @@ def test_a_tick_sends_nothing_while_the_global_halt_is_active(live: Live, make_b
     bot = make_bot()
     global_halt_set(reason="drill", actor="system:test")
     before = live.requests()
-    result = tick_run(bot=bot, client=live.client)
+    result = tick_run(bot=bot, exchange=live.exchange)
     assert result.skipped == "global halt" and result.placed == []
     assert live.requests() == before and live.exchange_orders() == []
     bot.refresh_from_db()
@@ -100,10 +101,10 @@ def test_a_drawdown_during_a_tick_halts_the_bot_and_places_nothing(
         params={"lower": "20000", "upper": "65000", "levels": 10, "order_amount": "0.001"},
         max_drawdown_pct=Decimal("20"),
     )
-    assert tick_run(bot=bot, client=live.client).equity == Decimal("70000")  # 10,000 USDT + 1 BTC at 60,000
+    assert tick_run(bot=bot, exchange=live.exchange).equity == Decimal("70000")  # 10,000 USDT + 1 BTC at 60,000
     placed = len(live.exchange_orders())
     sandbox.admin.set_price(SYMBOL, "40000", hold=True)  # equity 50,000: 28.6% below the peak
-    result = tick_run(bot=bot, client=live.client)
+    result = tick_run(bot=bot, exchange=live.exchange)
     bot.refresh_from_db()
     assert bot.halted and "drawdown" in bot.halt_reason and result.skipped == "bot halted"
     assert audit_actions(bot, "bot.halted")
@@ -112,9 +113,9 @@ def test_a_drawdown_during_a_tick_halts_the_bot_and_places_nothing(
 
 def test_a_daily_loss_during_a_tick_halts_the_bot(live: Live, make_bot: Callable[..., Bot], sandbox: Any) -> None:
     bot = make_bot(daily_loss_limit=Decimal("1000"))
-    tick_run(bot=bot, client=live.client)
+    tick_run(bot=bot, exchange=live.exchange)
     sandbox.admin.set_price(SYMBOL, "58000", hold=True)  # 1 BTC loses 2,000 (the resting buys fill a little)
-    tick_run(bot=bot, client=live.client)
+    tick_run(bot=bot, exchange=live.exchange)
     bot.refresh_from_db()
     assert bot.halted and "daily loss" in bot.halt_reason
 
@@ -122,18 +123,16 @@ def test_a_daily_loss_during_a_tick_halts_the_bot(live: Live, make_bot: Callable
 def test_paper_mode_places_nothing_on_the_exchange_yet_records_simulated_fills(
     live: Live, make_bot: Callable[..., Bot], sandbox: Any
 ) -> None:
-    from apps.trading.paper import public_client
-
     bot = make_bot(mode=Bot.Mode.PAPER, paper_balance=Decimal("1000"))
-    client = public_client(bot=bot)
-    assert not client.apiKey  # a paper bot's client carries no key
+    client = public_exchange(bot=bot)
+    assert not client.authenticated  # a paper bot's exchange client carries no key
     total_before = sandbox.admin.order_count().total
 
-    tick_run(bot=bot, client=client)  # grid: paper buys resting at 55000 and 57500
+    tick_run(bot=bot, exchange=client)  # grid: paper buys resting at 55000 and 57500
     resting = Order.objects.filter(bot=bot, paper=True, status=Order.Status.OPEN)
     assert {o.price for o in resting} == GRID_BUYS
     sandbox.admin.set_price(SYMBOL, "57000", hold=True)
-    result = tick_run(bot=bot, client=client)
+    result = tick_run(bot=bot, exchange=client)
     assert result.new_fills == 1
     fill = Fill.objects.get(order__bot=bot)
     assert fill.price == Decimal("57500") and fill.trade_id.startswith("paper-")
@@ -147,7 +146,7 @@ def test_paper_mode_places_nothing_on_the_exchange_yet_records_simulated_fills(
         paper_balance=Decimal("1000"),
         params={"quote_per_buy": "100", "every_ticks": 1, "take_profit_pct": "5"},
     )
-    tick_run(bot=market, client=client)
+    tick_run(bot=market, exchange=client)
     bought = Order.objects.get(bot=market)
     assert bought.status == Order.Status.FILLED and bought.average is not None
     assert Fill.objects.filter(order=bought).count() == 1
@@ -157,9 +156,7 @@ def test_paper_mode_places_nothing_on_the_exchange_yet_records_simulated_fills(
 
 
 def test_paper_orders_pass_the_gate_too(live: Live, make_bot: Callable[..., Bot]) -> None:
-    from apps.trading.paper import public_client
-
     bot = make_bot(mode=Bot.Mode.PAPER, max_order_notional=Decimal("10"))
-    result = tick_run(bot=bot, client=public_client(bot=bot))
+    result = tick_run(bot=bot, exchange=public_exchange(bot=bot))
     assert result.placed == [] and set(result.refused) == {GateRefusal.Reason.ORDER_NOTIONAL}
     assert GateRefusal.objects.filter(bot=bot).count() == 2

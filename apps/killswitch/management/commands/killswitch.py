@@ -15,8 +15,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.bots.models import Bot
-from apps.killswitch.engine import kill_execute
 from apps.killswitch.models import KillRun
+from apps.killswitch.runner import kill_execute
 from apps.killswitch.services import kill_press
 
 WAIT_FOR_OTHER_S = 120

@@ -1,0 +1,173 @@
+"""The kill's work on the exchanges: cancel every open order on every affected account at once, check again once
+the last worker is gone, flatten where an admin asked for it, read the balances.
+
+All accounts at once in one event loop, through the exchange port's AsyncSession (one HTTP session, markets
+loaded once per exchange). Each account's secret is read from Vault by the control worker and lives only in
+its client for the duration of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
+
+from apps.bots.models import Bot
+from apps.exchanges import port
+from apps.exchanges.models import ExchangeAccount
+from apps.killswitch.flatten import FlattenSale, account_flatten
+from apps.vault import client as vault
+
+logger = logging.getLogger(__name__)
+VERIFY_ATTEMPTS = 3
+StepDone = tuple[str, int, str, datetime]
+
+
+@dataclass
+class AccountTarget:
+    account: ExchangeAccount
+    symbols: list[str]
+    flatten: list[FlattenSale] = field(default_factory=list)
+
+
+@dataclass
+class AccountResult:
+    label: str
+    cancelled: int = 0
+    still_open: int = 0
+    balances: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    cancel_ms: int = 0
+    verified: bool = False  # every symbol of the account answered the final check
+
+    def problem(self, what: str, exc: Exception) -> None:
+        reason = exc.message if isinstance(exc, port.ExchangeError) else f"{type(exc).__name__}: {exc}"
+        self.problems.append(f"{self.label}: {what}: {reason}"[:300])
+
+
+def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
+    """Accounts with at least one live bot, and the symbols their live bots trade."""
+    targets: dict[str, AccountTarget] = {}
+    for bot in bots:
+        if bot.mode != Bot.Mode.LIVE:
+            continue
+        target = targets.setdefault(str(bot.account_id), AccountTarget(bot.account, []))
+        for symbol in bot.symbols:
+            if symbol not in target.symbols:
+                target.symbols.append(symbol)
+    return list(targets.values())
+
+
+async def _account_cancel(
+    target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession
+) -> tuple[AccountResult, port.AsyncExchange | None]:
+    result = AccountResult(label=target.account.label)
+    started = time.monotonic()
+    try:
+        secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
+        exchange = session.exchange(
+            exchange_id=target.account.exchange_id, credentials={k: str(v) for k, v in secret.items()}
+        )
+        await exchange.load_markets()
+    except Exception as exc:
+        result.problem("no client", exc)
+        return result, None
+    for symbol in target.symbols:
+        try:
+            open_now = len(await exchange.open_orders(symbol))
+            if open_now:
+                await exchange.cancel_all(symbol)
+                result.cancelled += open_now
+        except Exception as exc:
+            result.problem(f"cancel {symbol}", exc)
+    result.cancel_ms = int((time.monotonic() - started) * 1000)
+    return result, exchange
+
+
+async def _account_verify(target: AccountTarget, result: AccountResult, exchange: port.AsyncExchange) -> None:
+    still_open = 0
+    result.verified = True
+    for symbol in target.symbols:
+        try:
+            remaining = len(await exchange.open_orders(symbol))
+            for _ in range(VERIFY_ATTEMPTS):
+                if not remaining:
+                    break
+                await exchange.cancel_all(symbol)
+                result.cancelled += remaining
+                remaining = len(await exchange.open_orders(symbol))
+                result.cancelled -= remaining
+            still_open += remaining
+        except Exception as exc:
+            result.problem(f"verify {symbol}", exc)
+            result.verified = False
+    result.still_open = still_open
+
+
+async def _account_balances(result: AccountResult, exchange: port.AsyncExchange) -> None:
+    try:
+        result.balances = {asset: str(amount) for asset, amount in (await exchange.balances()).held().items()}
+    except Exception as exc:
+        result.problem("balances", exc)
+
+
+def _verify_detail(results: list[AccountResult], gone: bool) -> str:
+    still_open = sum(r.still_open for r in results)
+    unverified = [r.label for r in results if not r.verified]
+    if not gone:
+        return (
+            f"{still_open} open order(s) seen, but not every bot worker was confirmed stopped: "
+            "orders could still be placed after this check, so the count is unknown"
+        )
+    if unverified:
+        return f"{still_open} still open on the accounts that answered; unknown on {', '.join(unverified)}"
+    return f"{still_open} still open (checked after every bot worker had stopped)"
+
+
+async def exchanges_run(
+    targets: list[AccountTarget],
+    pv: vault.ProcessVault,
+    steps: list[StepDone],
+    workers_gone: Callable[[], bool],
+) -> list[AccountResult]:
+    """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish.
+
+    Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done.
+    """
+
+    def add_step(name: str, ms: int, detail: str) -> None:
+        steps.append((name, ms, detail, timezone.now()))
+
+    t0 = time.monotonic()
+    session = port.AsyncSession()
+    try:
+        pairs = await asyncio.gather(*(_account_cancel(t, pv, session) for t in targets))
+        results = [r for r, _ in pairs]
+        cancelled = sum(r.cancelled for r in results)
+        add_step(
+            "cancel",
+            int((time.monotonic() - t0) * 1000),
+            f"{cancelled} order(s) cancelled on {len(targets)} account(s)",
+        )
+        # The final check must follow the last worker's exit: an order a worker sent after the cancel
+        # above would otherwise be missed. Only this check waits; the cancel did not.
+        gone = await asyncio.to_thread(workers_gone)
+        t1 = time.monotonic()
+        live = [(t, r, e) for t, (r, e) in zip(targets, pairs, strict=True) if e is not None]
+        await asyncio.gather(*(_account_verify(t, r, e) for t, r, e in live))
+        add_step("verify", int((time.monotonic() - t1) * 1000), _verify_detail(results, gone)[:300])
+        if any(t.flatten for t in targets):
+            t_flatten = time.monotonic()
+            await asyncio.gather(*(account_flatten(t.flatten, e) for t, _, e in live))
+            add_step("flatten", int((time.monotonic() - t_flatten) * 1000), "")  # detail written after the loop
+        t2 = time.monotonic()
+        await asyncio.gather(*(_account_balances(r, e) for _, r, e in live))
+        add_step("balances", int((time.monotonic() - t2) * 1000), f"balances of {len(live)} account(s) read")
+    finally:
+        await session.close()  # after the report's figures: the clients, then the session they share
+    return results

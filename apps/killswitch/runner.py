@@ -1,0 +1,310 @@
+"""Executing a kill run: revoke, stop, purge, cancel everywhere in parallel, verify, flatten (opt-in), report.
+
+The halt is already committed when a run exists (see services.kill_request), so nothing here is needed to stop
+new orders: this cleans up what is already out there and writes the report. Every step is best effort and
+timed; a failing step adds a problem and the run ends "failed" instead of "done", but the following steps still
+run. Redis may be down: only PostgreSQL, Vault and the exchanges are required.
+
+"revoke" comes first (apps.killswitch.revoke). "stop" is the fleet supervisor's work: it is waited for in a
+thread beside the exchange steps, so cancelling is never delayed. "cancel" cancels every open order at once,
+without waiting for the workers (apps.killswitch.cancel). "verify" is the final check, and it waits for the
+stop step: it looks again at every affected account only after the last worker has exited, cancels anything
+found, and only then is "0 still open" a fact. If a worker is not confirmed gone, or an account does not
+answer, the count is reported as unknown (KillRun.open_unknown) and the run fails. "flatten" appears only when
+an admin flagged a live bot beforehand (apps.killswitch.flatten). Each step in the report has its duration
+("ms") and when it ended, counted from the click ("at_ms").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from apps.audit.services import record
+from apps.bots.models import Bot
+from apps.killswitch.cancel import (
+    VERIFY_ATTEMPTS,
+    AccountResult,
+    AccountTarget,
+    StepDone,
+    account_targets,
+    exchanges_run,
+)
+from apps.killswitch.flatten import FlattenSale, flatten_plan, flatten_record
+from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
+from apps.killswitch.report import ACTOR, run_finish, run_publish
+from apps.killswitch.revoke import STOP_WAIT_S, bots_revoke, queues_purge, workers_wait
+from apps.vault import client as vault
+
+logger = logging.getLogger(__name__)
+STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
+
+
+@dataclass
+class _Steps:
+    """The run's report as it grows: each step timed and stored (and announced) as it ends."""
+
+    run: KillRun
+    problems: list[str] = field(default_factory=list)
+    _beside: dict[str, threading.Thread] = field(default_factory=dict)
+    _beside_done: dict[str, tuple[int, str, datetime]] = field(default_factory=dict)
+
+    def _timed(self, name: str, fn: Callable[[], str]) -> tuple[int, str]:
+        started = time.monotonic()
+        try:
+            detail = fn()
+        except Exception as exc:  # a step never aborts the run
+            logger.exception("kill run %s: step %s failed", self.run.pk, name)
+            detail = f"failed: {type(exc).__name__}: {exc}"[:300]
+            self.problems.append(f"{name}: {detail}")
+        return int((time.monotonic() - started) * 1000), detail
+
+    def step(self, name: str, fn: Callable[[], str]) -> None:
+        self.add(name, *self._timed(name, fn))
+
+    def begin_beside(self, name: str, fn: Callable[[], str]) -> None:
+        """Start a step in its own thread, beside the exchange steps (which it must not delay)."""
+
+        def body() -> None:
+            try:
+                ms, detail = self._timed(name, fn)
+                self._beside_done[name] = (ms, detail, timezone.now())
+            finally:
+                connection.close()  # this thread's own database connection
+
+        thread = threading.Thread(target=body, name=f"kill-{self.run.pk}-{name}", daemon=True)
+        self._beside[name] = thread
+        thread.start()
+
+    def join_beside(self, name: str, timeout: float) -> None:
+        """Wait for a step started with begin_beside (without recording it: any thread may call this)."""
+        self._beside[name].join(timeout)
+
+    def end_beside(self, name: str, timeout: float) -> None:
+        """Wait for a step started with begin_beside and record it."""
+        self._beside[name].join(timeout)
+        done = self._beside_done.get(name)
+        if done is None:
+            detail = f"failed: no answer within {timeout:.0f} s"
+            self.problems.append(f"{name}: {detail}")
+            done = (int(timeout * 1000), detail, timezone.now())
+        self.add(name, *done)
+
+    def add(self, name: str, ms: int, detail: str, finished: datetime | None = None) -> None:
+        # at_ms: when the step ended, counted from the click (the run's creation): the report's timeline.
+        at_ms = int(((finished or timezone.now()) - self.run.created_at).total_seconds() * 1000)
+        # Stored in the order of the procedure, whatever order the concurrent steps finish in.
+        steps = [*self.run.steps, {"name": name, "ms": ms, "at_ms": at_ms, "detail": detail}]
+        rank = {n: i for i, n in enumerate(STEP_ORDER)}
+        self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
+        KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
+        run_publish(self.run, "progress", step=name, ms=ms, detail=detail)
+
+
+@dataclass
+class _Processes:
+    """The revoke and stop steps' shared state: what was revoked, whether every worker is gone."""
+
+    bots: list[Bot]
+    pv: vault.ProcessVault
+    steps: _Steps
+    revoked: set[str] = field(default_factory=set)
+    workers_gone: bool = False
+
+    def revoke(self) -> str:
+        done = bots_revoke(self.pv, self.bots)
+        self.revoked = done.accessors
+        self.steps.problems.extend(done.problems)
+        return done.detail
+
+    def stop(self) -> str:
+        stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked)
+        self.steps.problems.extend(stopped.problems)
+        self.workers_gone = stopped.workers_gone
+        return stopped.detail
+
+
+def affected_bots(run: KillRun) -> list[Bot]:
+    qs = Bot.objects.select_related("account")
+    if run.scope == KillRun.Scope.BOT:
+        return list(qs.filter(pk=run.bot_id)) if run.bot_id is not None else []
+    return list(qs.all())
+
+
+def _claim(run_id: int) -> bool:
+    return bool(
+        KillRun.objects.filter(pk=run_id, status=KillRun.Status.PENDING).update(
+            status=KillRun.Status.RUNNING,
+            started_at=timezone.now(),
+            problems=[],  # e.g. "not queued": moot now
+        )
+    )
+
+
+def kill_execute(*, run_id: int, process_vault: vault.ProcessVault | None = None) -> KillRun:
+    """Execute a pending kill run and return it with its report. A run already claimed is returned as is."""
+    if not _claim(run_id):
+        return KillRun.objects.get(pk=run_id)
+    return _execute_claimed(KillRun.objects.get(pk=run_id), process_vault)
+
+
+def _plan_flatten(run: KillRun, bots: list[Bot], targets: list[AccountTarget], steps: _Steps) -> int:
+    try:
+        flagged, sales = flatten_plan(run, bots)
+    except Exception as exc:
+        logger.exception("kill run %s: flatten not planned", run.pk)
+        steps.problems.append(f"flatten: not planned: {type(exc).__name__}: {exc}"[:300])
+        return 0
+    for target in targets:
+        target.flatten = sales.get(str(target.account.pk), [])
+    return flagged
+
+
+def _exchange_steps(
+    run: KillRun, targets: list[AccountTarget], pv: vault.ProcessVault, steps: _Steps, processes: _Processes
+) -> tuple[list[AccountResult], list[StepDone]]:
+    done: list[StepDone] = []
+    results: list[AccountResult] = []
+
+    def workers_gone() -> bool:
+        steps.join_beside("stop", STOP_WAIT_S + 10)
+        return processes.workers_gone
+
+    try:
+        if targets:
+            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone))
+    except Exception as exc:
+        logger.exception("kill run %s: exchange steps failed", run.pk)
+        steps.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
+    return results, done
+
+
+def _record_exchange_steps(
+    targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float
+) -> None:
+    for name, ms, detail, finished in done:
+        if name != "flatten":
+            steps.add(name, ms, detail, finished)
+    if flagged:
+        flatten = next(((ms, at) for n, ms, _, at in done if n == "flatten"), None)
+        sales: list[FlattenSale] = [sale for t in targets for sale in t.flatten]
+        detail, problems = _flatten_outcome(sales) if sales else ("", [])
+        steps.problems.extend(problems)
+        steps.add(
+            "flatten",
+            flatten[0] if flatten else 0,
+            detail or f"{flagged} bot(s) flagged; no position to sell",
+            flatten[1] if flatten else None,
+        )
+    done_names = {name for name, *_ in done}
+    for name in ("cancel", "verify", "balances"):
+        if name not in done_names:
+            detail = "no live accounts" if not targets else "not reached"
+            steps.add(name, 0 if not targets else int((time.monotonic() - started) * 1000), detail)
+
+
+def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> KillRun:
+    bots = affected_bots(run)
+    steps = _Steps(run=run)
+    pv = process_vault or vault.from_settings()
+    processes = _Processes(bots=bots, pv=pv, steps=steps)
+    run_publish(run, "started", scope=run.scope, bot=run.bot_id, reason=run.reason)
+
+    steps.step("revoke", processes.revoke)
+    steps.begin_beside("stop", processes.stop)  # the fleet is not needed to cancel
+    steps.step("purge", lambda: queues_purge(bots))
+
+    targets = account_targets(bots)
+    flagged = _plan_flatten(run, bots, targets, steps)
+    started = time.monotonic()
+    results, done = _exchange_steps(run, targets, pv, steps, processes)
+    _record_exchange_steps(targets, done, flagged, steps, started)
+    steps.end_beside("stop", STOP_WAIT_S + 10)
+    _report(run, targets, results, steps, workers_gone=processes.workers_gone)
+    run_finish(run, len(bots), len(targets))
+    return run
+
+
+def _report(
+    run: KillRun, targets: list[AccountTarget], results: list[AccountResult], steps: _Steps, *, workers_gone: bool
+) -> None:
+    for result in results:
+        steps.problems.extend(result.problems)
+    run.orders_cancelled = sum(r.cancelled for r in results)
+    run.orders_still_open = sum(r.still_open for r in results)
+    # "0 still open" only when every account answered a check made after every worker had exited.
+    run.open_unknown = bool(targets) and (
+        not workers_gone or len(results) != len(targets) or not all(r.verified for r in results)
+    )
+    run.balances_after = {
+        str(t.account.pk): {"label": r.label, "total": r.balances} for t, r in zip(targets, results, strict=False)
+    }
+    run.problems = steps.problems
+    if run.orders_still_open and not any("still open" in p for p in run.problems):
+        run.problems.append(f"{run.orders_still_open} order(s) still open after {VERIFY_ATTEMPTS} retries")
+    if run.open_unknown:
+        run.problems.append("verify: open orders unknown (see the verify step); check the exchanges by hand")
+    run.status = KillRun.Status.FAILED if run.problems else KillRun.Status.DONE
+    run.finished_at = timezone.now()
+    run.save(
+        update_fields=[
+            "status",
+            "finished_at",
+            "orders_cancelled",
+            "orders_still_open",
+            "open_unknown",
+            "balances_after",
+            "problems",
+            "steps",
+        ]
+    )
+
+
+def _flatten_outcome(sales: list[FlattenSale]) -> tuple[str, list[str]]:
+    try:
+        return flatten_record(sales)
+    except Exception as exc:
+        logger.exception("flatten results not recorded")
+        detail = f"failed to record: {type(exc).__name__}: {exc}"[:300]
+        return detail, [f"flatten: {detail}"]
+
+
+def kill_runs_abandon(*, now: datetime | None = None) -> int:
+    """Mark failed the runs still "running" long after they were claimed (their executor died mid-run).
+
+    Their report is incomplete and nothing is verified: presses no longer join them, a resume no
+    longer waits for them (services.active_runs), and the page says what happened.
+    """
+    now = now or timezone.now()
+    abandoned = 0
+    for run in KillRun.objects.filter(status=KillRun.Status.RUNNING, started_at__lt=now - RUN_ABANDONED_AFTER):
+        problem = "the process executing this run stopped before it finished: nothing after its last step is verified"
+        changed = KillRun.objects.filter(pk=run.pk, status=KillRun.Status.RUNNING).update(
+            status=KillRun.Status.FAILED, finished_at=now, open_unknown=True, problems=[*run.problems, problem]
+        )
+        if changed:
+            abandoned += 1
+            record(actor=ACTOR, action="killswitch.abandoned", target=run, data={"started_at": run.started_at})
+    return abandoned
+
+
+def kill_pending() -> int:
+    """Execute every pending run, oldest first; returns how many this call executed."""
+    kill_runs_abandon()
+    executed = 0
+    for run_id in (
+        KillRun.objects.filter(status=KillRun.Status.PENDING).order_by("created_at", "pk").values_list("pk", flat=True)
+    ):
+        close_old_connections()
+        if _claim(run_id):
+            _execute_claimed(KillRun.objects.get(pk=run_id), None)
+            executed += 1
+    return executed
