@@ -4,6 +4,7 @@ never double an order."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -41,26 +42,30 @@ def test_the_async_path_retries_a_rate_limit_too_and_then_succeeds(
     settings.EXCHANGE_RETRIES = 3
     key = new_key()
     key.raw_ccxt(sandbox.url).create_order(SYMBOL, "limit", "buy", 0.001, 30000)
-    sandbox.admin.set_rate_limit(3, api_key=key.api_key)
+    lifted = threading.Event()
 
     async def cancel_everything() -> list[port.RemoteOrder]:
         session = port.AsyncSession()
         try:
             exchange = session.exchange(exchange_id="sandbox", credentials=key.form())
             await exchange.load_markets()
-            for _ in range(3):  # uses up the key's requests: the next calls meet 429 and are retried
-                await exchange.balances()
+            sandbox.admin.set_rate_limit(1, api_key=key.api_key)  # spent already: the cancel below meets 429
+            # The exchange lets the key in again while the port waits before its retry (1 s after a 429).
+            threading.Timer(
+                0.3, lambda: (sandbox.admin.set_rate_limit(100000, api_key=key.api_key), lifted.set())
+            ).start()
             await exchange.cancel_all(SYMBOL)
+            # Only a retry can have waited for the limit to lift: the first attempt met 429.
+            assert lifted.is_set()
             return await exchange.open_orders(SYMBOL)
         finally:
             await session.close()
 
     try:
-        sandbox.admin.set_rate_limit(3, api_key=key.api_key)
         left = asyncio.run(cancel_everything())
     finally:
         sandbox.admin.set_rate_limit(100000, api_key=key.api_key)
-    assert left == [] and sandbox.admin.open_orders(key.api_key) == []
+    assert lifted.is_set() and left == [] and sandbox.admin.open_orders(key.api_key) == []
 
 
 def test_a_refused_connection_becomes_exchange_unavailable_on_both_paths(settings: Any) -> None:

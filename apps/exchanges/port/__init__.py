@@ -1,0 +1,79 @@
+"""The exchange port: the one module that imports ccxt, and the only place exchange-specific details live.
+
+Everything else talks to an exchange through `Exchange` (synchronous: bot ticks, key checks, snapshots) or
+`AsyncExchange` opened from an `AsyncSession` (many accounts at once: the kill switch). Both speak in the
+project's own values (Decimal amounts, `RemoteOrder`, `RemoteTrade`, `Balances`) and raise the project's
+own errors (`ExchangeError` and its kinds), whose messages carry the exchange's reason but never a URL, a
+signature or a key. Calls that are safe to repeat are retried with backoff on network errors, 5xx and rate
+limits, on the synchronous and the asynchronous path alike; placing an order is retried only because it
+carries a client order id, so a retry is adopted instead of doubled.
+
+A venue is how one exchange id is reached: which ccxt class, how its client is configured, which
+exchange-specific parameters its calls need (the key-permission endpoint, the dead-man's switch). Real
+exchanges are their ccxt class as is; the local sandbox exchange registers itself as a venue from its own
+app (`apps.sandbox`), so that production, which does not install that app, does not know it.
+
+A client is built from credentials handed in by the caller (read from Vault by a process allowed to, or typed
+by an admin): this module never fetches a secret, and a client never shows its credentials in its repr.
+"""
+
+from apps.exchanges.port.aio import AsyncExchange, AsyncSession
+from apps.exchanges.port.errors import (
+    ClockSkew,
+    ExchangeError,
+    ExchangeUnavailable,
+    KeyRejected,
+    OrderNotFound,
+    OrderRejected,
+    PermissionRefused,
+    safe_reason,
+    translate,
+)
+from apps.exchanges.port.sync import Exchange
+from apps.exchanges.port.values import (
+    Balances,
+    Candle,
+    KeyPermissions,
+    Market,
+    RemoteOrder,
+    RemoteTrade,
+    Ticker,
+    Transfer,
+)
+from apps.exchanges.port.venues import (
+    BINANCE_API_RESTRICTIONS,
+    Venue,
+    register_venue,
+    required_credentials,
+    supported_exchanges,
+    venue,
+)
+
+__all__ = [
+    "BINANCE_API_RESTRICTIONS",
+    "AsyncExchange",
+    "AsyncSession",
+    "Balances",
+    "Candle",
+    "ClockSkew",
+    "Exchange",
+    "ExchangeError",
+    "ExchangeUnavailable",
+    "KeyPermissions",
+    "KeyRejected",
+    "Market",
+    "OrderNotFound",
+    "OrderRejected",
+    "PermissionRefused",
+    "RemoteOrder",
+    "RemoteTrade",
+    "Ticker",
+    "Transfer",
+    "Venue",
+    "register_venue",
+    "required_credentials",
+    "safe_reason",
+    "supported_exchanges",
+    "translate",
+    "venue",
+]
