@@ -92,7 +92,7 @@ class BreakerRule(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices, unique=True)
     enabled = models.BooleanField(default=True)
     action = models.CharField(max_length=10, choices=Action.choices)
-    # Meaning depends on the kind (see apps.killswitch.breakers.THRESHOLDS); unused by the per-bot
+    # Meaning depends on the kind (see apps.killswitch.breaker_rules.DEFAULTS); unused by the per-bot
     # kinds, which use each bot's own limits.
     threshold = models.DecimalField(max_digits=20, decimal_places=8, null=True, blank=True)
     window_s = models.PositiveIntegerField(default=60)

@@ -16,7 +16,7 @@ from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.text import resume_reason_problem
 from apps.events.selectors import event_cursor
-from apps.killswitch.breakers import DEFAULTS, breaker_rule_update_from_input, rules_for_page
+from apps.killswitch.breaker_rules import DEFAULTS, breaker_rule_update_from_input, rules_for_page
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
 

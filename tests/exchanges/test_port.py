@@ -50,10 +50,13 @@ def test_the_async_path_retries_a_rate_limit_too_and_then_succeeds(
             exchange = session.exchange(exchange_id="sandbox", credentials=key.form())
             await exchange.load_markets()
             sandbox.admin.set_rate_limit(1, api_key=key.api_key)  # spent already: the cancel below meets 429
+
             # The exchange lets the key in again while the port waits before its retry (1 s after a 429).
-            threading.Timer(
-                0.3, lambda: (sandbox.admin.set_rate_limit(100000, api_key=key.api_key), lifted.set())
-            ).start()
+            def lift() -> None:
+                sandbox.admin.set_rate_limit(100000, api_key=key.api_key)
+                lifted.set()
+
+            threading.Timer(0.3, lift).start()
             await exchange.cancel_all(SYMBOL)
             # Only a retry can have waited for the limit to lift: the first attempt met 429.
             assert lifted.is_set()

@@ -23,7 +23,9 @@ from apps.exchanges import port
 from apps.exchanges.models import ExchangeAuthFailure
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch import breakers
-from apps.killswitch.breakers import VaultProbe, breakers_check, rules_current
+from apps.killswitch.breaker_checks import VaultProbe
+from apps.killswitch.breaker_rules import rules_current
+from apps.killswitch.breakers import breakers_check
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
 from apps.strategies.base import OrderIntent
 from apps.trading import runtime

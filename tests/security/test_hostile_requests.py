@@ -71,7 +71,7 @@ from apps.bots.halts import global_halt_state
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
-from apps.killswitch.breakers import rules_current
+from apps.killswitch.breaker_rules import rules_current
 from apps.killswitch.models import BreakerRule, KillRun
 from apps.strategies import REGISTRY
 from tests.harness import harness
