@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import Resolver404, resolve, reverse
 
-from apps.accounts import services
+from apps.accounts import services, sessions
 from apps.accounts.models import User
 from apps.core.otp import is_verified
 
@@ -34,12 +34,12 @@ class SessionPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
-            reason = services.session_expiry_reason(request.session)
+            reason = sessions.session_expiry_reason(request.session)
             if reason is not None:
-                services.session_logout(request=request, reason=reason)
+                sessions.session_logout(request=request, reason=reason)
                 messages.info(request, "Your session ended; please log in again.")
                 return HttpResponseRedirect(reverse(settings.LOGIN_URL))
-            services.session_touch(request=request)
+            sessions.session_touch(request=request)
         return self.get_response(request)
 
 

@@ -1,4 +1,4 @@
-"""Accounts: roles, the OTP login step, enrollment, backup codes, step-up and sessions.
+"""Accounts: roles, the OTP login step, enrollment, backup codes and step-up (sessions: apps.accounts.sessions).
 
 Every state change here writes an audit entry. OTP codes, seeds and backup codes never
 reach a log, the audit data or a task argument.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -16,17 +15,16 @@ from typing import Any
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
-from django.contrib.auth import logout, update_session_auth_hash
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_login_failed
-from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
 from django_otp import login as otp_login
 
 from apps.accounts import notifications
 from apps.accounts.models import BackupCodeDevice, SealedTOTPDevice, User, UserSession
+from apps.accounts.sessions import SESSION_LAST_SEEN, SESSION_LOGIN_AT, SESSION_STEP_UP_AT, now_ts, user_sessions_end
 from apps.audit.services import record
 from apps.core.exceptions import ApplicationError
 from apps.core.net import client_ip
@@ -46,14 +44,7 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "resume_after_kill",
     ),
 }
-SESSION_LOGIN_AT = "bc_login_at"
-SESSION_LAST_SEEN = "bc_last_seen"
-SESSION_STEP_UP_AT = "bc_step_up_at"
 Actor = User | str
-
-
-def _now_ts() -> float:
-    return timezone.now().timestamp()
 
 
 # -- roles and users ----------------------------------------------------------------------
@@ -264,8 +255,8 @@ def session_start(*, request: HttpRequest, device: SealedTOTPDevice | BackupCode
     user: User = request.user  # type: ignore[assignment]
     otp_login(request, device)
     request.session.cycle_key()  # a key seen before verification is worthless after it
-    request.session[SESSION_LAST_SEEN] = _now_ts()
-    request.session.setdefault(SESSION_LOGIN_AT, _now_ts())
+    request.session[SESSION_LAST_SEEN] = now_ts()
+    request.session.setdefault(SESSION_LOGIN_AT, now_ts())
     request.session.save()
     ip = client_ip(request)
     agent = request.META.get("HTTP_USER_AGENT", "")[:300]
@@ -338,7 +329,7 @@ def backup_codes_regenerate(*, user: User, request: HttpRequest | None, first: b
 
 def step_up_is_fresh(request: HttpRequest) -> bool:
     at = request.session.get(SESSION_STEP_UP_AT)
-    return at is not None and _now_ts() - float(at) < settings.STEP_UP_TTL.total_seconds()
+    return at is not None and now_ts() - float(at) < settings.STEP_UP_TTL.total_seconds()
 
 
 def step_up_verify(*, request: HttpRequest, code: str) -> OtpResult:
@@ -357,92 +348,6 @@ def step_up_verify(*, request: HttpRequest, code: str) -> OtpResult:
     if result.outcome is not OtpOutcome.OK:
         record(actor=user, action="auth.step_up_failed", target=user, request=request)
         return result
-    request.session[SESSION_STEP_UP_AT] = _now_ts()
+    request.session[SESSION_STEP_UP_AT] = now_ts()
     record(actor=user, action="auth.step_up", target=user, request=request)
     return result
-
-
-# -- sessions -----------------------------------------------------------------------------
-
-
-def _session_store(session_key: str) -> SessionBase:
-    from importlib import import_module
-
-    engine = import_module(settings.SESSION_ENGINE)
-    store: SessionBase = engine.SessionStore(session_key=session_key)
-    return store
-
-
-def session_end(*, user_session: UserSession, reason: str, actor: Actor, request: HttpRequest | None = None) -> None:
-    """End one tracked session: delete its Django session and record why."""
-    if not user_session.is_active:
-        return
-    _session_store(user_session.session_key).delete()
-    user_session.ended_at = timezone.now()
-    user_session.end_reason = reason
-    user_session.save(update_fields=["ended_at", "end_reason"])
-    record(
-        actor=actor,
-        action="session.ended",
-        target=user_session,
-        request=request,
-        data={"user": user_session.user.get_username(), "reason": reason},
-    )
-
-
-def user_sessions_end(
-    *, user: User, reason: str, actor: Actor, request: HttpRequest | None = None, except_key: str | None = None
-) -> int:
-    sessions = UserSession.objects.filter(user=user, ended_at__isnull=True).exclude(session_key=except_key or "")
-    count = 0
-    for user_session in sessions:
-        session_end(user_session=user_session, reason=reason, actor=actor, request=request)
-        count += 1
-    return count
-
-
-def session_logout(*, request: HttpRequest, reason: str = UserSession.EndReason.LOGOUT) -> None:
-    """End the current session (logout, or a timeout found by the middleware)."""
-    user = request.user
-    key = request.session.session_key
-    tracked = UserSession.objects.filter(session_key=key, ended_at__isnull=True).first() if key else None
-    if tracked is not None:
-        actor: Actor = user if isinstance(user, User) and reason == UserSession.EndReason.LOGOUT else "system:sessions"
-        session_end(user_session=tracked, reason=reason, actor=actor, request=request)
-    elif isinstance(user, User):
-        record(
-            actor="system:sessions",
-            action="session.ended",
-            target=user,
-            request=request,
-            data={"user": user.get_username(), "reason": reason, "verified": False},
-        )
-    logout(request)
-
-
-def session_touch(*, request: HttpRequest) -> None:
-    """Note activity; the tracked row is written at most once a minute."""
-    now = _now_ts()
-    last = float(request.session.get(SESSION_LAST_SEEN, 0))
-    if now - last < 60:
-        return
-    request.session[SESSION_LAST_SEEN] = now
-    if request.session.session_key:
-        UserSession.objects.filter(session_key=request.session.session_key, ended_at__isnull=True).update(
-            last_seen=timezone.now()
-        )
-
-
-def session_expiry_reason(session: Mapping[str, Any]) -> str | None:
-    """Why a session must end now (idle or absolute timeout), or None.
-
-    Takes the session's data, so the HTTP middleware and the live sockets apply one rule.
-    """
-    now = _now_ts()
-    login_at = session.get(SESSION_LOGIN_AT)
-    last_seen = session.get(SESSION_LAST_SEEN)
-    if login_at is not None and now - float(login_at) > settings.SESSION_ABSOLUTE_TIMEOUT.total_seconds():
-        return UserSession.EndReason.ABSOLUTE
-    if last_seen is not None and now - float(last_seen) > settings.SESSION_IDLE_TIMEOUT.total_seconds():
-        return UserSession.EndReason.IDLE
-    return None

@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts import selectors, services
+from apps.accounts import selectors, services, sessions
 from apps.accounts.decorators import require_step_up, safe_next
 from apps.accounts.forms import CodeForm, LoginForm, RoleForm, UserCreateForm
 from apps.accounts.models import User, UserSession
@@ -31,7 +31,7 @@ def _user(request: HttpRequest) -> User:
 
 def _locked_out(request: HttpRequest, user: User) -> HttpResponse:
     credentials = {"username": user.get_username()}
-    services.session_logout(request=request, reason="locked_out")
+    sessions.session_logout(request=request, reason="locked_out")
     response: HttpResponse = get_lockout_response(request, None, credentials)
     return response
 
@@ -55,8 +55,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         user = form.get_user()
         auth_login(request, user)  # cycles the session key; the session is password-only for now
-        request.session[services.SESSION_LOGIN_AT] = services._now_ts()
-        request.session[services.SESSION_LAST_SEEN] = services._now_ts()
+        request.session[sessions.SESSION_LOGIN_AT] = sessions.now_ts()
+        request.session[sessions.SESSION_LAST_SEEN] = sessions.now_ts()
         request.session[SESSION_NEXT] = safe_next(request, request.POST.get("next"), "/")
         record(actor=user, action="login.password_ok", target=user, request=request)
         return redirect("accounts:otp" if services.confirmed_totp_device(user) else "accounts:enroll")
@@ -117,7 +117,7 @@ def enroll_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
-    services.session_logout(request=request)
+    sessions.session_logout(request=request)
     return redirect("accounts:login")
 
 
@@ -174,9 +174,9 @@ def sessions_view(request: HttpRequest) -> HttpResponse:
 def session_terminate_view(request: HttpRequest, session_id: int) -> HttpResponse:
     user_session = get_object_or_404(UserSession, pk=session_id, user=_user(request), ended_at__isnull=True)
     if user_session.session_key == request.session.session_key:
-        services.session_logout(request=request)
+        sessions.session_logout(request=request)
         return redirect("accounts:login")
-    services.session_end(
+    sessions.session_end(
         user_session=user_session, reason=UserSession.EndReason.TERMINATED, actor=_user(request), request=request
     )
     messages.success(request, "Session ended.")
@@ -249,7 +249,7 @@ def user_action_view(request: HttpRequest, user_id: int, action: str) -> HttpRes
         elif action in ("deactivate", "activate"):
             services.user_set_active(user=target, active=action == "activate", actor=actor, request=request)
         elif action == "end_sessions":
-            services.user_sessions_end(
+            sessions.user_sessions_end(
                 user=target,
                 reason=UserSession.EndReason.TERMINATED,
                 actor=actor,

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import redis
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.audit.services import record
 from apps.bots import events as bot_events
+from apps.bots.identities import bot_identity_issue, bot_identity_revoke
 from apps.bots.models import Bot, FleetHost
 from apps.vault import client as vault
 
@@ -67,42 +67,6 @@ WITHHELD_ENV = (
     "SANDBOX_API_SECRET",
     "BOT_ID",
 )
-
-
-def token_accessor_key(bot_id: int) -> str:
-    """Redis key where a bot worker reports its token's accessor (never the token)."""
-    return f"botconsole:bot:{bot_id}:token-accessor"
-
-
-def token_accessor_report(bot_id: int, accessor: str, *, ttl_s: int) -> None:
-    """A bot worker reports its token's accessor once logged in (never the token).
-
-    The database copy is the one that counts: the kill switch and the supervisor revoke by it even
-    with Redis down. The Redis copy (expiring with the token) is kept for tools that look there.
-    """
-    Bot.objects.filter(pk=bot_id).update(vault_token_accessor=accessor)
-    try:
-        redis_client().set(token_accessor_key(bot_id), accessor, ex=ttl_s)
-    except redis.RedisError as exc:
-        logger.warning("bot %s: token accessor not copied to Redis (%s)", bot_id, type(exc).__name__)
-
-
-def token_accessor_of(bot_id: int) -> str:
-    """The accessor the bot's worker reported: from the database, else from Redis (empty if none)."""
-    stored = Bot.objects.filter(pk=bot_id).values_list("vault_token_accessor", flat=True).first()
-    if stored:
-        return str(stored)
-    try:
-        raw = redis_client().get(token_accessor_key(bot_id))
-    except redis.RedisError as exc:
-        logger.warning("bot %s: cannot read its token accessor from Redis: %s", bot_id, type(exc).__name__)
-        return ""
-    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
-
-
-def redis_client() -> redis.Redis:
-    # Bounded: with Redis unreachable, a worker's bootstrap and the supervisor's loop go on without it.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2.0, socket_timeout=5.0)
 
 
 def backoff_s(failures: int) -> float:
@@ -220,14 +184,9 @@ class Fleet:
         secret_id_accessor = ""
         try:
             if live:
-                pv = self._vault()
-                # The policy first, so the role never points at a policy that does not exist.
-                pv.policy_write(bot.vault_role, vault.bot_policy_text(str(bot.account_id)))
-                pv.bot_role_write(bot.pk)
-                role_id = pv.bot_role_id(bot.pk)
-                wrapped = pv.bot_secret_id_wrapped(bot.pk)
-                secret_id_accessor = wrapped.secret_id_accessor
-                extra |= {"VAULT_ROLE_ID": role_id, "VAULT_WRAPPED_SECRET_ID": wrapped.wrapping_token}
+                identity = bot_identity_issue(self._vault(), bot)
+                secret_id_accessor = identity.secret_id_accessor
+                extra |= {"VAULT_ROLE_ID": identity.role_id, "VAULT_WRAPPED_SECRET_ID": identity.wrapping_token}
         except vault.VaultError as exc:
             logger.error("bot %s: could not issue its Vault identity: %s", bot.pk, exc)
             self._failed(bot, time.monotonic(), f"vault: {exc}")
@@ -398,48 +357,7 @@ class Fleet:
             self.revoke_identity(worker.bot_id, worker.secret_id_accessor)
 
     def revoke_identity(self, bot_id: int, secret_id_accessor: str = "") -> None:
-        """Revoke the bot's token, destroy its SecretID, delete its role and policy.
-
-        Each step is attempted even if an earlier one fails; failures are logged (a token left
-        behind still expires within its 15 minute TTL and cannot be renewed without its role).
-        """
-        pv = self._vault()
-        accessor = token_accessor_of(bot_id)
-        role = vault.bot_role(bot_id)
-        steps: list[tuple[str, Any]] = []
-        if accessor:
-            steps.append(("revoke token", lambda: self._revoke_bot_token(pv, role, accessor)))
-        if secret_id_accessor:
-            steps.append(("destroy secret id", lambda: pv.bot_secret_id_destroy(bot_id, secret_id_accessor)))
-        steps += [
-            ("delete role", lambda: pv.bot_role_delete(bot_id)),
-            ("delete policy", lambda: pv.policy_delete(role)),
-        ]
-        for what, step in steps:
-            try:
-                step()
-            except vault.VaultError as exc:
-                # A SecretID the worker logged in with is already gone (single use): expected.
-                level = logging.DEBUG if what == "destroy secret id" else logging.WARNING
-                logger.log(level, "bot %s: %s: %s", bot_id, what, exc)
-        if accessor:
-            # Only the accessor revoked here: a newer worker may have reported its own meanwhile.
-            Bot.objects.filter(pk=bot_id, vault_token_accessor=accessor).update(vault_token_accessor="")
-        with contextlib.suppress(redis.RedisError):
-            redis_client().delete(token_accessor_key(bot_id))
-
-    @staticmethod
-    def _revoke_bot_token(pv: vault.ProcessVault, role: str, accessor: str) -> None:
-        # The accessor comes from the worker: make sure it names a token of this bot's role
-        # before revoking, or a compromised worker could have us revoke another process's token.
-        try:
-            info = pv.token_lookup_accessor(accessor)
-        except vault.VaultError:
-            return  # already revoked or expired
-        if (info.get("meta") or {}).get("role_name") != role:
-            logger.error("refusing to revoke a token that is not %s's (reported by its worker)", role)
-            return
-        pv.token_revoke_accessor(accessor)
+        bot_identity_revoke(self._vault(), bot_id, secret_id_accessor)
 
     def _vault(self) -> vault.ProcessVault:
         if self.process_vault is None:

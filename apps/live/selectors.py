@@ -12,7 +12,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.models import Device
 
 from apps.accounts.models import User
-from apps.accounts.services import session_expiry_reason
+from apps.accounts.sessions import session_expiry_reason
 from apps.events.models import Event
 
 VIEW_PERM = "accounts.view_console"

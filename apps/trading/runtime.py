@@ -25,7 +25,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.bots import events as bot_events
-from apps.bots.fleet import token_accessor_report
+from apps.bots.identities import token_accessor_report
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.trading.deadman import DeadmanSwitch, State, report_state

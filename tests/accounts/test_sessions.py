@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from apps.accounts.models import SealedTOTPDevice, User, UserSession
-from apps.accounts.services import SESSION_LAST_SEEN, SESSION_LOGIN_AT, SESSION_STEP_UP_AT
+from apps.accounts.sessions import SESSION_LAST_SEEN, SESSION_LOGIN_AT, SESSION_STEP_UP_AT
 from apps.audit.models import AuditEntry
 from tests.people import PASSWORD, Person, full_login
 

@@ -26,6 +26,7 @@ from django.conf import settings
 
 from apps.audit.models import AuditEntry
 from apps.bots import fleet as fleet_mod
+from apps.bots import identities
 from apps.bots.fleet import Fleet
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
@@ -111,7 +112,7 @@ def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_bo
 
     # Its own token: issued by AppRole bot-<id>, holding the policy bot-<id> only.
     r: Any = redis.Redis.from_url(settings.REDIS_URL)
-    accessor = wait_for(lambda: r.get(fleet_mod.token_accessor_key(bot.pk)), "the token accessor").decode()
+    accessor = wait_for(lambda: r.get(identities.token_accessor_key(bot.pk)), "the token accessor").decode()
     info = root_vault.token_lookup_accessor(accessor)
     assert info["meta"]["role_name"] == bot.vault_role
     assert sorted(info["policies"]) == sorted(["default", bot.vault_role])
@@ -263,7 +264,7 @@ def test_a_killed_worker_is_restarted_with_backoff_and_a_fresh_identity(
     fleet.sync_once()
     wait_for(lambda: observed(bot) == "running", "the first worker", fleet=fleet)
     first = fleet.workers[bot.pk]
-    first_accessor = wait_for(lambda: r.get(fleet_mod.token_accessor_key(bot.pk)), "its accessor").decode()
+    first_accessor = wait_for(lambda: r.get(identities.token_accessor_key(bot.pk)), "its accessor").decode()
 
     os.killpg(first.pid, signal.SIGKILL)
     first.proc.wait(timeout=10)

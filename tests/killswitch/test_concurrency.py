@@ -24,8 +24,8 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.audit.models import AuditEntry
 from apps.audit.services import AUDIT_LOCK_KEY
-from apps.bots.fleet import token_accessor_report
 from apps.bots.halts import global_halt_active, global_halt_clear, global_halt_set, global_halt_state
+from apps.bots.identities import token_accessor_report
 from apps.bots.models import Bot
 from apps.bots.services import bot_start
 from apps.core.exceptions import ApplicationError

@@ -21,8 +21,9 @@ import pytest
 from django.conf import settings as django_settings
 
 from apps.audit.models import AuditEntry
-from apps.bots.fleet import Fleet, token_accessor_report
+from apps.bots.fleet import Fleet
 from apps.bots.halts import global_halt_state
+from apps.bots.identities import token_accessor_report
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount

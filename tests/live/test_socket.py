@@ -18,7 +18,8 @@ from django.db import transaction
 from django.test import Client
 
 from apps.accounts.models import SealedTOTPDevice, User, UserSession
-from apps.accounts.services import session_end, user_reset_otp, user_set_active
+from apps.accounts.services import user_reset_otp, user_set_active
+from apps.accounts.sessions import session_end
 from apps.bots.models import Bot
 from apps.events.models import Event
 from apps.events.services import event_json, publish

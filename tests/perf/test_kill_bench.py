@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from apps.bots.fleet import token_accessor_report
 from apps.bots.halts import global_halt_clear
+from apps.bots.identities import token_accessor_report
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
