@@ -243,49 +243,56 @@ def place_order(*, bot: Bot, intent: OrderIntent, exchange: port.Exchange, price
         decision = gate_check(bot=bot, intent=intent, price=reference)
         if decision.allowed:
             assert reference is not None
-            paper = bot.mode == Bot.Mode.PAPER
-            order = Order.objects.create(
-                bot=bot,
-                account_id=bot.account_id,
-                symbol=intent.symbol,
-                side=intent.side,
-                type=intent.type,
-                amount=intent.amount,
-                price=intent.price if intent.type == Order.Type.LIMIT else None,
-                notional=intent.amount * reference,
-                client_order_id=cid,
-                intent_tag=intent.tag[:64],
-                generation=ledger.generation,
-                paper=paper,
-            )
-            if paper:
+            order = _order_create(bot, intent, cid, ledger.generation, reference)
+            if order.paper:
                 paper_place(order=order, exchange=exchange, market_price=reference)
             else:
                 # The halt row and the bot row stay share-locked until this transaction commits.
                 _send_live(order, intent, exchange)
-            record(
-                actor=actor_of(bot),
-                action="order.placed",
-                target=order,
-                data={
-                    "bot": bot.pk,
-                    "client_order_id": cid,
-                    "exchange_order_id": order.exchange_order_id,
-                    "symbol": order.symbol,
-                    "side": order.side,
-                    "type": order.type,
-                    "amount": order.amount,
-                    "price": order.price,
-                    "notional": order.notional,
-                    "status": order.status,
-                    "paper": paper,
-                    "tag": order.intent_tag,
-                },
-            )
-            events.order_new(order)
+            _order_placed(order)
     if not decision.allowed:
         raise OrderRefused(decision)
     return order
+
+
+def _order_create(bot: Bot, intent: OrderIntent, cid: str, generation: int, reference: Decimal) -> Order:
+    return Order.objects.create(
+        bot=bot,
+        account_id=bot.account_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        type=intent.type,
+        amount=intent.amount,
+        price=intent.price if intent.type == Order.Type.LIMIT else None,
+        notional=intent.amount * reference,
+        client_order_id=cid,
+        intent_tag=intent.tag[:64],
+        generation=generation,
+        paper=bot.mode == Bot.Mode.PAPER,
+    )
+
+
+def _order_placed(order: Order) -> None:
+    record(
+        actor=actor_of(order.bot),
+        action="order.placed",
+        target=order,
+        data={
+            "bot": order.bot_id,
+            "client_order_id": order.client_order_id,
+            "exchange_order_id": order.exchange_order_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.type,
+            "amount": order.amount,
+            "price": order.price,
+            "notional": order.notional,
+            "status": order.status,
+            "paper": order.paper,
+            "tag": order.intent_tag,
+        },
+    )
+    events.order_new(order)
 
 
 def order_cancel(*, order: Order, exchange: port.Exchange) -> Order:

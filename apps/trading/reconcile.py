@@ -48,6 +48,14 @@ def reconcile(*, bot: Bot, exchange: port.Exchange) -> ReconcileReport:
     remote = exchange.open_orders(None)
     report.checked_open = len(remote)
     remote_cids = {str(o.client_order_id) for o in remote}
+    _foreign_orders(bot, remote, remote_cids, report)
+    _ours_not_open(bot, exchange, remote_cids, report)
+    _balances(bot, exchange, report)
+    return report
+
+
+def _foreign_orders(bot: Bot, remote: list[port.RemoteOrder], remote_cids: set[str], report: ReconcileReport) -> None:
+    """An open order of the account that botconsole did not place: audited and alerted, once per order."""
     known = set(
         Order.objects.filter(account_id=bot.account_id, client_order_id__in=remote_cids).values_list(
             "client_order_id", flat=True
@@ -61,35 +69,41 @@ def reconcile(*, bot: Bot, exchange: port.Exchange) -> ReconcileReport:
         already = Alert.objects.filter(
             kind="foreign_order", data__account=str(bot.account_id), data__exchange_order_id=order_id
         ).exists()
-        if already:
-            continue
-        data = {
-            "account": str(bot.account_id),
-            "exchange_order_id": order_id,
-            "bot": bot.pk,
-            "client_order_id": raw.client_order_id,
-            "symbol": raw.symbol,
-            "side": raw.side,
-            "amount": _text(raw.amount),
-            "price": _text(raw.price),
-        }
-        record(actor=actor_of(bot), action="reconcile.foreign_order", target=bot.account, data=data)
-        alert_raise(
-            kind="foreign_order",
-            severity=Alert.Severity.CRITICAL,
-            target=bot.account,
-            data=data,
-            source=actor_of(bot),
-            message=FOREIGN_ORDER_MESSAGE.format(
-                account=bot.account.label,
-                side=raw.side,
-                amount=_text(raw.amount),
-                symbol=raw.symbol,
-                price=_text(raw.price),
-                id=order_id,
-            ),
-        )
+        if not already:
+            _foreign_order_alert(bot, raw, order_id)
 
+
+def _foreign_order_alert(bot: Bot, raw: port.RemoteOrder, order_id: str) -> None:
+    data = {
+        "account": str(bot.account_id),
+        "exchange_order_id": order_id,
+        "bot": bot.pk,
+        "client_order_id": raw.client_order_id,
+        "symbol": raw.symbol,
+        "side": raw.side,
+        "amount": _text(raw.amount),
+        "price": _text(raw.price),
+    }
+    record(actor=actor_of(bot), action="reconcile.foreign_order", target=bot.account, data=data)
+    alert_raise(
+        kind="foreign_order",
+        severity=Alert.Severity.CRITICAL,
+        target=bot.account,
+        data=data,
+        source=actor_of(bot),
+        message=FOREIGN_ORDER_MESSAGE.format(
+            account=bot.account.label,
+            side=raw.side,
+            amount=_text(raw.amount),
+            symbol=raw.symbol,
+            price=_text(raw.price),
+            id=order_id,
+        ),
+    )
+
+
+def _ours_not_open(bot: Bot, exchange: port.Exchange, remote_cids: set[str], report: ReconcileReport) -> None:
+    """Our orders the exchange no longer lists as open: filled, cancelled, expired, or never received."""
     for order in Order.objects.filter(bot=bot, paper=False, status__in=Order.OPEN_STATUSES).exclude(
         client_order_id__in=remote_cids
     ):
@@ -103,7 +117,9 @@ def reconcile(*, bot: Bot, exchange: port.Exchange) -> ReconcileReport:
         if order_apply_exchange(order, found):
             report.updated.append(order.client_order_id)
 
-    # Balances: the exchange must hold at least what the account's bots think they hold.
+
+def _balances(bot: Bot, exchange: port.Exchange, report: ReconcileReport) -> None:
+    """The exchange must hold at least what the account's bots think they hold."""
     totals = exchange.balances().total
     held: dict[str, Decimal] = {}
     for position in Position.objects.filter(bot__account_id=bot.account_id, bot__mode=Bot.Mode.LIVE):
@@ -122,4 +138,3 @@ def reconcile(*, bot: Bot, exchange: port.Exchange) -> ReconcileReport:
             message=f"Account {bot.account.label} holds less than its bots' positions: {report.balance_shortfalls}.",
             data={"account": str(bot.account_id), "shortfalls": report.balance_shortfalls},
         )
-    return report

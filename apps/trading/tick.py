@@ -108,22 +108,34 @@ def tick_run(*, bot: Bot, exchange: port.Exchange) -> TickResult:
     bot.refresh_from_db()
     ledger: BotLedger = ledger_for(bot)
     result = TickResult(generation=ledger.generation)
-    paper = bot.mode == Bot.Mode.PAPER
+    result.new_fills += _catch_up(bot, exchange)
+    prices, balance = _value(bot, exchange, ledger, result)
+    state = _decide_and_act(bot, exchange, ledger, prices, balance, result)
+    # Heartbeat and state with update() (never save(): it would overwrite a halt set meanwhile), then the
+    # next generation.
+    Bot.objects.filter(pk=bot.pk).update(last_heartbeat=timezone.now(), strategy_state=state)
+    events.heartbeat(bot.pk, equity=result.equity)
+    BotLedger.objects.filter(pk=ledger.pk, generation=result.generation).update(generation=F("generation") + 1)
+    return result
 
-    # 1. What happened since the last tick: order states and fills.
-    if paper:
-        result.new_fills += paper_match(bot=bot, exchange=exchange)
-    else:
-        synced = orders_sync(bot=bot, exchange=exchange)
-        result.new_fills += synced.new_fills
 
-    # 2. Prices, positions and equity; the loss breakers trip here even when no order is proposed.
+def _catch_up(bot: Bot, exchange: port.Exchange) -> int:
+    """What happened since the last tick: order states and fills; returns the new fills."""
+    if bot.mode == Bot.Mode.PAPER:
+        return paper_match(bot=bot, exchange=exchange)
+    return orders_sync(bot=bot, exchange=exchange).new_fills
+
+
+def _value(
+    bot: Bot, exchange: port.Exchange, ledger: BotLedger, result: TickResult
+) -> tuple[dict[str, Decimal], port.Balances | None]:
+    """Prices, positions and equity; the loss breakers trip here even when no order is proposed."""
     prices = {symbol: exchange.price(symbol) for symbol in bot.symbols}
     for position in Position.objects.filter(bot=bot, symbol__in=prices):
         mark(position, prices[position.symbol])
         position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
     ledger.refresh_from_db()
-    balance = None if paper else exchange.balances()
+    balance = None if bot.mode == Bot.Mode.PAPER else exchange.balances()
     equity = (
         paper_equity(bot=bot, ledger=ledger, prices=prices)
         if balance is None
@@ -134,35 +146,40 @@ def tick_run(*, bot: Bot, exchange: port.Exchange) -> TickResult:
     breach = loss_breach(bot=bot, ledger=ledger)
     if breach is not None:
         bot_halt(bot=bot, reason=breach.reason, message=breach.message)
+    return prices, balance
 
-    # 3. Decide and act, unless halted (the gate would refuse every order anyway).
+
+def _decide_and_act(
+    bot: Bot,
+    exchange: port.Exchange,
+    ledger: BotLedger,
+    prices: dict[str, Decimal],
+    balance: port.Balances | None,
+    result: TickResult,
+) -> dict[str, Any]:
+    """Ask the strategy and pass its intents to the gate, unless halted (the gate would refuse them anyway)."""
     bot.refresh_from_db(fields=["halted", "halt_reason"])
     state: dict[str, Any] = dict(bot.strategy_state or {})
     if global_halt_active():
         result.skipped = "global halt"
-    elif bot.halted:
+        return state
+    if bot.halted:
         result.skipped = "bot halted"
-    else:
-        strategy_cls: type[Strategy] = get_strategy(bot.strategy)
-        values = strategy_cls.clean(bot.params)
-        strategy = strategy_cls(values)
-        for symbol in bot.symbols:
-            _, quote = split_symbol(symbol)
-            quote_free = (
-                (ledger.paper_quote if ledger.paper_quote is not None else bot.paper_balance)
-                if balance is None
-                else balance.free.get(quote, ZERO)
-            )
-            view = _view(bot, symbol, prices[symbol], _closes(exchange, symbol, values), quote_free)
-            decision = strategy.decide(view, dict(state.get(symbol) or {}))
-            _act(bot, exchange, decision, prices[symbol], result)
-            state[symbol] = json.loads(json.dumps(decision.state, cls=DjangoJSONEncoder))
-            if bot.halted:
-                break
-
-    # 4. Done: heartbeat and state with update() (never save(): it would overwrite a halt set
-    # meanwhile), then the next generation.
-    Bot.objects.filter(pk=bot.pk).update(last_heartbeat=timezone.now(), strategy_state=state)
-    events.heartbeat(bot.pk, equity=result.equity)
-    BotLedger.objects.filter(pk=ledger.pk, generation=result.generation).update(generation=F("generation") + 1)
-    return result
+        return state
+    strategy_cls: type[Strategy] = get_strategy(bot.strategy)
+    values = strategy_cls.clean(bot.params)
+    strategy = strategy_cls(values)
+    for symbol in bot.symbols:
+        _, quote = split_symbol(symbol)
+        quote_free = (
+            (ledger.paper_quote if ledger.paper_quote is not None else bot.paper_balance)
+            if balance is None
+            else balance.free.get(quote, ZERO)
+        )
+        view = _view(bot, symbol, prices[symbol], _closes(exchange, symbol, values), quote_free)
+        decision = strategy.decide(view, dict(state.get(symbol) or {}))
+        _act(bot, exchange, decision, prices[symbol], result)
+        state[symbol] = json.loads(json.dumps(decision.state, cls=DjangoJSONEncoder))
+        if bot.halted:
+            break
+    return state
