@@ -95,7 +95,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
-                "apps.accounts.context_processors.navigation",
+                "apps.live.context_processors.navigation",
             ],
         },
     },
