@@ -68,7 +68,7 @@ lint: $(STAMP)
 # pyproject.toml), a secret scan of every file git knows of against the reviewed .secrets.baseline,
 # and pip-audit of the installed, pinned requirements against PyPI's vulnerability data.
 security: $(STAMP)
-	$(PY) -m bandit -c pyproject.toml -q -r apps botconsole manage.py --severity-level medium
+	$(PY) -m bandit -c pyproject.toml -q -r apps botconsole launcher manage.py --severity-level medium
 	$(PY) .ci/secret-scan
 	$(PY) .ci/dependency-audit
 
