@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 # Upper bounds of the parameters (a price or a quote amount; a base amount per order): far beyond any
 # real market, and well inside what the bot's decimal columns and the exchange can take.
 PRICE_MAX = Decimal("1000000000")
+ZERO = Decimal(0)
 AMOUNT_MAX = Decimal("1000000")
 
 
@@ -62,7 +63,7 @@ class OpenOrder:
     client_order_id: str
     side: str
     price: Decimal | None
-    amount: Decimal
+    amount: Decimal  # what is left of it (not yet filled)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,6 @@ class DcaStrategy(Strategy):
                 return decision
         if ticks % self.values["every_ticks"] == 1 or self.values["every_ticks"] == 1:
             amount = (self.values["quote_per_buy"] / view.price).quantize(Decimal("0.00001"))
-            if amount > 0:
+            if amount > 0 and amount * view.price <= view.quote_free:
                 decision.intents.append(OrderIntent(view.symbol, "buy", "market", amount, None, f"dca-buy-{ticks}"))
         return decision

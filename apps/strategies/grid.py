@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from apps.strategies.base import AMOUNT_MAX, PRICE_MAX, Decision, MarketView, OrderIntent, Param, ParamError, Strategy
+from apps.strategies.base import (
+    AMOUNT_MAX,
+    PRICE_MAX,
+    ZERO,
+    Decision,
+    MarketView,
+    OrderIntent,
+    Param,
+    ParamError,
+    Strategy,
+)
 
 
 class GridStrategy(Strategy):
@@ -11,7 +22,10 @@ class GridStrategy(Strategy):
 
     key = "grid"
     name = "Grid"
-    description = "Buys at evenly spaced levels below the price and sells one level up, inside a price range."
+    description = (
+        "Buys at evenly spaced levels below the price, as far as the free quote pays, and sells what it holds one "
+        "level up, inside a price range."
+    )
     params = (
         Param(
             "lower",
@@ -51,19 +65,54 @@ class GridStrategy(Strategy):
     def levels(self) -> list[Decimal]:
         lower, upper, n = self.values["lower"], self.values["upper"], self.values["levels"]
         step = (upper - lower) / (n - 1)
-        return [lower + step * i for i in range(n)]
+        # Never past the range: (upper - lower) / (n - 1) * i can overshoot upper in its last digits.
+        return [min(upper, lower + step * i) for i in range(n)]
 
     def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
         decision = Decision(state=dict(state))
         resting = {o.client_order_id for o in view.open_orders}
-        amount = self.values["order_amount"]
-        for i, level in enumerate(self.levels()):
-            if level < view.price:
-                side, tag = "buy", f"grid-{i}-buy"
-            elif level > view.price and view.base_position >= amount:
-                side, tag = "sell", f"grid-{i}-sell"
-            else:
-                continue
-            if not any(cid.endswith(tag) for cid in resting):
-                decision.intents.append(OrderIntent(view.symbol, side, "limit", amount, level, tag))
+
+        def rests(tag: str) -> bool:
+            return any(cid.endswith(tag) for cid in resting)
+
+        levels = list(enumerate(self.levels()))
+        buys = self._buys(view, [(i, level) for i, level in levels if level < view.price], rests)
+        sells = self._sells(view, levels, rests)
+        decision.intents.extend(sorted([*buys, *sells], key=lambda intent: intent.price or 0))
         return decision
+
+    def _buys(
+        self, view: MarketView, below: list[tuple[int, Decimal]], rests: Callable[[str], bool]
+    ) -> list[OrderIntent]:
+        """A buy on each level below the price, nearest first, as far as the free quote pays for."""
+        amount, budget = self.values["order_amount"], view.quote_free
+        buys = []
+        for i, level in sorted(below, key=lambda pair: pair[1], reverse=True):
+            tag = f"grid-{i}-buy"
+            if rests(tag):
+                continue
+            if amount * level > budget:
+                break
+            budget -= amount * level
+            buys.append(OrderIntent(view.symbol, "buy", "limit", amount, level, tag))
+        return buys
+
+    def _sells(
+        self, view: MarketView, levels: list[tuple[int, Decimal]], rests: Callable[[str], bool]
+    ) -> list[OrderIntent]:
+        """What the bot holds, offered one level up: on the levels above both the price and what it paid,
+        nearest first, in lots of at most the order amount, never more than it holds beyond resting sells."""
+        amount = self.values["order_amount"]
+        sellable = view.base_position - sum((o.amount for o in view.open_orders if o.side == "sell"), ZERO)
+        floor = max(view.price, view.average_entry or view.price)
+        sells = []
+        for i, level in levels:
+            if sellable <= 0:
+                break
+            tag = f"grid-{i}-sell"
+            if level <= floor or rests(tag):
+                continue
+            lot = min(amount, sellable)
+            sellable -= lot
+            sells.append(OrderIntent(view.symbol, "sell", "limit", lot, level, tag))
+        return sells

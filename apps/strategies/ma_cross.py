@@ -44,11 +44,12 @@ class MaCrossStrategy(Strategy):
         before = view.closes[:-1]
         was_above = self._average(before, fast) > self._average(before, slow)
         crosses = int(state.get("crosses", 0))
-        if now_above and not was_above and view.base_position < self.values["order_amount"]:
+        amount = self.values["order_amount"]
+        # Long once, while flat: a fill whose fee was taken in the base asset leaves a little less than the
+        # order amount, which is a position all the same.
+        if now_above and not was_above and view.base_position <= 0 and amount * view.price <= view.quote_free:
             decision.state["crosses"] = crosses + 1
-            decision.intents.append(
-                OrderIntent(view.symbol, "buy", "market", self.values["order_amount"], None, f"ma-up-{crosses}")
-            )
+            decision.intents.append(OrderIntent(view.symbol, "buy", "market", amount, None, f"ma-up-{crosses}"))
         elif was_above and not now_above and view.base_position > 0:
             decision.state["crosses"] = crosses + 1
             decision.intents.append(

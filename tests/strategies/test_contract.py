@@ -89,7 +89,7 @@ def test_a_new_bot_below_the_grid_and_without_history_only_makes_the_first_dca_b
     assert decision.cancel == []
 
 
-# --- Bugs -----------------------------------------------------------------------------------------
+# --- Found by these tests, fixed -----------------------------------------------------------------
 
 MA_CROSS_UP = tuple(D(v) for v in (10, 10, 10, 10, 13))
 SHORT_OF_QUOTE = [
@@ -107,11 +107,6 @@ SHORT_OF_QUOTE = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no strategy reads MarketView.quote_free: buys it cannot pay for are proposed anyway, and the "
-    "exchange rejects them (the grid re-proposes each unfunded level on every tick)",
-)
 @pytest.mark.parametrize(("cls", "raw", "market"), SHORT_OF_QUOTE)
 def test_a_strategy_proposes_no_buy_it_cannot_pay_for(
     cls: type[Strategy], raw: dict[str, Any], market: MarketView
