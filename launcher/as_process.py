@@ -24,7 +24,10 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botconsole.settings.local")
+    import django
     from django.conf import settings
+
+    django.setup()  # the backup helpers below import models
 
     from apps.ops.backup import BackupError, local_keys_file, read_token_file  # late: after the settings are chosen
     from apps.vault import server as vault_server  # late: after the settings are chosen

@@ -7,7 +7,7 @@
 #
 # It asks for the admin token (the root token, or one allowed to manage mounts, policies and
 # auth/approle) unless BAO_TOKEN is set, and then:
-#   1. runs botconsole's own idempotent bootstrap (apps.vault.client.bootstrap): KV v2 at kv/,
+#   1. runs botconsole's own idempotent bootstrap (apps.vault.server.bootstrap): KV v2 at kv/,
 #      the transit keys, AppRole auth, the policies in deploy/openbao/policies/, and the AppRoles
 #      botconsole-web, botconsole-control and botconsole-fleet;
 #   2. makes the fleet supervisor's tokens periodic: it holds one token for its whole life and
@@ -77,13 +77,13 @@ if [ -z "${BAO_TOKEN:-}" ]; then
 fi
 export BAO_TOKEN
 
-echo "bootstrap: mounts, transit keys, policies and AppRoles (apps.vault.client.bootstrap)"
+echo "bootstrap: mounts, transit keys, policies and AppRoles (apps.vault.server.bootstrap)"
 (
     cd "$prefix"
     VAULT_ADDR="$BAO_ADDR" VAULT_BOOTSTRAP_TOKEN="$BAO_TOKEN" "$python" -c '
 import os
-from apps.vault import client
-for line in client.bootstrap(os.environ["VAULT_ADDR"], os.environ["VAULT_BOOTSTRAP_TOKEN"]) or ["already set up; nothing changed"]:
+from apps.vault import server
+for line in server.bootstrap(os.environ["VAULT_ADDR"], os.environ["VAULT_BOOTSTRAP_TOKEN"]) or ["already set up; nothing changed"]:
     print("  " + line)
 '
 )
