@@ -39,6 +39,12 @@ class Bot(models.Model):
         RUNNING = "running", "Running"
         STOPPED = "stopped", "Stopped"
 
+    class HaltKind(models.TextChoices):
+        BREAKER = "breaker", "Circuit breaker"
+        GATE = "gate", "Order gate"
+        EMERGENCY = "emergency", "Emergency stop"
+        KILL = "kill", "Kill switch"
+
     class Observed(models.TextChoices):
         STOPPED = "stopped", "Stopped"
         STARTING = "starting", "Starting"
@@ -87,6 +93,14 @@ class Bot(models.Model):
     observed_state = models.CharField(max_length=10, choices=Observed.choices, default=Observed.STOPPED)
     halted = models.BooleanField(default=False)
     halt_reason = models.CharField(max_length=300, blank=True)
+    # Who or what halted the bot (a breaker, the gate, a person's emergency stop), when, and the
+    # figures that tripped it: shown on the bot page and the dashboard, cleared by an admin.
+    halt_kind = models.CharField(max_length=20, choices=HaltKind.choices, blank=True)
+    halted_by = models.CharField(max_length=150, blank=True)
+    halted_at = models.DateTimeField(null=True, blank=True)
+    halt_data = models.JSONField(default=dict, blank=True)
+    # Archived bots are kept for the audit log and the reviews, out of lists, starts and kills.
+    archived_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     # The accessor of the running worker's Vault token (never the token: an accessor can only look
     # up or revoke it). The worker writes it at bootstrap; the kill switch revokes by it without Redis.
