@@ -15,9 +15,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.audit.chain import GENESIS_HASH, entry_hash
+from apps.audit.context import Via, current_via, via_of
 from apps.audit.models import AuditEntry
-from apps.core.net import client_ip
-from apps.core.otp import is_verified
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
 AUDIT_LOCK_KEY = 0x6175646974  # "audit"
@@ -27,8 +26,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 Target = models.Model | tuple[str, Any] | None
 
 
-def _client_ip(request: HttpRequest | None) -> str | None:
-    return None if request is None else client_ip(request)
+def _via(actor: AbstractBaseUser | str, request: HttpRequest | Via | None) -> Via:
+    """The person's address and verification: from the request given, else from the request (or the
+    recorded press) this runs on behalf of, when that was the same person's; a system actor has neither."""
+    if isinstance(request, HttpRequest):
+        return via_of(request)
+    if isinstance(actor, str):
+        return Via(ip=None, otp_verified=False)
+    via = request if request is not None else current_via()
+    if via is None or via.user_id != actor.pk:
+        return Via(ip=None, otp_verified=False)
+    return via
 
 
 def _db_text(value: str) -> str:
@@ -65,7 +73,7 @@ def record(
     action: str,
     target: Target = None,
     data: dict[str, Any] | None = None,
-    request: HttpRequest | None = None,
+    request: HttpRequest | Via | None = None,
 ) -> AuditEntry:
     """Append one entry to the audit log and return it.
 
@@ -79,7 +87,7 @@ def record(
         actor_user_id, actor_name = None, _db_text(actor)
     else:
         actor_user_id, actor_name = actor.pk, _db_text(actor.get_username())
-    otp_verified = bool(request is not None and is_verified(request.user))
+    via = _via(actor, request)
     target_type, target_id = _target(target)
     # Round-trip through JSON so we hash exactly what PostgreSQL will store and return, then make every
     # string storable (the hash is taken over the cleaned data, so the chain verifies as stored).
@@ -96,8 +104,8 @@ def record(
             "created_at": timezone.now(),
             "actor_user_id": actor_user_id,
             "actor": actor_name,
-            "ip": _client_ip(request),
-            "otp_verified": otp_verified,
+            "ip": via.ip,
+            "otp_verified": via.otp_verified,
             "action": action,
             "target_type": target_type,
             "target_id": target_id,

@@ -64,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # After OTP: the audit log reads the acting person's verification and address from the request.
+    "apps.audit.context.AuditContextMiddleware",
     "apps.accounts.middleware.SessionPolicyMiddleware",
     "apps.accounts.middleware.RequireVerifiedMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
