@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
@@ -22,7 +23,7 @@ from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.events import bot_state
 from apps.bots.models import Bot, TradingHalt
-from apps.core.text import reason_clean
+from apps.core.text import json_safe, reason_clean
 
 logger = logging.getLogger(__name__)
 REASON_MAX = 300  # TradingHalt.reason
@@ -116,21 +117,40 @@ def _savepoint(what: str, bot: Bot, fn: Callable[[], object]) -> None:
         logger.exception("bot %s halted, but its %s failed", bot.pk, what)
 
 
-def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
-    """Halt one bot (a circuit breaker tripped) and tell it to stop; then audit entry and critical alert.
+def bot_halt(
+    *,
+    bot: Bot,
+    reason: str,
+    message: str,
+    kind: str = Bot.HaltKind.BREAKER,
+    by: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Halt one bot and tell it to stop; then audit entry, live event and critical alert.
 
-    The halt and the stop are written first and stay even if the audit entry or the alert fails.
+    `kind` and `by` say what halted it (a breaker, the gate, a person), `data` the figures that
+    tripped it; all shown on the bot page until an admin clears the halt. The halt and the stop
+    are written first and stay even if the audit entry or the alert fails. A bot already halted
+    keeps its first halt: the first reason is the one to clear.
     """
     text = reason_clean(f"Bot {bot.name} halted: {message}", max_length=300)
+    figures = json_safe({"reason": reason, **(data or {})})
+    who = (by or actor_of(bot))[:150]
     with transaction.atomic():
         changed = Bot.objects.filter(pk=bot.pk, halted=False).update(
-            halted=True, halt_reason=text, desired_state=Bot.Desired.STOPPED
+            halted=True,
+            halt_reason=text,
+            halt_kind=kind,
+            halted_by=who,
+            halted_at=timezone.now(),
+            halt_data=figures,
+            desired_state=Bot.Desired.STOPPED,
         )
         bot.halted, bot.halt_reason, bot.desired_state = True, text, Bot.Desired.STOPPED
         if changed:
-            data = {"reason": reason, "message": message}
+            audit = {"reason": reason, "message": message, "kind": kind, "by": who, "figures": figures}
             _savepoint(
-                "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=data)
+                "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=audit)
             )
             _savepoint("live event", bot, lambda: bot_state(bot.pk))
             _savepoint(
@@ -145,6 +165,50 @@ def bot_halt(*, bot: Bot, reason: str, message: str) -> None:
                     source=actor_of(bot),
                 ),
             )
+
+
+def halt_of(bot: Bot) -> dict[str, Any] | None:
+    """What the bot page and the dashboard show of a bot's halt; None when it is not halted."""
+    if not bot.halted:
+        return None
+    figures = {k: v for k, v in (bot.halt_data or {}).items() if k != "reason"}
+    return {
+        "reason": bot.halt_reason,
+        "kind": bot.get_halt_kind_display() if bot.halt_kind else "Halt",
+        "by": bot.halted_by or "unknown",
+        "at": bot.halted_at,
+        "figures": figures,
+    }
+
+
+def bot_halt_lift(*, bot: Bot, actor: AbstractBaseUser, reason: str, data: dict[str, Any]) -> bool:
+    """Inside the caller's transaction: clear the bot's halt (it stays stopped) and audit it.
+
+    Returns False when the bot was not halted (a second clear, or a race with another admin).
+    The caller checks who may clear and whether the halt's condition still holds.
+    """
+    locked = Bot.objects.select_for_update().filter(pk=bot.pk).first()
+    if locked is None or not locked.halted:
+        return False
+    previous = {
+        "reason": locked.halt_reason,
+        "kind": locked.halt_kind,
+        "by": locked.halted_by,
+        "at": locked.halted_at.isoformat() if locked.halted_at else None,
+        "figures": locked.halt_data,
+    }
+    Bot.objects.filter(pk=bot.pk).update(
+        halted=False, halt_reason="", halt_kind="", halted_by="", halted_at=None, halt_data={}
+    )
+    record(
+        actor=actor,
+        action="bot.halt_cleared",
+        target=bot,
+        data={"reason": reason, "previous": previous, **data},
+    )
+    bot_state(bot.pk)
+    bot.refresh_from_db()
+    return True
 
 
 def global_halt_reason() -> str | None:

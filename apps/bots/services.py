@@ -218,7 +218,9 @@ def bot_clone(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
 
 def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> None:
     if bot.halted:
-        raise ApplicationError(f"{bot.name} is halted ({bot.halt_reason}); an admin must clear the halt first.")
+        raise ApplicationError(
+            f"{bot.name} is halted ({bot.halt_reason}); an admin must clear the halt first (on the bot's page)."
+        )
     reason = global_halt_reason()
     if reason is not None:
         raise ApplicationError(f"Trading is halted for every bot ({reason}); nothing can start until an admin resumes.")
@@ -231,7 +233,9 @@ def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
         if halted_everywhere:
             raise ApplicationError(f"Trading is halted for every bot ({halt_reason or 'halted'}); nothing can start.")
         if Bot.objects.select_for_update().filter(pk=bot.pk).values_list("halted", flat=True).first() is not False:
-            raise ApplicationError(f"{bot.name} is halted (or gone); an admin must clear the halt first.")
+            raise ApplicationError(
+                f"{bot.name} is halted (or gone); an admin must clear the halt first (on the bot's page)."
+            )
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)
         record(actor=actor, action="bot.start_requested", target=bot, request=request, data={"mode": bot.mode})
         bot_events.bot_state(bot.pk)

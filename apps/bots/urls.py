@@ -10,5 +10,6 @@ urlpatterns = [
     path("<int:bot_id>/edit/", views.bot_edit_view, name="edit"),
     path("<int:bot_id>/live/", views.bot_go_live_view, name="go_live"),
     path("<int:bot_id>/flatten-on-kill/", views.bot_flatten_on_kill_view, name="flatten_on_kill"),
+    path("<int:bot_id>/halt/clear/", views.bot_halt_clear_view, name="halt_clear"),
     path("<int:bot_id>/<slug:action>/", views.bot_action_view, name="action"),
 ]

@@ -14,9 +14,12 @@ from apps.accounts.decorators import require_step_up
 from apps.accounts.selectors import acting_user
 from apps.bots import selectors, services
 from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
+from apps.bots.halt_forms import HaltClearForm
+from apps.bots.halts import halt_of
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.events.selectors import event_cursor
+from apps.killswitch.halt_clear import CLEAR_PERM, bot_halt_clear, halt_conditions
 from apps.strategies import REGISTRY
 from apps.trading import selectors as trading_selectors
 
@@ -48,6 +51,7 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         "cursor": event_cursor(),
         "can_operate": request.user.has_perm(OPERATE),
         "can_live": request.user.has_perm(LIVE),
+        **_halt_context(request, bot),
     }
     return render(request, "bots/detail.html", context)
 
@@ -193,3 +197,41 @@ def bot_flatten_on_kill_view(request: HttpRequest, bot_id: int) -> HttpResponse:
             else f"A kill now leaves {bot.name}'s position.",
         )
     return redirect("bots:edit", bot_id=bot.pk)
+
+
+# -- a bot's halt: what set it, and an admin clearing it ------------------------------------------
+
+
+def _halt_context(request: HttpRequest, bot: Bot) -> dict[str, object]:
+    return {
+        "books": trading_selectors.bot_books(bot),
+        "halt": halt_of(bot),
+        "halt_conditions": halt_conditions(bot) if bot.halted else [],
+        "can_clear_halt": request.user.has_perm(CLEAR_PERM),
+    }
+
+
+@never_cache
+@permission_required(CLEAR_PERM, raise_exception=True)
+@require_POST
+@require_step_up
+def bot_halt_clear_view(request: HttpRequest, bot_id: int) -> HttpResponse:
+    bot = get_object_or_404(Bot, pk=bot_id)
+    form = HaltClearForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.error_messages_flat()) + " Nothing was changed.")
+        return redirect("bots:detail", bot_id=bot.pk)
+    try:
+        overridden = bot_halt_clear(
+            bot=bot,
+            actor=acting_user(request),
+            reason=form.cleaned_data["reason"],
+            override=form.cleaned_data["override"],
+            request=request,
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        note = " (overriding what still held)" if overridden else ""
+        messages.success(request, f"{bot.name}'s halt is cleared{note}. It stays stopped until someone starts it.")
+    return redirect("bots:detail", bot_id=bot.pk)

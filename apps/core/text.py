@@ -13,7 +13,11 @@ changes (resume_reason_problem).
 
 from __future__ import annotations
 
+import json
 import unicodedata
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
 
 NO_REASON = "(no reason given)"
 RESUME_REASON_MAX = 500
@@ -66,3 +70,9 @@ def resume_reason_problem(text: str) -> str | None:
                 "Nothing was changed."
             )
     return None
+
+
+def json_safe(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` as plain JSON (Decimals and dates as text), for a JSON field that is shown as written."""
+    plain: dict[str, Any] = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    return plain

@@ -94,23 +94,15 @@ def _bot_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
     return findings
 
 
-def _per_account_ledgers(now: dt.datetime) -> tuple[list[Bot], list[BotLedger]]:
-    """Live running bots, and one ledger per account (bots of one account share its equity)."""
+def _fleet_ledgers(now: dt.datetime) -> tuple[list[Bot], list[BotLedger]]:
+    """Live running bots and their own ledgers: the fleet's figures are the sum of the bots' own."""
     bots = _live_running_bots()
     ledgers = _ledgers(bots)
-    newest: dict[Any, BotLedger] = {}
-    for bot in bots:
-        ledger = ledgers.get(bot.pk)
-        if ledger is None or ledger.last_equity is None or ledger.equity_at is None:
-            continue
-        current = newest.get(bot.account_id)
-        if current is None or (current.equity_at or now) < ledger.equity_at:
-            newest[bot.account_id] = ledger
-    return bots, list(newest.values())
+    return bots, [lg for b in bots if (lg := ledgers.get(b.pk)) is not None and lg.last_equity is not None]
 
 
 def _fleet_loss(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
-    bots, ledgers = _per_account_ledgers(now)
+    bots, ledgers = _fleet_ledgers(now)
     today = [lg for lg in ledgers if lg.day == _today(now) and lg.day_start_equity is not None]
     if not today or rule.threshold is None:
         return []
@@ -120,15 +112,16 @@ def _fleet_loss(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
     return [
         Finding(
             "fleet",
-            f"The live accounts lost {loss:.2f} together today, beyond the fleet limit {rule.threshold:.2f}.",
+            f"The live bots lost {loss:.2f} together today (the sum of each bot's own loss), beyond the fleet "
+            f"limit {rule.threshold:.2f}.",
             bots,
-            {"loss": str(loss), "limit": number_text(rule.threshold), "accounts": len(today)},
+            {"loss": str(loss), "limit": number_text(rule.threshold), "bot_count": len(today)},
         )
     ]
 
 
 def _fleet_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
-    bots, ledgers = _per_account_ledgers(now)
+    bots, ledgers = _fleet_ledgers(now)
     peaks = [lg for lg in ledgers if lg.peak_equity]
     peak = sum((lg.peak_equity or Decimal(0) for lg in peaks), Decimal(0))
     if not peaks or peak <= 0 or rule.threshold is None:
@@ -140,10 +133,10 @@ def _fleet_drawdown(rule: BreakerRule, now: dt.datetime) -> list[Finding]:
     return [
         Finding(
             "fleet",
-            f"The live accounts are {drawdown:.2f}% below their summed peak equity, beyond the fleet limit "
-            f"{number_text(rule.threshold)}%.",
+            f"The live bots are {drawdown:.2f}% below their summed peak equity (each bot's own), beyond the "
+            f"fleet limit {number_text(rule.threshold)}%.",
             bots,
-            {"drawdown_pct": f"{drawdown:.2f}", "limit_pct": number_text(rule.threshold), "accounts": len(peaks)},
+            {"drawdown_pct": f"{drawdown:.2f}", "limit_pct": number_text(rule.threshold), "bot_count": len(peaks)},
         )
     ]
 

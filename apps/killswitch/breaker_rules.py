@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Default] = {
         Action.KILL_ALL,
         Decimal("1000"),
         0,
-        "Loss since the start of the UTC day, summed over live accounts (quote)",
+        "Loss since the start of the UTC day, summed over the live bots' own ledgers (quote)",
         threshold_range=(Decimal("0.01"), Decimal(1_000_000_000)),
         whole=False,
     ),
@@ -55,13 +55,15 @@ DEFAULTS: dict[str, Default] = {
         Action.KILL_ALL,
         Decimal("20"),
         0,
-        "Percent below the summed peak equity of live accounts",
+        "Percent below the summed peak equity of the live bots' own ledgers",
         threshold_range=(Decimal("0.01"), Decimal(100)),
         whole=False,
     ),
     Kind.ORDER_RATE: Default(
         Action.HALT_BOT,
-        Decimal("120"),
+        # A runaway guard, above what a normal restart places: five grid bots of 20 levels each
+        # re-place 100 orders at once after a kill. Each bot's own rate is its max orders per minute.
+        Decimal("600"),
         60,
         "Live orders placed by all bots within the window",
         "Window (seconds)",

@@ -74,7 +74,13 @@ def _trip(rule: BreakerRule, finding: Finding) -> BreakerTrip | None:
 def _act(rule: BreakerRule, finding: Finding, trip: BreakerTrip) -> None:
     if rule.action == Action.HALT_BOT:
         for bot in finding.bots:
-            bot_halt(bot=bot, reason=f"breaker:{rule.kind}", message=finding.message)
+            bot_halt(
+                bot=bot,
+                reason=f"breaker:{rule.kind}",
+                message=finding.message,
+                by=f"circuit breaker: {Kind(rule.kind).label}",
+                data={**finding.data, "breaker": rule.kind, "trip": trip.pk},
+            )
     elif rule.action == Action.KILL_ALL:
         run = kill_request(actor=ACTOR, via="breaker", reason=f"Circuit breaker {rule.kind}: {finding.message}")
         BreakerTrip.objects.filter(pk=trip.pk).update(data={**trip.data, "kill_run": run.pk})

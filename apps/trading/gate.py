@@ -165,7 +165,14 @@ def _refuse(bot: Bot, intent: OrderIntent, price: Decimal | None, breach: Breach
     )
     events.gate_refusal(refusal)
     if breach.reason in (Reason.DAILY_LOSS, Reason.DRAWDOWN):
-        bot_halt(bot=bot, reason=breach.reason, message=breach.message)
+        bot_halt(
+            bot=bot,
+            reason=breach.reason,
+            message=breach.message,
+            kind=Bot.HaltKind.GATE,
+            by="order gate (the bot's own ledger)",
+            data=breach.data,
+        )
     logger.warning("gate refused bot %s %s %s: %s", bot.pk, intent.side, intent.symbol, breach.reason)
     return GateDecision(False, breach.reason, breach.message, notional, refusal)
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from apps.bots.models import Bot
-from apps.exchanges import port
 from apps.trading import events
 from apps.trading.models import ZERO, BotLedger, Fill, Order, Position
 
@@ -107,10 +108,11 @@ def fill_record(
 class Breach:
     reason: str  # a GateRefusal.Reason value
     message: str
+    data: dict[str, Any] = field(default_factory=dict)  # the figures that tripped it, shown with the halt
 
 
 def equity_update(*, ledger: BotLedger, equity: Decimal, now: dt.datetime | None = None) -> BotLedger:
-    """Record the bot's equity: the peak (drawdown is measured from it) and the day's start (daily loss)."""
+    """Record the bot's own equity: the peak (drawdown is measured from it) and the day's start (daily loss)."""
     now = now or timezone.now()
     today = now.astimezone(dt.UTC).date()
     if ledger.day != today or ledger.day_start_equity is None:
@@ -121,18 +123,31 @@ def equity_update(*, ledger: BotLedger, equity: Decimal, now: dt.datetime | None
     return ledger
 
 
+def quote_of(bot: Bot) -> str:
+    """The unit of the bot's money figures: the quote currency of its first symbol."""
+    return split_symbol(bot.symbols[0])[1] if bot.symbols else ""
+
+
 def loss_breach(*, bot: Bot, ledger: BotLedger) -> Breach | None:
-    """The daily-loss or drawdown breaker, if the last recorded equity trips one."""
+    """The daily-loss or drawdown breaker, if the bot's own last recorded equity trips one."""
     last = ledger.last_equity
     if last is None:
         return None
+    unit = quote_of(bot)
     if ledger.day_start_equity is not None:
         loss = ledger.day_start_equity - last
         if loss > bot.daily_loss_limit:
             return Breach(
                 "daily_loss_limit",
-                f"Today's loss {loss:.2f} exceeds the daily loss limit {bot.daily_loss_limit:.2f} "
-                f"(equity {ledger.day_start_equity:.2f} at the start of the day, {last:.2f} now).",
+                f"Today's loss {loss:.2f} {unit} exceeds the daily loss limit {bot.daily_loss_limit:.2f} {unit} "
+                f"(the bot's own equity {ledger.day_start_equity:.2f} at the start of the day, {last:.2f} now).",
+                {
+                    "loss": f"{loss:.2f}",
+                    "limit": f"{bot.daily_loss_limit:.2f}",
+                    "day_start_equity": f"{ledger.day_start_equity:.2f}",
+                    "equity": f"{last:.2f}",
+                    "unit": unit,
+                },
             )
     peak = ledger.peak_equity
     if peak is not None and peak > 0:
@@ -140,8 +155,15 @@ def loss_breach(*, bot: Bot, ledger: BotLedger) -> Breach | None:
         if drawdown > bot.max_drawdown_pct:
             return Breach(
                 "max_drawdown",
-                f"Equity {last:.2f} is {drawdown:.2f}% below its peak {peak:.2f}, beyond the "
-                f"{bot.max_drawdown_pct}% drawdown limit.",
+                f"The bot's own equity {last:.2f} {unit} is {drawdown:.2f}% below its peak {peak:.2f} {unit}, "
+                f"beyond the {bot.max_drawdown_pct}% drawdown limit.",
+                {
+                    "drawdown_pct": f"{drawdown:.2f}",
+                    "limit_pct": f"{bot.max_drawdown_pct}",
+                    "peak_equity": f"{peak:.2f}",
+                    "equity": f"{last:.2f}",
+                    "unit": unit,
+                },
             )
     return None
 
@@ -154,19 +176,17 @@ def paper_equity(*, bot: Bot, ledger: BotLedger, prices: dict[str, Decimal]) -> 
     return equity
 
 
-def account_equity(*, bot: Bot, balance: port.Balances, prices: dict[str, Decimal]) -> Decimal:
-    """Live equity from the exchange's balances: the quote currency plus each traded base asset at its price.
+def capital_basis(bot: Bot) -> Decimal:
+    """What a live bot's own equity starts from: the most it may hold (its max position notional).
 
-    Valued in the quote currency of the bot's first symbol; symbols quoted in another currency
-    are left out rather than added in the wrong unit. It is the account's equity: bots sharing
-    an account share their breakers, which errs on the side of stopping.
+    A live bot shares its exchange account with others, so the account's balance is not its own.
+    Its equity is this basis plus the realized and unrealized PnL of its own fills: what it made
+    or lost, whoever else trades on the account. Paper bots start from their paper balance.
     """
-    if not bot.symbols:
-        return ZERO
-    _, quote = split_symbol(bot.symbols[0])
-    equity = balance.total.get(quote, ZERO)
-    for symbol in bot.symbols:
-        base, symbol_quote = split_symbol(symbol)
-        if symbol_quote == quote and symbol in prices:
-            equity += balance.total.get(base, ZERO) * prices[symbol]
-    return equity
+    return bot.paper_balance if bot.mode == Bot.Mode.PAPER else bot.max_position_notional
+
+
+def own_equity(*, bot: Bot) -> Decimal:
+    """A live bot's own equity, from its positions as last marked (see capital_basis)."""
+    totals = Position.objects.filter(bot=bot).aggregate(r=Sum("realized_pnl"), u=Sum("unrealized_pnl"))
+    return capital_basis(bot) + (totals["r"] or ZERO) + (totals["u"] or ZERO)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.bots.models import Bot
 from apps.trading import deadman
+from apps.trading.ledger import capital_basis, ledger_for, quote_of
 from apps.trading.models import Fill, GateRefusal, Order, Position
 
 
@@ -89,3 +90,19 @@ def bot_deadman(bot: Bot) -> dict[str, Any]:
         f"{float(timeout or 0):g} s. Last refresh {last_text}."
     )
     return {"state": state, "summary": summary, "alarm": False}
+
+
+def bot_books(bot: Bot) -> dict[str, Any]:
+    """The bot's own accounting, as its loss limits see it: equity, today's PnL, peak and drawdown."""
+    ledger = ledger_for(bot)
+    last, start, peak = ledger.last_equity, ledger.day_start_equity, ledger.peak_equity
+    return {
+        "unit": quote_of(bot),
+        "basis": capital_basis(bot),
+        "equity": last,
+        "day_start": start,
+        "today": last - start if last is not None and start is not None else None,
+        "peak": peak,
+        "drawdown_pct": (peak - last) / peak * 100 if last is not None and peak else None,
+        "at": ledger.equity_at,
+    }

@@ -25,11 +25,11 @@ from apps.strategies.base import Decision, MarketView, OpenOrder, Strategy
 from apps.trading import events
 from apps.trading.gate import OrderRefused, order_cancel, place_order
 from apps.trading.ledger import (
-    account_equity,
     equity_update,
     ledger_for,
     loss_breach,
     mark,
+    own_equity,
     paper_equity,
     split_symbol,
 )
@@ -136,16 +136,19 @@ def _value(
         position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
     ledger.refresh_from_db()
     balance = None if bot.mode == Bot.Mode.PAPER else exchange.balances()
-    equity = (
-        paper_equity(bot=bot, ledger=ledger, prices=prices)
-        if balance is None
-        else account_equity(bot=bot, balance=balance, prices=prices)
-    )
+    # The bot's own equity, never the account's: bots sharing an account do not share a loss.
+    equity = paper_equity(bot=bot, ledger=ledger, prices=prices) if balance is None else own_equity(bot=bot)
     equity_update(ledger=ledger, equity=equity)
     result.equity = equity
     breach = loss_breach(bot=bot, ledger=ledger)
     if breach is not None:
-        bot_halt(bot=bot, reason=breach.reason, message=breach.message)
+        bot_halt(
+            bot=bot,
+            reason=breach.reason,
+            message=breach.message,
+            by="loss limits (the bot's own ledger)",
+            data=breach.data,
+        )
     return prices, balance
 
 

@@ -139,10 +139,10 @@ def test_the_fleet_loss_breaker_kills_everything_and_the_gate_refuses_the_next_o
     assert live.requests() == before  # the exchange received nothing
 
 
-def test_the_fleet_drawdown_counts_each_account_once(make_bot: Callable[..., Bot]) -> None:
+def test_the_fleet_drawdown_sums_the_bots_own_ledgers(make_bot: Callable[..., Bot]) -> None:
     set_rule(Kind.FLEET_DRAWDOWN, threshold=Decimal("20"), action=Action.ALERT)
     set_rule(Kind.BOT_DRAWDOWN, enabled=False)
-    # Two bots on one account see the same account equity: 25 % down once, not 50 % twice.
+    # Two bots on one account, each with its own equity: the fleet is 2000 at peak.
     a = make_bot(desired_state="running")
     b = make_bot(desired_state="running")
     set_equity(a, day_start="1000", peak="1000", last="800")
@@ -151,7 +151,7 @@ def test_the_fleet_drawdown_counts_each_account_once(make_bot: Callable[..., Bot
     set_equity(b, day_start="1000", peak="1000", last="750")
     opened = breakers_check()
     assert [t.kind for t in opened] == [Kind.FLEET_DRAWDOWN]
-    assert "25.00%" in opened[0].message and opened[0].data["accounts"] == 1
+    assert "22.50%" in opened[0].message and opened[0].data["bot_count"] == 2
 
 
 def test_an_order_rate_spike_halts_the_bots_that_placed_them(make_bot: Callable[..., Bot], live: Live) -> None:

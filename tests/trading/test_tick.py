@@ -94,30 +94,33 @@ def test_a_tick_sends_nothing_while_the_global_halt_is_active(live: Live, make_b
     assert bot.last_heartbeat is not None  # still alive and syncing, just not ordering
 
 
+# BTC at 60,000: buys of 0.01 rest at 55,000 and 50,000; a fall to 40,000 fills both (0.02 BTC at 52,500).
+LOSING_GRID = {"lower": "50000", "upper": "65000", "levels": 4, "order_amount": "0.01"}
+
+
 def test_a_drawdown_during_a_tick_halts_the_bot_and_places_nothing(
     live: Live, make_bot: Callable[..., Bot], sandbox: Any
 ) -> None:
-    bot = make_bot(
-        params={"lower": "20000", "upper": "65000", "levels": 10, "order_amount": "0.001"},
-        max_drawdown_pct=Decimal("20"),
-    )
-    assert tick_run(bot=bot, exchange=live.exchange).equity == Decimal("70000")  # 10,000 USDT + 1 BTC at 60,000
+    bot = make_bot(params=LOSING_GRID, max_position_notional=Decimal("1300"), max_drawdown_pct=Decimal("15"))
+    # The bot's own equity: its max position as basis plus its own PnL (the account's 1 BTC is not its).
+    assert tick_run(bot=bot, exchange=live.exchange).equity == Decimal("1300")
     placed = len(live.exchange_orders())
-    sandbox.admin.set_price(SYMBOL, "40000", hold=True)  # equity 50,000: 28.6% below the peak
+    sandbox.admin.set_price(SYMBOL, "40000", hold=True)  # its 0.02 BTC lose 250: 19.2% below its peak
     result = tick_run(bot=bot, exchange=live.exchange)
     bot.refresh_from_db()
     assert bot.halted and "drawdown" in bot.halt_reason and result.skipped == "bot halted"
+    assert bot.halt_data["drawdown_pct"] == "19.29" and bot.halt_data["limit_pct"] == "15.00"
     assert audit_actions(bot, "bot.halted")
-    assert len(live.exchange_orders()) == placed  # nothing new despite grid levels now above water
+    assert len(live.exchange_orders()) == placed  # nothing new
 
 
 def test_a_daily_loss_during_a_tick_halts_the_bot(live: Live, make_bot: Callable[..., Bot], sandbox: Any) -> None:
-    bot = make_bot(daily_loss_limit=Decimal("1000"))
+    bot = make_bot(params=LOSING_GRID, max_position_notional=Decimal("1300"), daily_loss_limit=Decimal("200"))
     tick_run(bot=bot, exchange=live.exchange)
-    sandbox.admin.set_price(SYMBOL, "58000", hold=True)  # 1 BTC loses 2,000 (the resting buys fill a little)
+    sandbox.admin.set_price(SYMBOL, "40000", hold=True)  # its own 0.02 BTC lose 250
     tick_run(bot=bot, exchange=live.exchange)
     bot.refresh_from_db()
-    assert bot.halted and "daily loss" in bot.halt_reason
+    assert bot.halted and "daily loss" in bot.halt_reason and bot.halt_data["loss"] == "250.80"
 
 
 def test_paper_mode_places_nothing_on_the_exchange_yet_records_simulated_fills(
