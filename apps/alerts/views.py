@@ -109,7 +109,7 @@ def alert_acknowledge_view(request: HttpRequest, alert_id: int) -> HttpResponse:
         raise Http404("There is no such alert.")
     form = AlertAcknowledgeForm(request.POST)
     if not form.is_valid():
-        return _list_page(request, status=400, error=(alert_id, form.errors["note"][0]))
+        return _list_page(request, status=400, error=(alert_id, str(form.errors["note"][0])))
     try:
         ack = alert_acknowledge(alert_id=alert_id, actor=user, note=form.cleaned_data["note"], request=request)
     except AlertNotFoundError:
@@ -137,7 +137,7 @@ def alert_acknowledge_all_view(request: HttpRequest) -> HttpResponse:
         return _list_page(request, status=400, error=(None, f"{exc.message} Nothing was changed."))
     form = AlertAcknowledgeForm(request.POST)
     if not form.is_valid():
-        return _list_page(request, status=400, error=(None, form.errors["note"][0]))
+        return _list_page(request, status=400, error=(None, str(form.errors["note"][0])))
     try:
         done = alert_acknowledge_many(
             alert_ids=[i for i in ids if i is not None],
