@@ -204,7 +204,7 @@ def test_an_edit_that_only_lowers_a_limit_is_saved_but_not_one_that_also_changes
     response = client.post(url, lowered)
     assert response.status_code == 302, response.content.decode()[:3000]
     bot.refresh_from_db()
-    assert (bot.max_open_orders, bot.max_order_notional, bot.max_position_notional) == (5, 30, 200)
+    assert (bot.max_open_orders, bot.max_order_notional, bot.max_position_notional) == (5, Decimal(30), Decimal(200))
     # The same limits with other grid parameters are a new configuration: checked, refused, nothing changes.
     before = model_to_dict(bot)
     refused(
