@@ -248,6 +248,12 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
         if max_open is not None and footprint.resting_orders > max_open and not tightening("max_open_orders"):
             field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
             refuse(field, f"{footprint.resting_what}, more than the max open orders {max_open}.")
+        per_minute = data.get("max_orders_per_minute")
+        if per_minute is not None and footprint.resting_orders > per_minute and not tightening("max_orders_per_minute"):
+            # Its first tick proposes an order on every level: the gate would refuse (and audit) the rest, tick
+            # after tick, until the minute's window lets them through.
+            field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
+            refuse(field, f"{footprint.resting_what}, more than the max orders per minute {per_minute}.")
         slow = values.get("slow")
         if isinstance(slow, int) and slow + 1 > MAX_CANDLES:
             refuse(

@@ -146,7 +146,7 @@ class Footprint:
     param: str
     largest_order: Size  # held against the max order notional
     full_position: Size  # the most it buys before it sells: held against the max position notional
-    resting_orders: int = 1  # the most of its orders resting on the book at once
+    resting_orders: int = 1  # the most orders it places in one tick, all of which may rest on the book at once
     resting_param: str = ""
     resting_what: str = ""
 

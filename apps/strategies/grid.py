@@ -81,7 +81,7 @@ class GridStrategy(Strategy):
             ),
             resting_orders=n,
             resting_param="levels",
-            resting_what=f"A grid of {n} levels rests up to {n} orders at once",
+            resting_what=f"A grid of {n} levels places up to {n} orders at once",
         )
 
     def levels(self) -> list[Decimal]:

@@ -11,7 +11,7 @@ from django.test import Client
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.audit.models import AuditEntry
-from tests.people import Person
+from tests.people import Person, make_person, password_login
 
 pytestmark = pytest.mark.django_db
 LoggedIn = Callable[[str], tuple[Client, Person]]
@@ -75,6 +75,10 @@ def test_an_anonymous_or_password_only_user_cannot_acknowledge(logged_in: Logged
     alert = trading_alert()
     anonymous = Client().post(f"/alerts/{alert.pk}/acknowledge/", {"note": "x"})
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
+    half = Client()
+    password_login(half, make_person("half-in", "admin"))  # a password, no authenticator code yet
+    response = half.post(f"/alerts/{alert.pk}/acknowledge/", {"note": "x"})
+    assert response.status_code == 302 and response["Location"] == "/accounts/otp/"
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and acks() == 0
 

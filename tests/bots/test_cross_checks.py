@@ -83,7 +83,12 @@ REFUSALS = [
     (
         "grid",
         {"param_levels": "30"},
-        "A grid of 30 levels rests up to 30 orders at once, more than the max open orders 20.",
+        "A grid of 30 levels places up to 30 orders at once, more than the max open orders 20.",
+    ),
+    (
+        "grid",
+        {"param_levels": "40", "max_open_orders": "50"},
+        "A grid of 40 levels places up to 40 orders at once, more than the max orders per minute 30.",
     ),
     (
         "ma_cross",
@@ -180,7 +185,7 @@ def test_the_edit_form_refuses_too_and_changes_nothing(logged_in: LoggedIn, acco
         client,
         url,
         form(account, "grid", max_order_notional="30", param_levels="25"),
-        "A grid of 25 levels rests up to 25 orders at once, more than the max open orders 20.",
+        "A grid of 25 levels places up to 25 orders at once, more than the max open orders 20.",
     )
     # Another strategy with the same limits: the DCA buy is above the max order notional.
     refused(
@@ -211,6 +216,6 @@ def test_an_edit_that_only_lowers_a_limit_is_saved_but_not_one_that_also_changes
         client,
         url,
         {**lowered, "param_levels": "8"},
-        "A grid of 8 levels rests up to 8 orders at once, more than the max open orders 5.",
+        "A grid of 8 levels places up to 8 orders at once, more than the max open orders 5.",
     )
     assert model_to_dict(Bot.objects.get()) == before
