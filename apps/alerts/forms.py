@@ -4,6 +4,8 @@ import unicodedata
 
 from django import forms
 
+from apps.alerts.services import ack_note_problem
+
 
 def _refuse_invisible(value: str, what: str) -> str:
     # NUL is refused by every CharField already; other control characters, bidirectional overrides and
@@ -36,3 +38,17 @@ class AlertWebhookForm(forms.Form):
 
     def clean_secret(self) -> str:
         return _refuse_invisible(str(self.cleaned_data["secret"]), "signing secret")
+
+
+class AlertAcknowledgeForm(forms.Form):
+    """An acknowledgement's note: optional, one line of plain text (it goes into the audit log)."""
+
+    # No max_length here: the service's check gives the one message (with the length) for too long a note.
+    note = forms.CharField(label="Note", required=False, strip=True)
+
+    def clean_note(self) -> str:
+        note = str(self.cleaned_data["note"])
+        problem = ack_note_problem(note)
+        if problem is not None:
+            raise forms.ValidationError(problem)
+        return note

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+ACK_NOTE_MAX = 500
+
 
 class Alert(models.Model):
     """A security or trading alert: key hygiene failures now; kills, breakers and more later."""
@@ -27,6 +29,13 @@ class Alert(models.Model):
     webhook_next_at = models.DateTimeField(null=True, blank=True)
     webhook_last_error = models.CharField(max_length=300, blank=True)
     webhook_delivered_at = models.DateTimeField(null=True, blank=True)
+    # Acknowledgement: someone who may see the alert has looked at it. The first one stays (a second
+    # acknowledgement changes nothing); users are deactivated, never deleted, hence PROTECT.
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        "accounts.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ack_note = models.CharField(max_length=ACK_NOTE_MAX, blank=True)
 
     class Meta:
         db_table = "killswitch_alert"  # the table it had when the kill switch app held it
@@ -34,7 +43,11 @@ class Alert(models.Model):
         indexes = [
             models.Index(
                 fields=["webhook_next_at"], condition=models.Q(webhook_status="pending"), name="alert_webhook_due"
-            )
+            ),
+            # The page chrome counts the unacknowledged alerts on every page: a small partial index.
+            models.Index(
+                fields=["kind"], condition=models.Q(acknowledged_at__isnull=True), name="alert_unacknowledged"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Case, QuerySet, Value, When
 
 from apps.accounts.models import User
 from apps.alerts.models import Alert, AlertWebhook
@@ -11,6 +11,7 @@ TEST_KIND = "webhook_test"
 # Security alerts (keys, logins, foreign orders, balances) are for admins; trading ones for every viewer.
 ADMIN_ALERTS = frozenset({"key_check_failed", "login_locked_out", "foreign_order", "balance_mismatch", TEST_KIND})
 ADMIN_PERM = "accounts.manage_exchange_accounts"
+ALERT_LIST_LIMIT = 200
 
 
 def alert_webhook_get() -> AlertWebhook:
@@ -27,8 +28,21 @@ def alert_visible(user: User, alert: Alert) -> bool:
     return alert.kind not in ADMIN_ALERTS or bool(user.has_perm(ADMIN_PERM))
 
 
-def alerts_for(user: User, limit: int = 200) -> QuerySet[Alert]:
+def alerts_visible(user: User) -> QuerySet[Alert]:
+    """Every alert `user` may see (the same rule as alert_visible, as a query)."""
     alerts = Alert.objects.all()
     if not user.has_perm(ADMIN_PERM):
         alerts = alerts.exclude(kind__in=ADMIN_ALERTS)
-    return alerts[:limit]
+    return alerts
+
+
+def alerts_for(user: User, limit: int = ALERT_LIST_LIMIT) -> QuerySet[Alert]:
+    """The alerts page: unacknowledged ones first, then the newest."""
+    alerts = alerts_visible(user).select_related("acknowledged_by")
+    unacknowledged_first = Case(When(acknowledged_at__isnull=True, then=Value(0)), default=Value(1))
+    return alerts.order_by(unacknowledged_first, "-created_at", "-pk")[:limit]
+
+
+def alert_unacknowledged_count(user: User) -> int:
+    """How many alerts `user` may see that nobody has acknowledged (one COUNT, on a partial index)."""
+    return alerts_visible(user).filter(acknowledged_at__isnull=True).count()

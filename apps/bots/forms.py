@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from collections.abc import Callable
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import models
 
 from apps.bots import models as bot_models
@@ -14,10 +16,13 @@ from apps.bots.models import DEFAULT_HOST, Bot
 from apps.bots.selectors import host_labels
 from apps.core.exceptions import ApplicationError
 from apps.core.input_validation import PlainDecimalField, PlainIntegerField, TextField
+from apps.exchanges import port
+from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.port import ExchangeError
 from apps.exchanges.selectors import exchange_symbols
 from apps.strategies import REGISTRY
-from apps.strategies.base import Param, ParamError, Strategy
+from apps.strategies.base import Param, ParamError, Size, Strategy, plain
+from apps.trading.tick import MAX_CANDLES
 
 PARAM_PREFIX = "param_"
 BASE_FIELDS = [
@@ -190,8 +195,96 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
                 self.add_error(PARAM_PREFIX + exc.field if exc.field else None, exc.message)
             else:
                 self.instance.params = self.strategy.to_json(values)
+                if account is not None and symbols and not self.has_error("symbols"):
+                    self._check_against_limits(values, account, symbols, data)
         self.instance.strategy = self.strategy.key
         return data
+
+    def _check_against_limits(
+        self, values: dict[str, Any], account: ExchangeAccount, symbols: list[str], data: dict[str, Any]
+    ) -> None:
+        """Refuse parameters whose own orders the order gate would refuse under these limits: a bot that cannot
+        trade, or one whose every tick would leave refusals in the audit log. Sizes in base units are valued at
+        the symbol's current price (public market data); when it cannot be read, the form is refused rather than
+        saved unchecked."""
+        footprint = self.strategy.footprint(values)
+        if footprint is None:
+            return
+        tightening = self._tightening(values, data)
+        errors: dict[str, list[str]] = {}
+
+        def refuse(field: str, message: str) -> None:
+            if message not in errors.setdefault(field, []):
+                errors[field].append(message)
+
+        size_field = PARAM_PREFIX + footprint.param
+        checks = [
+            (size, data.get(limit), label)
+            for size, limit, label in (
+                (footprint.largest_order, "max_order_notional", "max order notional"),
+                (footprint.full_position, "max_position_notional", "max position notional"),
+            )
+            if not tightening(limit)
+        ]
+        market: port.Exchange | None = None
+        for symbol in symbols:
+            base, quote = symbol.split("/")
+            price: Decimal | None = None
+            if any(size.needs_market_price and limit is not None for size, limit, _ in checks):
+                try:
+                    market = market or port.Exchange(exchange_id=account.exchange_id)
+                    price = market.price(symbol)
+                except ExchangeError as exc:
+                    refuse(
+                        NON_FIELD_ERRORS,
+                        f"Could not read the price of {symbol} to check the order size; try again ({exc.message}).",
+                    )
+                    continue
+            for size, limit, label in checks:
+                if limit is not None and size.value(price) > limit:
+                    text = _size_text(size, base, quote, price)
+                    refuse(size_field, f"{text} is above the {label} {plain(limit)} {quote}.")
+        max_open = data.get("max_open_orders")
+        if max_open is not None and footprint.resting_orders > max_open and not tightening("max_open_orders"):
+            field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
+            refuse(field, f"{footprint.resting_what}, more than the max open orders {max_open}.")
+        per_minute = data.get("max_orders_per_minute")
+        if per_minute is not None and footprint.resting_orders > per_minute and not tightening("max_orders_per_minute"):
+            # Its first tick proposes an order on every level: the gate would refuse (and audit) the rest, tick
+            # after tick, until the minute's window lets them through.
+            field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
+            refuse(field, f"{footprint.resting_what}, more than the max orders per minute {per_minute}.")
+        slow = values.get("slow")
+        if isinstance(slow, int) and slow + 1 > MAX_CANDLES:
+            refuse(
+                PARAM_PREFIX + "slow",
+                f"A slow window of {slow} needs {slow + 1} candles; a tick reads at most {MAX_CANDLES}, so the bot "
+                "would never trade.",
+            )
+        for field, messages in errors.items():
+            for message in messages:
+                self.add_error(None if field == NON_FIELD_ERRORS else field, message)
+
+    def _tightening(self, values: dict[str, Any], data: dict[str, Any]) -> Callable[[str], bool]:
+        """Whether an edit only lowers (or keeps) a limit, with the strategy and its parameters as stored.
+
+        Such an edit is not refused by the checks above: the gate enforces the lower limit on the next order,
+        and refusing it would block a risk reduction an operator may make (loosening needs an admin; changing
+        the parameters of a live bot is a loosening).
+        """
+        stored = Bot.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        if stored is None or stored.strategy != self.strategy.key:
+            return lambda limit: False
+        try:
+            same_params = self.strategy.clean(stored.params) == values
+        except ParamError:
+            same_params = False
+
+        def tightening(limit: str) -> bool:
+            value = data.get(limit)
+            return same_params and value is not None and value <= getattr(stored, limit)
+
+        return tightening
 
     def save(self, commit: bool = True) -> Bot:
         bot: Bot = super().save(commit=False)
@@ -212,6 +305,24 @@ class FlattenOnKillForm(forms.Form):
         help_text="Selling happens after every order is cancelled and checked, on the bot's own symbols, for live "
         "bots only; the amount is the bot's recorded position.",
     )
+
+
+def _money(number: Decimal) -> str:
+    return plain(number.quantize(Decimal("0.00000001"), rounding=ROUND_UP))
+
+
+def _size_text(size: Size, base: str, quote: str, market_price: Decimal | None) -> str:
+    """The size with its numbers: "DCA buy 50 USDT", "Grid order 0.001 BTC x 40000 USDT (its top level) = 40 USDT"."""
+    what = size.what.format(base=base, quote=quote)
+    if size.quote is not None:
+        return f"{what} {_money(size.quote)} {quote}"
+    if size.price is not None:
+        price, note = size.price, size.price_note
+    else:
+        assert market_price is not None  # the caller read it: needs_market_price
+        price, note = market_price, f"the current price of {base}/{quote}"
+    assert size.base is not None
+    return f"{what} {plain(size.base)} {base} x {plain(price)} {quote} ({note}) = {_money(size.value(price))} {quote}"
 
 
 def strategy_from(request_data: Any, default: str = "grid") -> type[Strategy]:

@@ -99,6 +99,58 @@ class Decision:
     state: dict[str, Any] = field(default_factory=dict)  # persisted for the next tick
 
 
+def plain(number: Decimal | int) -> str:
+    """A number as people write it: 40000 (not 4E+4 or 40000.000), 0.001 (not 1E-3)."""
+    if isinstance(number, int):
+        return str(number)
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@dataclass(frozen=True)
+class Size:
+    """An order's (or a position's) size: in quote currency (`quote`), or in base units (`base`) valued at a price
+    the parameters fix (`price`, e.g. a grid level, named by `price_note`) or, without one, at the market's price.
+
+    `what` may name the symbol's currencies as {base} and {quote}.
+    """
+
+    what: str
+    quote: Decimal | None = None
+    base: Decimal | None = None
+    price: Decimal | None = None
+    price_note: str = ""
+
+    @property
+    def needs_market_price(self) -> bool:
+        return self.quote is None and self.price is None
+
+    def value(self, market_price: Decimal | None = None) -> Decimal:
+        """The size in quote currency (`market_price` is used only when the parameters fix no price)."""
+        if self.quote is not None:
+            return self.quote
+        price = self.price if self.price is not None else market_price
+        if self.base is None or price is None:
+            raise ValueError(f"{self.what}: a base amount and a price are needed to value it")
+        return self.base * price
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The most a configuration asks of the bot's risk limits on one symbol, read from its parameters alone: the
+    bot form refuses a configuration whose own orders the order gate (apps.trading.gate) would refuse.
+
+    `param` sizes the orders (an error about size is shown on it); `resting_param` sets how many rest at once.
+    """
+
+    param: str
+    largest_order: Size  # held against the max order notional
+    full_position: Size  # the most it buys before it sells: held against the max position notional
+    resting_orders: int = 1  # the most orders it places in one tick, all of which may rest on the book at once
+    resting_param: str = ""
+    resting_what: str = ""
+
+
 class Strategy(ABC):
     # Templates receive strategy classes; without this Django would try to instantiate them.
     do_not_call_in_templates: ClassVar[bool] = True
@@ -124,6 +176,11 @@ class Strategy(ABC):
     @classmethod  # noqa: B027 - an optional hook with nothing to do by default, not abstract
     def check(cls, values: dict[str, Any]) -> None:
         """Cross-field rules (override); raise ParamError."""
+
+    @classmethod
+    def footprint(cls, values: dict[str, Any]) -> Footprint | None:
+        """What these (cleaned) values ask of the risk limits; None when the strategy cannot say."""
+        return None
 
     @classmethod
     def to_json(cls, values: dict[str, Any]) -> dict[str, Any]:

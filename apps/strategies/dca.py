@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.strategies.base import PRICE_MAX, Decision, MarketView, OrderIntent, Param, Strategy
+from apps.strategies.base import PRICE_MAX, Decision, Footprint, MarketView, OrderIntent, Param, Size, Strategy
 
 
 class DcaStrategy(Strategy):
@@ -33,6 +33,13 @@ class DcaStrategy(Strategy):
             max=Decimal("1000"),
         ),
     )
+
+    @classmethod
+    def footprint(cls, values: dict[str, Any]) -> Footprint:
+        # Market buys of a fixed quote amount; the position grows buy by buy up to the max position, which is what
+        # that limit is for: the first buy alone must fit it.
+        buy = Size("DCA buy", quote=values["quote_per_buy"])
+        return Footprint(param="quote_per_buy", largest_order=buy, full_position=buy)
 
     def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
         ticks = int(state.get("ticks", 0)) + 1

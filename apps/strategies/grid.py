@@ -9,11 +9,14 @@ from apps.strategies.base import (
     PRICE_MAX,
     ZERO,
     Decision,
+    Footprint,
     MarketView,
     OrderIntent,
     Param,
     ParamError,
+    Size,
     Strategy,
+    plain,
 )
 
 
@@ -61,6 +64,25 @@ class GridStrategy(Strategy):
     def check(cls, values: dict[str, Any]) -> None:
         if values["lower"] >= values["upper"]:
             raise ParamError("upper", "The upper price must be above the lower price.")
+
+    @classmethod
+    def footprint(cls, values: dict[str, Any]) -> Footprint:
+        # Limit orders at the levels: buys below the price, sells of what it bought one level up, never both on one
+        # level, so at most one order per level rests. The largest is a sell at the top level; the most it holds
+        # is one order amount bought on every level.
+        amount, lower, upper, n = values["order_amount"], values["lower"], values["upper"], values["levels"]
+        full = sum((amount * level for level in cls(values).levels()), ZERO)
+        return Footprint(
+            param="order_amount",
+            largest_order=Size("Grid order", base=amount, price=upper, price_note="its top level"),
+            full_position=Size(
+                f"A full grid ({n} levels of {plain(amount)} {{base}}, {plain(lower)} to {plain(upper)} {{quote}}) =",
+                quote=full,
+            ),
+            resting_orders=n,
+            resting_param="levels",
+            resting_what=f"A grid of {n} levels places up to {n} orders at once",
+        )
 
     def levels(self) -> list[Decimal]:
         lower, upper, n = self.values["lower"], self.values["upper"], self.values["levels"]

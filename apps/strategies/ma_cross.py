@@ -3,7 +3,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from apps.strategies.base import AMOUNT_MAX, Decision, MarketView, OrderIntent, Param, ParamError, Strategy
+from apps.strategies.base import (
+    AMOUNT_MAX,
+    Decision,
+    Footprint,
+    MarketView,
+    OrderIntent,
+    Param,
+    ParamError,
+    Size,
+    Strategy,
+)
 
 
 class MaCrossStrategy(Strategy):
@@ -30,6 +40,12 @@ class MaCrossStrategy(Strategy):
     def check(cls, values: dict[str, Any]) -> None:
         if values["fast"] >= values["slow"]:
             raise ParamError("slow", "The slow window must be longer than the fast one.")
+
+    @classmethod
+    def footprint(cls, values: dict[str, Any]) -> Footprint:
+        # One market buy of a base amount, valued at the market's price; long once, so that is the whole position.
+        buy = Size("Crossover buy", base=values["order_amount"])
+        return Footprint(param="order_amount", largest_order=buy, full_position=buy)
 
     @staticmethod
     def _average(values: tuple[Decimal, ...], window: int) -> Decimal:
