@@ -60,7 +60,7 @@ function start(root) {
     order_update: (e) => orderRow(e),
     fill: (e) => {
       const d = e.data;
-      prepend("fills", [clock(e.at), d.symbol, d.side, d.price, d.amount, `${d.fee ?? "0"} ${d.fee_currency || ""}`.trim()]);
+      prepend("fills", [clock(e.at), d.symbol, d.side, num(d.price), num(d.amount), `${num(d.fee ?? "0")} ${d.fee_currency || ""}`.trim()]);
       positionRow(d);
     },
     gate_refusal: (e) => {
@@ -87,7 +87,7 @@ function start(root) {
       return;
     }
     if (!row) {
-      row = makeRow([clock(e.at), d.symbol, d.side, d.price ?? "market", d.amount, d.filled, d.status]);
+      row = makeRow([clock(e.at), d.symbol, d.side, d.price == null ? "market" : num(d.price), num(d.amount), "", ""]);
       row.dataset.order = String(d.id);
       row.cells[5].dataset.field = "filled";
       row.cells[6].dataset.field = "status";
@@ -95,7 +95,7 @@ function start(root) {
       body.prepend(row);
       trim(body, 100);
     }
-    setText(row.querySelector("[data-field=filled]"), d.filled);
+    setText(row.querySelector("[data-field=filled]"), num(d.filled));
     setText(row.querySelector("[data-field=status]"), d.status);
   }
 
@@ -110,9 +110,9 @@ function start(root) {
       body.querySelector("tr.empty")?.remove();
       body.append(row);
     }
-    setText(row.querySelector("[data-field=held]"), d.position);
-    setText(row.querySelector("[data-field=entry]"), d.position_average_entry ?? "—");
-    setText(row.querySelector("[data-field=last]"), d.position_last_price ?? "—");
+    setText(row.querySelector("[data-field=held]"), num(d.position));
+    setText(row.querySelector("[data-field=entry]"), d.position_average_entry == null ? "—" : num(d.position_average_entry));
+    setText(row.querySelector("[data-field=last]"), d.position_last_price == null ? "—" : num(d.position_last_price));
     setText(row.querySelector("[data-field=realized]"), money(d.position_realized));
     setText(row.querySelector("[data-field=unrealized]"), money(d.position_unrealized));
   }
@@ -179,6 +179,15 @@ function start(root) {
 
   function setText(node, value) {
     if (node) node.textContent = value == null ? "" : String(value);
+  }
+
+  function num(value) {
+    // At most 8 decimal places, as the server renders quantities and prices (an average entry can have 12).
+    if (value == null) return "";
+    const text = String(value);
+    const dot = text.indexOf(".");
+    if (dot < 0 || text.length - dot - 1 <= 8) return text;
+    return Number(text).toFixed(8).replace(/\.?0+$/, "");
   }
 
   function money(value) {

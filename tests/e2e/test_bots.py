@@ -1,8 +1,10 @@
-"""Bots in a real browser: the strategy's form, a validation error that keeps the input, create, start."""
+"""Bots in a real browser: the strategy's form, a validation error that keeps the input, create, start; the
+list's fleet actions (tick bots, start or stop them together, each bot's outcome)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from playwright.sync_api import Page, expect
 from pytest_django.live_server_helper import LiveServer
@@ -10,6 +12,7 @@ from pytest_django.live_server_helper import LiveServer
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
 from tests.e2e.conftest import browser_login
+from tests.e2e.test_bot_page_live import shoot
 from tests.keys import Key
 from tests.people import make_person
 
@@ -55,3 +58,58 @@ def test_an_operator_configures_and_starts_a_bot(
     page.get_by_role("button", name="Start").click()
     expect(page.locator(".facts")).to_contain_text("wanted: Running")
     assert Bot.objects.get().desired_state == "running"
+
+
+def test_an_operator_starts_and_stops_ticked_bots_from_the_list_and_reads_each_outcome(
+    live_server: LiveServer, page: Page, new_key: Callable[..., Key]
+) -> None:
+    base = live_server.url
+    account, _ = exchange_account_create(
+        label="Sandbox",
+        exchange_id="sandbox",
+        credentials=new_key(ip_restrict=True).form(),
+        attested_no_withdrawals=False,
+        actor="system:test",
+    )
+    limits = {
+        "max_order_notional": Decimal("100"),
+        "max_position_notional": Decimal("1000"),
+        "daily_loss_limit": Decimal("100"),
+        "max_drawdown_pct": Decimal("10"),
+    }
+    for name in ("Grid east", "Grid west", "DCA weekly"):
+        Bot.objects.create(name=name, account=account, strategy="grid", symbols=["BTC/USDT"], **limits)
+    Bot.objects.create(
+        name="Halted grid",
+        account=account,
+        strategy="grid",
+        symbols=["BTC/USDT"],
+        halted=True,
+        halt_reason="daily loss 120 beyond 100",
+        **limits,
+    )
+    who = make_person("olga", "operator")
+    browser_login(page, base, "olga", who.code())
+    page.goto(f"{base}/bots/")
+    page.get_by_label("Select Grid east").check()
+    page.get_by_label("Select Grid west").check()
+    page.get_by_label("Select Halted grid").check()
+    shoot(page, "bots-list")
+    page.get_by_role("button", name="Start selected").click()
+    messages = page.locator("ul.messages")
+    expect(messages).to_contain_text("Grid east: start requested")
+    expect(messages).to_contain_text("Grid west: start requested")
+    expect(messages.locator("li.error")).to_have_text(
+        "Halted grid: refused: Halted grid is halted (daily loss 120 beyond 100); an admin must clear the halt first."
+    )
+    shoot(page, "bots-list-after-start")
+    states = dict(Bot.objects.values_list("name", "desired_state"))
+    assert states == {"Grid east": "running", "Grid west": "running", "DCA weekly": "stopped", "Halted grid": "stopped"}
+
+    page.get_by_role("button", name="Stop selected").click()  # nothing ticked
+    expect(page.locator("#fleet-error")).to_have_text("Select at least one bot to start or stop; nothing was changed.")
+    page.get_by_label("Select Grid west").check()
+    page.get_by_role("button", name="Stop selected").click()
+    expect(page.locator("ul.messages")).to_have_text("Grid west: stop requested")
+    assert Bot.objects.get(name="Grid west").desired_state == "stopped"
+    assert Bot.objects.get(name="Grid east").desired_state == "running"
