@@ -8,6 +8,7 @@ without a reload.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from decimal import Decimal
@@ -91,7 +92,7 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
     try:
         for n, price in enumerate(["29900", "29500", "29000"]):
             intent = OrderIntent("BTC/USDT", "buy", "limit", Decimal("0.01"), Decimal(price), f"page-{n}")
-            as_worker(lambda intent=intent: place_order(bot=bot, intent=intent, exchange=client))
+            as_worker(functools.partial(place_order, bot=bot, intent=intent, exchange=client))
         # The three resting buys appear, newest first, each in its own row.
         expect(orders.locator("tr[data-order]")).to_have_count(3)
         expect(orders.locator("tr[data-order]").nth(0)).to_contain_text("29000")
