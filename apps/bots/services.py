@@ -8,6 +8,7 @@ tighten a live bot's limits, stop it, and edit a paper bot freely.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +28,8 @@ from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.strategies import REGISTRY
 from apps.strategies.base import ParamError
+
+logger = logging.getLogger(__name__)
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (
@@ -284,6 +287,8 @@ def bot_set_flatten_on_kill(*, bot: Bot, flatten: bool, actor: Actor, request: H
     """Whether the kill switch market-sells this bot's position. Admins only (the view also asks for step-up)."""
     if not (isinstance(actor, User) and actor.has_perm("accounts.enable_live_mode")):
         raise ApplicationError("Only an admin can change what the kill switch does with a bot's position.")
+    if bot.archived_at is not None:
+        raise ApplicationError(f"{bot.name} is archived: an admin must unarchive it first.")
     before = bot.flatten_on_kill
     if before == flatten:
         return
@@ -342,6 +347,11 @@ def bots_fleet_act(
                 bot_stop(bot=bot, actor=actor, request=request)
         except ApplicationError as exc:
             outcomes.append(FleetOutcome(pk, bot.name, False, f"refused: {exc.message}"))
+        except Exception:
+            # Say so and go on with the others rather than fail the page after some bots already moved:
+            # whether this one did is not known here, so the page says "unknown", never "refused".
+            logger.exception("fleet %s of bot %s failed", action, pk)
+            outcomes.append(FleetOutcome(pk, bot.name, False, "unknown: it failed unexpectedly; check its page."))
         else:
             done = "start requested" if action == "start" else "stop requested"
             outcomes.append(FleetOutcome(pk, bot.name, True, done))

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
-from apps.bots.services import bot_archive, bot_start
+from apps.bots.services import bot_archive, bot_set_flatten_on_kill, bot_start
 from apps.core.exceptions import ApplicationError
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
@@ -208,3 +208,20 @@ def test_archiving_an_unknown_bot_is_a_404(logged_in: LoggedIn) -> None:
     client, _ = logged_in("operator")
     assert client.post("/bots/424242/archive/").status_code == 404
     assert client.post("/bots/424242/unarchive/").status_code == 403  # an operator may not unarchive at all
+
+
+@pytest.mark.parametrize("bot_id", ["99999999999999999999999", str(2**63)])
+def test_a_bot_id_beyond_the_column_is_a_404(logged_in: LoggedIn, bot_id: str) -> None:
+    admin, _ = logged_in("admin")
+    assert admin.post(f"/bots/{bot_id}/archive/").status_code == 404
+    assert admin.post(f"/bots/{bot_id}/unarchive/").status_code == 404
+
+
+def test_what_a_kill_does_with_an_archived_bot_cannot_be_changed(
+    logged_in: LoggedIn, make_bot: Callable[..., Bot]
+) -> None:
+    bot = make_bot("old grid", archived_at=timezone.now())
+    _, who = logged_in("admin")
+    with pytest.raises(ApplicationError, match="old grid is archived"):
+        bot_set_flatten_on_kill(bot=bot, flatten=True, actor=who.user)
+    assert Bot.objects.get().flatten_on_kill is False

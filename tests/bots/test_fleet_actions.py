@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 
 from apps.audit.models import AuditEntry
+from apps.bots import services
 from apps.bots.models import Bot, TradingHalt
-from apps.bots.services import bots_fleet_act
 from apps.core.exceptions import ApplicationError
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
@@ -162,7 +162,7 @@ def test_bad_input_gets_a_clear_400_and_changes_nothing(
 
 def test_a_repeated_id_acts_once(make_bot: Callable[..., Bot]) -> None:
     bot = make_bot("alpha")
-    outcomes = bots_fleet_act(bot_ids=[bot.pk, bot.pk], action="start", actor="system:test")
+    outcomes = services.bots_fleet_act(bot_ids=[bot.pk, bot.pk], action="start", actor="system:test")
     assert [(o.name, o.ok, o.message) for o in outcomes] == [("alpha", True, "start requested")]
     assert AuditEntry.objects.filter(action="bot.start_requested").count() == 1
 
@@ -170,5 +170,27 @@ def test_a_repeated_id_acts_once(make_bot: Callable[..., Bot]) -> None:
 def test_the_service_refuses_an_unknown_id_before_touching_any_bot(make_bot: Callable[..., Bot]) -> None:
     bot = make_bot("alpha")
     with pytest.raises(ApplicationError, match="No bot with id 424242"):
-        bots_fleet_act(bot_ids=[bot.pk, 424242], action="start", actor="system:test")
+        services.bots_fleet_act(bot_ids=[bot.pk, 424242], action="start", actor="system:test")
     assert Bot.objects.get().desired_state == "stopped"
+
+
+def test_an_unexpected_failure_of_one_bot_is_reported_as_unknown_and_the_others_go_on(
+    logged_in: LoggedIn, make_bot: Callable[..., Bot], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alpha, beta = make_bot("alpha"), make_bot("beta")
+    real_start = services.bot_start
+
+    def start(*, bot: Bot, **kwargs: Any) -> None:
+        # A stand-in (the only one here) for a failure that cannot be provoked on demand, such as the
+        # database connection dropping in the middle of one bot's start.
+        if bot.pk == alpha.pk:
+            raise RuntimeError("connection lost")
+        real_start(bot=bot, **kwargs)
+
+    monkeypatch.setattr(services, "bot_start", start)
+    client, _ = logged_in("operator")
+    response = client.post("/bots/fleet/", {"action": "start", "bot": [alpha.pk, beta.pk]}, follow=True)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "alpha: unknown: it failed unexpectedly; check its page." in page and "beta: start requested" in page
+    assert Bot.objects.get(pk=beta.pk).desired_state == "running"
