@@ -64,7 +64,13 @@ def gate_refusal(refusal: GateRefusal) -> None:
     publish(
         kind="gate_refusal",
         bot_id=refusal.bot_id,
-        data={"symbol": refusal.symbol, "side": refusal.side, "reason": refusal.reason, "message": refusal.message},
+        data={
+            "id": refusal.pk,
+            "symbol": refusal.symbol,
+            "side": refusal.side,
+            "reason": refusal.reason,
+            "message": refusal.message,
+        },
     )
 
 

@@ -60,12 +60,18 @@ function start(root) {
     order_update: (e) => orderRow(e),
     fill: (e) => {
       const d = e.data;
-      prepend("fills", [clock(e.at), d.symbol, d.side, num(d.price), num(d.amount), `${num(d.fee ?? "0")} ${d.fee_currency || ""}`.trim()]);
+      // The server may already have rendered it (an event published while the page was being built).
+      if (!hasRow("fills", "trade", d.trade_id)) {
+        const row = prepend("fills", [clock(e.at), d.symbol, d.side, num(d.price), num(d.amount), `${num(d.fee ?? "0")} ${d.fee_currency || ""}`.trim()]);
+        if (row && d.trade_id != null) row.dataset.trade = String(d.trade_id);
+      }
       positionRow(d);
     },
     gate_refusal: (e) => {
       const d = e.data;
-      prepend("refusals", [clock(e.at), d.symbol, d.side, d.message], "refused");
+      if (hasRow("refusals", "refusal", d.id)) return;
+      const row = prepend("refusals", [clock(e.at), d.symbol, d.side, d.message], "refused");
+      if (row && d.id != null) row.dataset.refusal = String(d.id);
       warn(e);
     },
     pnl: (e) => {
@@ -123,6 +129,7 @@ function start(root) {
     if (!list) return;
     const item = document.createElement("li");
     item.dataset.at = e.at;
+    if (e.data.id != null) item.dataset.refusal = String(e.data.id);
     const small = document.createElement("small");
     const time = document.createElement("time");
     time.dateTime = e.at;
@@ -153,6 +160,13 @@ function start(root) {
     if (className) row.className = className;
     body.prepend(row);
     trim(body, MAX_ROWS);
+    return row;
+  }
+
+  function hasRow(id, key, value) {
+    if (value == null) return false;
+    const body = document.getElementById(id);
+    return Boolean(body && [...body.rows].some((row) => row.dataset[key] === String(value)));
   }
 
   function makeRow(cells) {

@@ -19,6 +19,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from apps.bots.models import Bot
+from apps.events.models import Event
+from apps.events.services import publish
 from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
@@ -137,5 +139,17 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
         page.reload()
         expect(page.locator("#open-orders tr[data-order]")).to_have_count(2)
         expect(page.locator("#refusal-warning")).to_contain_text("Order notional 1499.50 exceeds the limit 1000.00.")
+        expect(page.locator("#live-status")).to_have_text("Live")
+        # An event the server had already rendered (published while the page was being built, so after
+        # its cursor) adds no second row; a new one still arrives.
+        for kind in ("fill", "gate_refusal"):
+            again = Event.objects.filter(bot=bot, kind=kind).latest("seq")
+            as_worker(functools.partial(publish, kind=again.kind, bot_id=bot.pk, data=again.payload))
+        sandbox.admin.set_price("BTC/USDT", "29400")  # crosses the 29500 buy
+        as_worker(lambda: orders_sync(bot=bot, exchange=client))
+        expect(page.locator("#open-orders tr[data-order]")).to_have_count(1)
+        expect(page.locator("#fills tr")).to_have_count(2)
+        expect(page.locator("#refusals tr")).to_have_count(1)
+        expect(page.locator("#refusal-warning li")).to_have_count(1)
     finally:
         sandbox.admin.release_price("BTC/USDT")
