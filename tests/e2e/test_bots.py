@@ -109,7 +109,22 @@ def test_an_operator_starts_and_stops_ticked_bots_from_the_list_and_reads_each_o
     page.get_by_role("button", name="Stop selected").click()  # nothing ticked
     expect(page.locator("#fleet-error")).to_have_text("Select at least one bot to start or stop; nothing was changed.")
     page.get_by_label("Select Grid west").check()
+    expect(page.get_by_label("Select every bot")).to_have_js_property("indeterminate", True)
+    page.get_by_label("Select every bot").check()  # ticks all four
     page.get_by_role("button", name="Stop selected").click()
-    expect(page.locator("ul.messages")).to_have_text("Grid west: stop requested")
-    assert Bot.objects.get(name="Grid west").desired_state == "stopped"
-    assert Bot.objects.get(name="Grid east").desired_state == "running"
+    expect(page.locator("ul.messages li")).to_have_count(4)
+    expect(page.locator("ul.messages")).to_contain_text("Grid west: stop requested")
+    assert set(Bot.objects.values_list("desired_state", flat=True)) == {"stopped"}
+
+    # A stopped bot is archived from its page: out of the list, shown by the "show archived" filter.
+    page.get_by_role("link", name="Grid west").click()
+    page.get_by_role("button", name="Archive").click()
+    expect(page.locator(".archived-banner")).to_contain_text("Archived on")
+    expect(page.get_by_role("button", name="Start")).to_have_count(0)
+    shoot(page, "bot-archived")
+    page.get_by_role("link", name="Bots", exact=True).click()
+    expect(page.locator("table").first).not_to_contain_text("Grid west")
+    page.get_by_role("link", name="Show archived bots (1)").click()
+    expect(page.locator("table").first).to_contain_text("Grid west")
+    expect(page.get_by_role("button", name="Start selected")).to_have_count(0)
+    assert Bot.objects.get(name="Grid west").archived_at is not None
