@@ -16,3 +16,7 @@ def fleet_hosts() -> list[FleetHost]:
 
 def bots_using(account: ExchangeAccount) -> list[Bot]:
     return list(Bot.objects.filter(account=account).order_by("name"))
+
+
+def archived_count() -> int:
+    return Bot.objects.filter(archived_at__isnull=False).count()

@@ -1,4 +1,5 @@
-"""Bots: create, edit (audited with a before/after diff), clone, start, stop, switch to live or paper.
+"""Bots: create, edit (audited with a before/after diff), clone, start, stop (one or many), switch to live
+or paper, archive and unarchive.
 
 Loosening a live bot (another account, a higher limit, more symbols, another strategy or other
 parameters, another host, faster ticks) is an admin's act behind a fresh code; an operator may
@@ -7,12 +8,16 @@ tighten a live bot's limits, stop it, and edit a paper bot freely.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 from django.forms.models import model_to_dict
 from django.http import HttpRequest
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.accounts.services import step_up_is_fresh
@@ -23,6 +28,8 @@ from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.strategies import REGISTRY
 from apps.strategies.base import ParamError
+
+logger = logging.getLogger(__name__)
 
 # What the before/after diff of an edit covers (state fields change through their own actions).
 CONFIG_FIELDS = (
@@ -187,6 +194,8 @@ def bot_update(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) ->
     """
     with transaction.atomic():
         stored = Bot.objects.select_for_update().get(pk=bot.pk)
+        if stored.archived_at is not None:
+            raise ApplicationError(f"{stored.name} is archived: an admin must unarchive it first. Nothing was saved.")
         loosened = bot_loosenings(stored=stored, edited=bot)
         if loosened:
             _authorize_loosening(loosened=loosened, actor=actor, request=request)
@@ -217,6 +226,8 @@ def bot_clone(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
 
 
 def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> None:
+    if bot.archived_at is not None:
+        raise ApplicationError(f"{bot.name} is archived: an admin must unarchive it before it can start.")
     if bot.halted:
         raise ApplicationError(
             f"{bot.name} is halted ({bot.halt_reason}); an admin must clear the halt first (on the bot's page)."
@@ -232,10 +243,13 @@ def bot_start(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> 
         halted_everywhere, halt_reason = global_halt_lock_shared()
         if halted_everywhere:
             raise ApplicationError(f"Trading is halted for every bot ({halt_reason or 'halted'}); nothing can start.")
-        if Bot.objects.select_for_update().filter(pk=bot.pk).values_list("halted", flat=True).first() is not False:
+        locked = Bot.objects.select_for_update().filter(pk=bot.pk).values_list("halted", "archived_at").first()
+        if locked is None or locked[0] is not False:
             raise ApplicationError(
                 f"{bot.name} is halted (or gone); an admin must clear the halt first (on the bot's page)."
             )
+        if locked[1] is not None:  # archived since the page was loaded
+            raise ApplicationError(f"{bot.name} is archived: an admin must unarchive it before it can start.")
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.RUNNING)
         record(actor=actor, action="bot.start_requested", target=bot, request=request, data={"mode": bot.mode})
         bot_events.bot_state(bot.pk)
@@ -254,6 +268,8 @@ def bot_set_mode(*, bot: Bot, mode: str, actor: Actor, request: HttpRequest | No
     """Switch between paper and live. Live needs an admin (the view also asks for step-up) and a stopped bot."""
     if mode not in Bot.Mode.values:
         raise ApplicationError("Unknown mode.")
+    if bot.archived_at is not None:
+        raise ApplicationError(f"{bot.name} is archived: an admin must unarchive it first.")
     if mode == Bot.Mode.LIVE and not (isinstance(actor, User) and actor.has_perm("accounts.enable_live_mode")):
         raise ApplicationError("Only an admin can switch a bot to live trading.")
     if bot.desired_state == Bot.Desired.RUNNING or bot.observed_state not in (Bot.Observed.STOPPED, Bot.Observed.ERROR):
@@ -275,6 +291,8 @@ def bot_set_flatten_on_kill(*, bot: Bot, flatten: bool, actor: Actor, request: H
     """Whether the kill switch market-sells this bot's position. Admins only (the view also asks for step-up)."""
     if not (isinstance(actor, User) and actor.has_perm("accounts.enable_live_mode")):
         raise ApplicationError("Only an admin can change what the kill switch does with a bot's position.")
+    if bot.archived_at is not None:
+        raise ApplicationError(f"{bot.name} is archived: an admin must unarchive it first.")
     before = bot.flatten_on_kill
     if before == flatten:
         return
@@ -286,5 +304,117 @@ def bot_set_flatten_on_kill(*, bot: Bot, flatten: bool, actor: Actor, request: H
             target=bot,
             request=request,
             data={"before": {"flatten_on_kill": before}, "after": {"flatten_on_kill": flatten}},
+        )
+    bot.refresh_from_db()
+
+
+# --- Fleet actions: start or stop several bots at once -------------------------------------------
+
+FLEET_ACTIONS = ("start", "stop")
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    """What one bot of a fleet action did: `ok` and a sentence for the page (the refusal's reason if not)."""
+
+    bot_id: int
+    name: str
+    ok: bool
+    message: str
+
+
+def bots_fleet_act(
+    *, bot_ids: Sequence[int], action: str, actor: Actor, request: HttpRequest | None = None
+) -> list[FleetOutcome]:
+    """Start or stop each selected bot through bot_start / bot_stop (their checks, one audit entry each).
+
+    Bad input (no bot, an unknown action, an id that names no bot) changes nothing and raises
+    ApplicationError. Otherwise every bot is tried on its own: one bot's refusal (halted, archived,
+    a failed key check) neither stops nor undoes the others, and each outcome is reported.
+    """
+    if action not in FLEET_ACTIONS:
+        raise ApplicationError(f"Unknown fleet action {action!r}: choose start or stop.")
+    wanted = list(dict.fromkeys(bot_ids))  # keep the order, drop repeats
+    if not wanted:
+        raise ApplicationError("Select at least one bot to start or stop; nothing was changed.")
+    bots = {bot.pk: bot for bot in Bot.objects.select_related("account").filter(pk__in=wanted)}
+    missing = [str(pk) for pk in wanted if pk not in bots]
+    if missing:
+        raise ApplicationError(f"No bot with id {', '.join(missing)}; nothing was changed.")
+    outcomes = []
+    for pk in wanted:
+        bot = bots[pk]
+        try:
+            if action == "start":
+                bot_start(bot=bot, actor=actor, request=request)
+            else:
+                bot_stop(bot=bot, actor=actor, request=request)
+        except ApplicationError as exc:
+            outcomes.append(FleetOutcome(pk, bot.name, False, f"refused: {exc.message}"))
+        except Exception:
+            # Say so and go on with the others rather than fail the page after some bots already moved:
+            # whether this one did is not known here, so the page says "unknown", never "refused".
+            logger.exception("fleet %s of bot %s failed", action, pk)
+            outcomes.append(FleetOutcome(pk, bot.name, False, "unknown: it failed unexpectedly; check its page."))
+        else:
+            done = "start requested" if action == "start" else "stop requested"
+            outcomes.append(FleetOutcome(pk, bot.name, True, done))
+    return outcomes
+
+
+# --- Archive ---------------------------------------------------------------------------------------
+
+
+def bot_archive(
+    *, bot: Bot, actor: Actor, open_orders: Callable[[int], int], request: HttpRequest | None = None
+) -> None:
+    """Archive a stopped bot with no open orders: kept for the audit log and reviews, out of the lists.
+
+    `open_orders(bot_id)` counts the bot's open orders (the trading app, a floor above, knows them);
+    it is asked with the bot's row locked, so a start cannot slip in between the check and the archive.
+    """
+    with transaction.atomic():
+        stored = Bot.objects.select_for_update().filter(pk=bot.pk).first()
+        if stored is None:
+            raise ApplicationError("That bot no longer exists.")
+        if stored.archived_at is not None:
+            raise ApplicationError(f"{stored.name} is already archived.")
+        if stored.desired_state != Bot.Desired.STOPPED or stored.observed_state not in (
+            Bot.Observed.STOPPED,
+            Bot.Observed.ERROR,
+        ):
+            raise ApplicationError(
+                f"Only a stopped bot can be archived: stop {stored.name} and wait until it has stopped "
+                f"(now {stored.get_observed_state_display().lower()}, wanted {stored.desired_state})."
+            )
+        count = open_orders(stored.pk)
+        if count:
+            raise ApplicationError(
+                f"{stored.name} still has {count} open order{'s' if count != 1 else ''}: cancel "
+                f"{'them' if count != 1 else 'it'} before archiving."
+            )
+        now = timezone.now()
+        Bot.objects.filter(pk=stored.pk).update(archived_at=now)
+        record(actor=actor, action="bot.archived", target=stored, request=request, data={"archived_at": now})
+    bot.refresh_from_db()
+
+
+def bot_unarchive(*, bot: Bot, actor: Actor, request: HttpRequest | None = None) -> None:
+    """Bring an archived bot back to the lists, still stopped. Admins only."""
+    if not (isinstance(actor, User) and actor.has_perm(LIVE_PERM)):
+        raise ApplicationError("Only an admin can unarchive a bot.")
+    with transaction.atomic():
+        stored = Bot.objects.select_for_update().filter(pk=bot.pk).first()
+        if stored is None:
+            raise ApplicationError("That bot no longer exists.")
+        if stored.archived_at is None:
+            raise ApplicationError(f"{stored.name} is not archived.")
+        Bot.objects.filter(pk=stored.pk).update(archived_at=None)
+        record(
+            actor=actor,
+            action="bot.unarchived",
+            target=stored,
+            request=request,
+            data={"archived_at": stored.archived_at},
         )
     bot.refresh_from_db()

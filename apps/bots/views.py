@@ -18,6 +18,7 @@ from apps.bots.halt_forms import HaltClearForm
 from apps.bots.halts import halt_of
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
+from apps.core.input_validation import InputError, parse_id
 from apps.events.selectors import event_cursor
 from apps.killswitch.halt_clear import CLEAR_PERM, bot_halt_clear, halt_conditions
 from apps.strategies import REGISTRY
@@ -32,12 +33,21 @@ PENDING_EDIT = "bc_bot_edit_pending"
 @never_cache
 @permission_required(VIEW, raise_exception=True)
 def bot_list_view(request: HttpRequest) -> HttpResponse:
+    return _bot_list(request)
+
+
+def _bot_list(request: HttpRequest, *, fleet_error: str = "", status: int = 200) -> HttpResponse:
+    # ?archived=1 lists the archived bots instead of the active ones (archived bots cannot be started).
+    archived = request.GET.get("archived") == "1"
     context = {
-        "rows": trading_selectors.bot_rows(),
+        "rows": trading_selectors.bot_rows(archived=archived),
         "hosts": selectors.fleet_hosts(),
         "can_operate": request.user.has_perm(OPERATE),
+        "archived": archived,
+        "archived_count": selectors.archived_count(),
+        "fleet_error": fleet_error,
     }
-    return render(request, "bots/list.html", context)
+    return render(request, "bots/list.html", context, status=status)
 
 
 @never_cache
@@ -78,6 +88,9 @@ def bot_create_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = get_object_or_404(Bot, pk=bot_id)
+    if bot.archived_at is not None:
+        messages.error(request, f"{bot.name} is archived: an admin must unarchive it before it can be edited.")
+        return redirect("bots:detail", bot_id=bot.pk)
     try:
         strategy = strategy_from(request.GET, default=bot.strategy)
     except UnknownStrategyError as exc:
@@ -197,6 +210,65 @@ def bot_flatten_on_kill_view(request: HttpRequest, bot_id: int) -> HttpResponse:
             else f"A kill now leaves {bot.name}'s position.",
         )
     return redirect("bots:edit", bot_id=bot.pk)
+
+
+# --- Fleet actions and archiving -------------------------------------------------------------------
+
+
+@never_cache
+@permission_required(OPERATE, raise_exception=True)
+@require_POST
+def bot_fleet_action_view(request: HttpRequest) -> HttpResponse:
+    """Start or stop the bots ticked on the list; each bot's outcome becomes one message."""
+    try:
+        bot_ids = [parse_id(raw, name="bot") for raw in request.POST.getlist("bot")]
+    except InputError:
+        return _bot_list(request, fleet_error="A selected bot id is not a bot id; nothing was changed.", status=400)
+    try:
+        outcomes = services.bots_fleet_act(
+            bot_ids=[pk for pk in bot_ids if pk is not None],
+            action=request.POST.get("action", ""),
+            actor=acting_user(request),
+            request=request,
+        )
+    except ApplicationError as exc:
+        return _bot_list(request, fleet_error=exc.message, status=400)
+    for outcome in outcomes:
+        (messages.success if outcome.ok else messages.error)(request, f"{outcome.name}: {outcome.message}")
+    return redirect("bots:list")
+
+
+@never_cache
+@permission_required(OPERATE, raise_exception=True)
+@require_POST
+def bot_archive_view(request: HttpRequest, bot_id: int) -> HttpResponse:
+    bot = get_object_or_404(Bot, pk=bot_id)
+    try:
+        services.bot_archive(
+            bot=bot,
+            actor=acting_user(request),
+            open_orders=trading_selectors.bot_open_order_count,
+            request=request,
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("bots:detail", bot_id=bot.pk)
+    messages.success(request, f"{bot.name} archived: it is out of the bots list and cannot be started or edited.")
+    return redirect("bots:detail", bot_id=bot.pk)
+
+
+@never_cache
+@permission_required(LIVE, raise_exception=True)
+@require_POST
+def bot_unarchive_view(request: HttpRequest, bot_id: int) -> HttpResponse:
+    bot = get_object_or_404(Bot, pk=bot_id)
+    try:
+        services.bot_unarchive(bot=bot, actor=acting_user(request), request=request)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{bot.name} unarchived (stopped).")
+    return redirect("bots:detail", bot_id=bot.pk)
 
 
 # -- a bot's halt: what set it, and an admin clearing it ------------------------------------------

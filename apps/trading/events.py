@@ -51,6 +51,11 @@ def fill(fill: Fill, position: Position) -> None:
             "fee_currency": fill.fee_currency,
             "trade_id": fill.trade_id,
             "position": _num(position.base_quantity),
+            # The rest of the position after this fill, for the bot page's positions table.
+            "position_average_entry": _num(position.average_entry),
+            "position_last_price": _num(position.last_price),
+            "position_realized": _num(position.realized_pnl),
+            "position_unrealized": _num(position.unrealized_pnl),
         },
     )
 
@@ -59,7 +64,13 @@ def gate_refusal(refusal: GateRefusal) -> None:
     publish(
         kind="gate_refusal",
         bot_id=refusal.bot_id,
-        data={"symbol": refusal.symbol, "side": refusal.side, "reason": refusal.reason, "message": refusal.message},
+        data={
+            "id": refusal.pk,
+            "symbol": refusal.symbol,
+            "side": refusal.side,
+            "reason": refusal.reason,
+            "message": refusal.message,
+        },
     )
 
 

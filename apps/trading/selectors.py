@@ -23,11 +23,21 @@ def bot_pnl(bot: Bot) -> dict[str, Decimal]:
     return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
 
 
-def bot_rows() -> list[dict[str, Any]]:
-    """The bots list: each bot with its PnL and heartbeat age."""
+# How far back the bot page's "Orders refused" warning looks: long enough to be seen after a
+# glance away, short enough that an old refusal does not read as a current problem.
+REFUSAL_WARNING_WINDOW = timedelta(minutes=5)
+REFUSAL_WARNING_MAX = 3
+
+
+def bot_rows(*, archived: bool = False) -> list[dict[str, Any]]:
+    """The bots list: each bot with its PnL and heartbeat age.
+
+    Archived bots are kept for the audit log and the reviews but are out of every list of bots
+    (the dashboard's included) unless `archived` asks for them alone.
+    """
     now = timezone.now()
     rows = []
-    for bot in Bot.objects.select_related("account").order_by("name"):
+    for bot in Bot.objects.select_related("account").filter(archived_at__isnull=not archived).order_by("name"):
         age = (now - bot.last_heartbeat).total_seconds() if bot.last_heartbeat else None
         stale = age is None or age > max(3 * bot.tick_interval_s, 30)
         rows.append({"bot": bot, "pnl": bot_pnl(bot), "heartbeat_age": age, "stale": stale})
@@ -35,14 +45,24 @@ def bot_rows() -> list[dict[str, Any]]:
 
 
 def bot_activity(bot: Bot) -> dict[str, Any]:
-    """The bot page: open orders, recent fills, recent gate refusals, PnL."""
+    """The bot page: open orders, recent fills, positions, recent gate refusals, PnL."""
     return {
         "open_orders": Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES).order_by("-created_at")[:100],
         "fills": Fill.objects.filter(order__bot=bot).select_related("order").order_by("-timestamp")[:50],
+        "positions": list(Position.objects.filter(bot=bot).order_by("symbol")),
         "refusals": GateRefusal.objects.filter(bot=bot).order_by("-created_at")[:50],
+        "recent_refusals": bot_recent_refusals(bot),
+        "refusal_window_s": int(REFUSAL_WARNING_WINDOW.total_seconds()),
         "pnl": bot_pnl(bot),
         "deadman": bot_deadman(bot),
     }
+
+
+def bot_recent_refusals(bot: Bot) -> list[GateRefusal]:
+    """The newest gate refusals of the last few minutes: the warning at the top of the bot page."""
+    since = timezone.now() - REFUSAL_WARNING_WINDOW
+    recent = GateRefusal.objects.filter(bot=bot, created_at__gte=since).order_by("-created_at", "-id")
+    return list(recent[:REFUSAL_WARNING_MAX])
 
 
 def bot_deadman(bot: Bot) -> dict[str, Any]:
@@ -106,3 +126,8 @@ def bot_books(bot: Bot) -> dict[str, Any]:
         "drawdown_pct": (peak - last) / peak * 100 if last is not None and peak else None,
         "at": ledger.equity_at,
     }
+
+
+def bot_open_order_count(bot_id: int) -> int:
+    """How many orders of the bot are still open (archiving a bot asks this)."""
+    return Order.objects.filter(bot_id=bot_id, status__in=Order.OPEN_STATUSES).count()
