@@ -100,7 +100,8 @@ def test_an_operator_starts_and_stops_ticked_bots_from_the_list_and_reads_each_o
     expect(messages).to_contain_text("Grid east: start requested")
     expect(messages).to_contain_text("Grid west: start requested")
     expect(messages.locator("li.error")).to_have_text(
-        "Halted grid: refused: Halted grid is halted (daily loss 120 beyond 100); an admin must clear the halt first (on the bot's page)."
+        "Halted grid: refused: Halted grid is halted (daily loss 120 beyond 100); "
+        "an admin must clear the halt first (on the bot's page)."
     )
     shoot(page, "bots-list-after-start")
     states = dict(Bot.objects.values_list("name", "desired_state"))
