@@ -42,10 +42,12 @@ from apps.killswitch.flatten import FlattenSale, flatten_plan, flatten_record
 from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
 from apps.killswitch.report import ACTOR, run_finish, run_publish
 from apps.killswitch.revoke import STOP_WAIT_S, bots_revoke, queues_purge, workers_wait
+from apps.trading.paper import paper_cancel_open
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
-STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
+STEP_ORDER = ("revoke", "stop", "purge", "paper", "cancel", "verify", "flatten", "balances")
+PAPER_WHY = "Cancelled by the kill switch."
 
 
 @dataclass
@@ -106,7 +108,7 @@ class _Steps:
         rank = {n: i for i, n in enumerate(STEP_ORDER)}
         self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
         KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
-        run_publish(self.run, "progress", step=name, ms=ms, detail=detail)
+        run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class _Processes:
     steps: _Steps
     revoked: set[str] = field(default_factory=set)
     workers_gone: bool = False
+    workers_stopped: int = 0
 
     def revoke(self) -> str:
         done = bots_revoke(self.pv, self.bots)
@@ -129,14 +132,49 @@ class _Processes:
         stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked)
         self.steps.problems.extend(stopped.problems)
         self.workers_gone = stopped.workers_gone
+        self.workers_stopped = stopped.stopped
         return stopped.detail
 
 
+@dataclass
+class _Paper:
+    """The paper bots' simulated orders: cancelled in the database at once, and again once the workers are gone."""
+
+    bot_ids: list[int]
+    steps: _Steps
+    cancelled: int = 0
+    verified: bool = False
+
+    def cancel(self) -> str:
+        done = paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY)
+        self.cancelled += len(done)
+        return f"{len(done)} simulated order(s) cancelled for {len(self.bot_ids)} paper bot(s)"
+
+    def verify(self, *, workers_gone: bool) -> str:
+        """After the stop step: what a paper tick placed meanwhile is cancelled; "0 open" once the workers are gone."""
+        if not self.bot_ids:
+            self.verified = True
+            return ""
+        try:
+            late = len(paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY))
+        except Exception as exc:
+            logger.exception("paper orders not checked")
+            self.steps.problems.append(f"verify: paper orders not checked: {type(exc).__name__}"[:300])
+            return "paper orders: unknown (not checked)"
+        self.cancelled += late
+        self.verified = workers_gone
+        more = f", {late} more cancelled" if late else ""
+        if not workers_gone:
+            return f"paper orders: unknown (a worker may still place some{more})"
+        return f"paper orders: 0 open{more}"
+
+
 def affected_bots(run: KillRun) -> list[Bot]:
+    """The run's bots: one, or every bot not archived (an archived bot is stopped with nothing open)."""
     qs = Bot.objects.select_related("account")
     if run.scope == KillRun.Scope.BOT:
         return list(qs.filter(pk=run.bot_id)) if run.bot_id is not None else []
-    return list(qs.all())
+    return list(qs.filter(archived_at__isnull=True))
 
 
 def _claim(run_id: int) -> bool:
@@ -188,9 +226,11 @@ def _exchange_steps(
 
 
 def _record_exchange_steps(
-    targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float
+    targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float, paper_note: str
 ) -> None:
     for name, ms, detail, finished in done:
+        if name == "verify" and paper_note:
+            detail = f"{detail}; {paper_note}"[:300]
         if name != "flatten":
             steps.add(name, ms, detail, finished)
     if flagged:
@@ -208,6 +248,8 @@ def _record_exchange_steps(
     for name in ("cancel", "verify", "balances"):
         if name not in done_names:
             detail = "no live accounts" if not targets else "not reached"
+            if name == "verify" and paper_note:
+                detail = f"{detail}; {paper_note}"
             steps.add(name, 0 if not targets else int((time.monotonic() - started) * 1000), detail)
 
 
@@ -221,32 +263,58 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     steps.step("revoke", processes.revoke)
     steps.begin_beside("stop", processes.stop)  # the fleet is not needed to cancel
     steps.step("purge", lambda: queues_purge(bots))
+    paper = _Paper(bot_ids=[b.pk for b in bots if b.mode == Bot.Mode.PAPER], steps=steps)
+    if paper.bot_ids:  # a step of its own only where there are paper bots
+        steps.step("paper", paper.cancel)
 
     targets = account_targets(bots)
     flagged = _plan_flatten(run, bots, targets, steps)
     started = time.monotonic()
     results, done = _exchange_steps(run, targets, pv, steps, processes)
-    _record_exchange_steps(targets, done, flagged, steps, started)
+    if paper.bot_ids:
+        steps.join_beside("stop", STOP_WAIT_S + 10)  # at once when the exchanges' verify waited for it already
+    paper_note = paper.verify(workers_gone=processes.workers_gone)
+    _record_exchange_steps(targets, done, flagged, steps, started, paper_note)
     steps.end_beside("stop", STOP_WAIT_S + 10)
-    _report(run, targets, results, steps, workers_gone=processes.workers_gone)
+    run.workers_stopped = processes.workers_stopped
+    _report(run, targets, results, steps, workers_gone=processes.workers_gone, paper=paper)
     run_finish(run, len(bots), len(targets))
     return run
 
 
 def _report(
-    run: KillRun, targets: list[AccountTarget], results: list[AccountResult], steps: _Steps, *, workers_gone: bool
+    run: KillRun,
+    targets: list[AccountTarget],
+    results: list[AccountResult],
+    steps: _Steps,
+    *,
+    workers_gone: bool,
+    paper: _Paper,
 ) -> None:
     for result in results:
         steps.problems.extend(result.problems)
-    run.orders_cancelled = sum(r.cancelled for r in results)
+    run.paper_orders_cancelled = paper.cancelled
+    run.orders_cancelled = sum(r.cancelled for r in results) + paper.cancelled
     run.orders_still_open = sum(r.still_open for r in results)
-    # "0 still open" only when every account answered a check made after every worker had exited.
-    run.open_unknown = bool(targets) and (
+    # "0 still open" only when every account answered a check made after every worker had exited,
+    # and the paper bots' orders were checked after that too.
+    live_unknown = bool(targets) and (
         not workers_gone or len(results) != len(targets) or not all(r.verified for r in results)
     )
-    run.balances_after = {
-        str(t.account.pk): {"label": r.label, "total": r.balances} for t, r in zip(targets, results, strict=False)
-    }
+    run.open_unknown = live_unknown or not paper.verified
+    answered = {str(t.account.pk): r for t, r in zip(targets, results, strict=False)}
+    run.balances_after = {}
+    for target in targets:
+        answer = answered.get(str(target.account.pk))
+        reached = answer is not None and answer.verified
+        if not reached:
+            steps.problems.append(f"{target.account.label}: not verified: its open orders are unknown"[:300])
+        run.balances_after[str(target.account.pk)] = {
+            "label": target.account.label,
+            "total": answer.balances if answer else {},
+            "reached": reached,
+            "still_open": answer.still_open if reached and answer else None,
+        }
     run.problems = steps.problems
     if run.orders_still_open and not any("still open" in p for p in run.problems):
         run.problems.append(f"{run.orders_still_open} order(s) still open after {VERIFY_ATTEMPTS} retries")
@@ -259,6 +327,8 @@ def _report(
             "status",
             "finished_at",
             "orders_cancelled",
+            "paper_orders_cancelled",
+            "workers_stopped",
             "orders_still_open",
             "open_unknown",
             "balances_after",
