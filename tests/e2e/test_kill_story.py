@@ -223,8 +223,11 @@ def shots(page: Page, name: str, clip: str | None = None) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     for label, width in (("desktop", 1280), ("phone", 390)):
         page.set_viewport_size({"width": width, "height": 900})
-        target = page.locator(clip) if clip else page
-        target.screenshot(path=str(SHOTS / f"{name}-{label}.png"), **({} if clip else {"full_page": True}))
+        path = str(SHOTS / f"{name}-{label}.png")
+        if clip:
+            page.locator(clip).screenshot(path=path)
+        else:
+            page.screenshot(path=path, full_page=True)
     page.set_viewport_size({"width": 1280, "height": 720})
 
 

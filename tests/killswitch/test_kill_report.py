@@ -109,7 +109,7 @@ def test_the_duration_is_from_the_click_to_verified_and_the_workers_stop_is_its_
     verify = next(s for s in run.steps if s["name"] == "verify")
     stop = next(s for s in run.steps if s["name"] == "stop")
     assert run.duration_ms == verify["at_ms"]
-    assert run.finished_at is not None
+    assert run.finished_at is not None and run.duration_ms is not None
     assert run.duration_ms <= int((run.finished_at - run.created_at).total_seconds() * 1000)
     assert run.workers_stopped_ms == stop["at_ms"]
     state = run_state(run)
@@ -166,7 +166,7 @@ def test_an_unreachable_account_is_unknown_the_run_fails_an_alert_fires_and_the_
     assert exited.value.code == 1, out.getvalue()
     text = out.getvalue()
     assert "Orders still open: unknown" in text and "Orders still open: 0" not in text
-    assert "SANDBOX_URL is not set" in text
+    assert "SANDBOX_URL is not set" in text and f"NOT REACHED: {trader.bot.account.label}" in text
     run = KillRun.objects.get()
     assert run.status == KillRun.Status.FAILED and run.open_unknown
     info = run.balances_after[str(trader.bot.account_id)]
