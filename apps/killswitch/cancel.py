@@ -187,10 +187,13 @@ async def exchanges_run(
     pv: vault.ProcessVault,
     steps: list[StepDone],
     workers_gone: Callable[[], bool],
+    cancelled_now: Callable[[StepDone, int], None] | None = None,
 ) -> list[AccountResult]:
     """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish.
 
-    Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done.
+    Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done,
+    except the cancel step, handed at once to `cancelled_now` (blocking, run in a thread) with the
+    count, so the report shows it while the final check still waits for the workers.
     """
 
     def add_step(name: str, ms: int, detail: str) -> None:
@@ -207,6 +210,11 @@ async def exchanges_run(
             int((time.monotonic() - t0) * 1000),
             f"{cancelled} order(s) cancelled on {len(targets)} account(s)",
         )
+        if cancelled_now is not None:
+            try:
+                await asyncio.to_thread(cancelled_now, steps[-1], cancelled)
+            except Exception:  # the report's live view only: the step is stored after the loop all the same
+                logger.warning("kill: the cancel step was not shown early", exc_info=True)
         # The final check must follow the last worker's exit: an order a worker sent after the cancel
         # above would otherwise be missed. Only this check waits; the cancel did not.
         gone = await asyncio.to_thread(workers_gone)

@@ -57,7 +57,10 @@ class _Steps:
     run: KillRun
     problems: list[str] = field(default_factory=list)
     _beside: dict[str, threading.Thread] = field(default_factory=dict)
-    _beside_done: dict[str, tuple[int, str, datetime]] = field(default_factory=dict)
+    _beside_done: set[str] = field(default_factory=set)
+    _given_up: set[str] = field(default_factory=set)
+    # The steps list is written by the run's thread and by a step beside it (stop): one at a time.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _timed(self, name: str, fn: Callable[[], str]) -> tuple[int, str]:
         started = time.monotonic()
@@ -73,12 +76,20 @@ class _Steps:
         self.add(name, *self._timed(name, fn))
 
     def begin_beside(self, name: str, fn: Callable[[], str]) -> None:
-        """Start a step in its own thread, beside the exchange steps (which it must not delay)."""
+        """Start a step in its own thread, beside the exchange steps (which it must not delay).
+
+        It is stored and announced as soon as it ends, so the report shows it live (the workers' stop).
+        """
 
         def body() -> None:
             try:
                 ms, detail = self._timed(name, fn)
-                self._beside_done[name] = (ms, detail, timezone.now())
+                with self._lock:
+                    if name in self._given_up:  # end_beside recorded it as failed already
+                        return
+                    self._beside_done.add(name)
+                    at_ms = self._store(name, ms, detail, timezone.now())
+                run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
             finally:
                 connection.close()  # this thread's own database connection
 
@@ -87,28 +98,36 @@ class _Steps:
         thread.start()
 
     def join_beside(self, name: str, timeout: float) -> None:
-        """Wait for a step started with begin_beside (without recording it: any thread may call this)."""
+        """Wait for a step started with begin_beside (any thread may call this)."""
         self._beside[name].join(timeout)
 
     def end_beside(self, name: str, timeout: float) -> None:
-        """Wait for a step started with begin_beside and record it."""
+        """Wait for a step started with begin_beside; record it as failed if it did not end in time."""
         self._beside[name].join(timeout)
-        done = self._beside_done.get(name)
-        if done is None:
-            detail = f"failed: no answer within {timeout:.0f} s"
-            self.problems.append(f"{name}: {detail}")
-            done = (int(timeout * 1000), detail, timezone.now())
-        self.add(name, *done)
+        with self._lock:
+            if name not in self._beside_done:
+                self._given_up.add(name)
+                detail = f"failed: no answer within {timeout:.0f} s"
+                self.problems.append(f"{name}: {detail}")
+                at_ms = self._store(name, int(timeout * 1000), detail, timezone.now())
+                run_publish(self.run, "progress", step=name, ms=int(timeout * 1000), at_ms=at_ms, detail=detail)
+                return
+        self._beside[name].join(10)  # it has stored its step; only its announcement may remain
 
     def add(self, name: str, ms: int, detail: str, finished: datetime | None = None) -> None:
+        with self._lock:
+            at_ms = self._store(name, ms, detail, finished or timezone.now())
+        run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
+
+    def _store(self, name: str, ms: int, detail: str, finished: datetime) -> int:
         # at_ms: when the step ended, counted from the click (the run's creation): the report's timeline.
-        at_ms = int(((finished or timezone.now()) - self.run.created_at).total_seconds() * 1000)
+        at_ms = int((finished - self.run.created_at).total_seconds() * 1000)
         # Stored in the order of the procedure, whatever order the concurrent steps finish in.
         steps = [*self.run.steps, {"name": name, "ms": ms, "at_ms": at_ms, "detail": detail}]
         rank = {n: i for i, n in enumerate(STEP_ORDER)}
         self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
         KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
-        run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
+        return at_ms
 
 
 @dataclass
@@ -148,6 +167,10 @@ class _Paper:
     def cancel(self) -> str:
         done = paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY)
         self.cancelled += len(done)
+        # On the report at once (the exchanges' cancel comes after this step and adds to it).
+        KillRun.objects.filter(pk=self.steps.run.pk).update(
+            paper_orders_cancelled=self.cancelled, orders_cancelled=self.cancelled
+        )
         return f"{len(done)} simulated order(s) cancelled for {len(self.bot_ids)} paper bot(s)"
 
     def verify(self, *, workers_gone: bool) -> str:
@@ -207,7 +230,12 @@ def _plan_flatten(run: KillRun, bots: list[Bot], targets: list[AccountTarget], s
 
 
 def _exchange_steps(
-    run: KillRun, targets: list[AccountTarget], pv: vault.ProcessVault, steps: _Steps, processes: _Processes
+    run: KillRun,
+    targets: list[AccountTarget],
+    pv: vault.ProcessVault,
+    steps: _Steps,
+    processes: _Processes,
+    paper_cancelled: int,
 ) -> tuple[list[AccountResult], list[StepDone]]:
     done: list[StepDone] = []
     results: list[AccountResult] = []
@@ -216,9 +244,19 @@ def _exchange_steps(
         steps.join_beside("stop", STOP_WAIT_S + 10)
         return processes.workers_gone
 
+    def cancelled_now(step: StepDone, cancelled: int) -> None:
+        # In a thread of the event loop's: the cancel step and its count on the report at once.
+        try:
+            name, ms, detail, finished = step
+            # The count first: the step's announcement makes the report page read it.
+            KillRun.objects.filter(pk=run.pk).update(orders_cancelled=cancelled + paper_cancelled)
+            steps.add(name, ms, detail, finished)
+        finally:
+            connection.close()
+
     try:
         if targets:
-            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone))
+            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone, cancelled_now))
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         steps.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
@@ -228,10 +266,11 @@ def _exchange_steps(
 def _record_exchange_steps(
     targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float, paper_note: str
 ) -> None:
+    shown = {s["name"] for s in steps.run.steps}  # the cancel step, stored while the loop ran
     for name, ms, detail, finished in done:
         if name == "verify" and paper_note:
             detail = f"{detail}; {paper_note}"[:300]
-        if name != "flatten":
+        if name != "flatten" and name not in shown:
             steps.add(name, ms, detail, finished)
     if flagged:
         flatten = next(((ms, at) for n, ms, _, at in done if n == "flatten"), None)
@@ -270,7 +309,7 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     targets = account_targets(bots)
     flagged = _plan_flatten(run, bots, targets, steps)
     started = time.monotonic()
-    results, done = _exchange_steps(run, targets, pv, steps, processes)
+    results, done = _exchange_steps(run, targets, pv, steps, processes, paper.cancelled)
     if paper.bot_ids:
         steps.join_beside("stop", STOP_WAIT_S + 10)  # at once when the exchanges' verify waited for it already
     paper_note = paper.verify(workers_gone=processes.workers_gone)

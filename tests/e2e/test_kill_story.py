@@ -138,6 +138,20 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     # The fleet starts its worker; the grid's buys rest on the exchange.
     wait_until(lambda: len(sandbox.admin.open_orders(key.api_key)) >= 3, "the grid's resting orders")
     worker_pid = wait_until(lambda: _worker_pid(bot.pk), "the bot's worker process")
+    # A paper twin runs beside it: its buys rest in the simulator, never on the exchange.
+    twin = Bot.objects.create(
+        **{f: getattr(bot, f) for f in ("account", "strategy", "params", "symbols", "tick_interval_s")},
+        name="Story paper",
+        mode=Bot.Mode.PAPER,
+        max_order_notional=bot.max_order_notional,
+        max_position_notional=bot.max_position_notional,
+        daily_loss_limit=bot.daily_loss_limit,
+        max_drawdown_pct=bot.max_drawdown_pct,
+        desired_state=Bot.Desired.RUNNING,
+    )
+    paper_open = Order.objects.filter(bot=twin, paper=True, status__in=Order.OPEN_STATUSES)
+    wait_until(lambda: paper_open.count() >= 3, "the paper twin's resting simulated orders")
+    twin_pid = wait_until(lambda: _worker_pid(twin.pk), "the paper twin's worker process")
 
     # 4. A fill, live on the dashboard without a reload.
     page.get_by_role("link", name="Dashboard", exact=True).click()
@@ -159,24 +173,26 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
     assert run.status == KillRun.Status.DONE, run.problems
     assert run.orders_cancelled >= 3 and run.orders_still_open == 0
     assert run.duration_ms is not None and run.workers_stopped_ms is not None
-    expect(page.locator("#run-cancelled")).to_have_text(str(run.orders_cancelled))
+    # Both counted: the live bot's orders on the exchange and the paper twin's in the simulator.
+    assert run.paper_orders_cancelled >= 3 and run.orders_cancelled - run.paper_orders_cancelled >= 3
+    expect(page.locator("#run-cancelled")).to_have_text(f"{run.orders_cancelled} ({run.paper_orders_cancelled} paper)")
     expect(page.locator("#run-open")).to_have_text("0")
     expect(page.locator("#run-duration")).to_have_text(f"{run.duration_ms} ms (from the click to verified)")
-    expect(page.locator("#run-workers")).to_have_text(f"1 worker, {run.workers_stopped_ms} ms after the click")
+    expect(page.locator("#run-workers")).to_have_text(f"2 workers, {run.workers_stopped_ms} ms after the click")
     expect(page.locator("#run-result")).to_have_text(f"Kill switch {result_line(run)}")
     expect(page.locator("#feed")).to_contain_text(f"Kill switch {result_line(run)}")
     expect(page.locator("#run-steps")).to_contain_text("verify")
     expect(page.locator("#run-balances")).to_contain_text("Story account")
     assert page.evaluate("performance.getEntriesByType('navigation')[0].type") == "navigate"  # never reloaded
-    assert result_line(run).startswith("done in ") and ", 0 open, 1 worker stopped" in result_line(run)
-    # Cancelled by the kill itself: written on our rows, not left for a later sync.
-    assert not Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES).exists()
+    assert result_line(run).startswith("done in ") and ", 0 open, 2 workers stopped" in result_line(run)
+    # Cancelled by the kill itself: written on our rows, not left for a later sync; none open anywhere.
+    assert not Order.objects.filter(status__in=Order.OPEN_STATUSES).exists()
     assert sandbox.admin.open_orders(key.api_key) == []
     shots(page, "report")
-    wait_until(lambda: not alive(worker_pid), "the bot's worker to be gone", timeout=30)
+    wait_until(lambda: not alive(worker_pid) and not alive(twin_pid), "the bots' workers to be gone", timeout=30)
     page.get_by_role("link", name="Dashboard", exact=True).click()
     expect(page.locator("#halt-state")).to_contain_text("Trading is halted for every bot")
-    expect(page.locator(".kill-card")).to_contain_text("restart the 1 bot the kill stopped")
+    expect(page.locator(".kill-card")).to_contain_text("restart the 2 bots the kill stopped")
     shots(page, "dashboard", clip=".kill-card")
 
     # 6. All of it is in the audit log: filter by action, as a reviewer would.
@@ -199,23 +215,30 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
         page.get_by_role("button", name="Filter").click()
         expect(rows).to_contain_text(action)
 
-    # 7. Resume, restarting the bot the kill stopped: it runs again and its grid rests on the exchange again.
+    # 7. Resume, restarting the live bot the kill stopped and not its paper twin (unchecked): the grid runs
+    # again and its orders rest on the exchange again; the twin stays stopped.
     page.goto(f"{base}/killswitch/resume/")
     if "/accounts/step-up/" in page.url:
         page.locator("input[name=code]").fill(who.code(1))
         page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("legend")).to_have_text("Restart the 2 bots that were running")
     restart = page.get_by_role("checkbox", name=re.compile("Story grid"))
+    keep_stopped = page.get_by_role("checkbox", name=re.compile("Story paper"))
     expect(restart).to_be_checked()
-    expect(page.locator("legend")).to_have_text("Restart the 1 bot that was running")
+    expect(keep_stopped).to_be_checked()  # every one checked by default
+    keep_stopped.uncheck()
     shots(page, "resume")
     page.locator("#id_reason").fill("story: key rotated")
     page.get_by_role("button", name="Resume trading").click()
     expect(page.locator("h1")).to_have_text("Dashboard")
-    expect(page.locator(".messages")).to_contain_text("Started again: Story grid")
+    expect(page.locator(".messages")).to_contain_text("Started again: Story grid.")
     bot.refresh_from_db()
-    assert bot.desired_state == Bot.Desired.RUNNING
+    twin.refresh_from_db()
+    assert (bot.desired_state, twin.desired_state) == (Bot.Desired.RUNNING, Bot.Desired.STOPPED)
     wait_until(lambda: len(sandbox.admin.open_orders(key.api_key)) >= 3, "the restarted grid's resting orders")
     assert AuditEntry.objects.filter(action="bot.start_requested", target_id=str(bot.pk)).count() == 2
+    assert not AuditEntry.objects.filter(action="bot.start_requested", target_id=str(twin.pk)).exists()
+    assert _worker_pid(twin.pk) is None and not paper_open.exists()
 
 
 def shots(page: Page, name: str, clip: str | None = None) -> None:
