@@ -13,7 +13,9 @@ pending or running joins it instead of starting a second one, so concurrent pres
 with true counts; a resume sees every run a press has recorded.
 
 Resume (`trading_resume`) is one transaction: the halt cleared and its audit entry with the reason,
-or neither. It is refused while a kill run is pending or running or a bot worker is still alive.
+or neither; the bots the kill stopped that the operator kept checked are started in it (each by
+bot_start), under the same lock, so a press either precedes the resume or stops them again after it.
+It is refused while a kill run is pending or running or a bot worker is still alive.
 """
 
 from __future__ import annotations
