@@ -52,7 +52,7 @@ def test_services_env_names_the_sandbox_and_the_local_settings_read_it(tmp_path:
     supervisor = Supervisor(tmp_path, free_port())
     supervisor.run_dir.mkdir(parents=True)
     supervisor.env = {
-        "DATABASE_URL": "postgres://app:pw@127.0.0.1:5999/botconsole",
+        "DATABASE_URL": "postgres://127.0.0.1:5999/botconsole",
         "REDIS_URL": "redis://127.0.0.1:6999/0",
         "VAULT_ADDR": "http://127.0.0.1:8999",
         "VAULT_TOKEN": "never-written",
@@ -63,7 +63,7 @@ def test_services_env_names_the_sandbox_and_the_local_settings_read_it(tmp_path:
     supervisor.env["SANDBOX_URL"] = "http://127.0.0.1:7999"
     supervisor.write_services_env()  # what start_sandbox does once it knows the sandbox's port
     assert path.read_text().splitlines() == [
-        "DATABASE_URL=postgres://app:pw@127.0.0.1:5999/botconsole",
+        "DATABASE_URL=postgres://127.0.0.1:5999/botconsole",
         "REDIS_URL=redis://127.0.0.1:6999/0",
         "VAULT_ADDR=http://127.0.0.1:8999",
         "SANDBOX_URL=http://127.0.0.1:7999",
