@@ -177,3 +177,22 @@ def test_the_resume_page_lists_the_stopped_bots_checked_and_starts_only_those_le
     assert AuditEntry.objects.filter(action="bot.start_requested", target_id=str(bots[0].pk)).count() == 1
     messages = admin.get("/").content.decode()
     assert "Started again: bot 0" in messages
+
+
+def test_a_bot_that_may_not_start_again_is_named_on_the_page_after_the_resume(
+    logged_in: Callable[[str], tuple[Client, Person]], bots: list[Bot]
+) -> None:
+    run = kill_request(actor="system:test", reason="drill")
+    KillRun.objects.filter(pk=run.pk).update(status="done", finished_at=run.created_at)
+    Bot.objects.filter(pk=bots[1].pk).update(halted=True, halt_reason="daily loss")  # halted on its own since
+    admin, who = logged_in("admin")
+    admin.post("/accounts/step-up/", {"code": who.code(1), "next": "/"})
+    restart = [str(b.pk) for b in bots]
+    response = admin.post("/killswitch/resume/", {"reason": "drill over", "restart": restart}, follow=True)
+    page = response.content.decode()
+    assert not global_halt_active()
+    assert "Started again: bot 0, bot 2." in page
+    assert "bot 1 was not started again: bot 1 is halted (daily loss)" in page
+    assert Bot.objects.get(pk=bots[1].pk).desired_state == "stopped"
+    resumed = AuditEntry.objects.get(action="killswitch.resumed")
+    assert list(resumed.data["not_restarted"]) == [str(bots[1].pk)]
