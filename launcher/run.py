@@ -42,6 +42,8 @@ from launcher.embedded import (
 BASE_DIR = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 WEB_READY_TIMEOUT_S = 30.0
+# What var/run/services.env names for commands run from another terminal (botconsole.settings.local reads it).
+SERVICES_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "VAULT_ADDR", "SANDBOX_URL")
 
 
 def web_argv(port: int) -> list[str]:
@@ -116,11 +118,7 @@ class Supervisor:
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "botconsole.settings.local")
         self.env["BOTCONSOLE_VAR_DIR"] = str(self.var_dir)
         self.env["PYTHONUNBUFFERED"] = "1"
-        # Lets `manage.py` in another terminal find the servers while this runs.
-        write_private(
-            self.run_dir / "services.env",
-            "".join(f"{k}={self.env[k]}\n" for k in ("DATABASE_URL", "REDIS_URL", "VAULT_ADDR")),
-        )
+        self.write_services_env()
         keys = self.services.vault_keys
         self.admin_token = keys.root_token if keys else os.environ.get("VAULT_BOOTSTRAP_TOKEN", "")
         if not self.admin_token:
@@ -130,6 +128,17 @@ class Supervisor:
         self._manage("migrate", "--noinput", quiet=True)
         out = self._manage("create_first_admin", quiet=True)
         return next((line for line in out.splitlines() if line.startswith("FIRST-RUN LOGIN")), None)
+
+    def write_services_env(self) -> None:
+        """Lets `manage.py` in another terminal (the shell's `killswitch`) find the servers while this runs.
+
+        Written again once the sandbox exchange is up, so its URL is there too: without it the shell's
+        kill could not reach the sandbox accounts of `make run`.
+        """
+        write_private(
+            self.run_dir / "services.env",
+            "".join(f"{k}={self.env[k]}\n" for k in SERVICES_ENV_KEYS if self.env.get(k)),
+        )
 
     def _manage(self, *args: str, quiet: bool = False, extra_env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
@@ -180,6 +189,7 @@ class Supervisor:
             write_private(key_file, json.dumps(demo))
         url = f"http://127.0.0.1:{port}"
         self.env["SANDBOX_URL"] = url
+        self.write_services_env()
         # The key reaches the sandbox and the first-run command through the environment, not argv (ps shows argv).
         key_env = {"SANDBOX_API_KEY": demo["api_key"], "SANDBOX_API_SECRET": demo["api_secret"]}
         argv = [PYTHON, str(BASE_DIR / "manage.py"), "runsandbox", "--host", "127.0.0.1", "--port", str(port)]

@@ -14,13 +14,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
+from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.killswitch.flatten import FlattenSale, account_flatten
+from apps.trading import events
+from apps.trading.models import Order
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -42,12 +47,44 @@ class AccountResult:
     still_open: int = 0
     balances: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    recorded: int = 0  # of the cancelled orders, those that were ours (written and announced as cancelled)
     cancel_ms: int = 0
     verified: bool = False  # every symbol of the account answered the final check
 
     def problem(self, what: str, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, port.ExchangeError) else f"{type(exc).__name__}: {exc}"
         self.problems.append(f"{self.label}: {what}: {reason}"[:300])
+
+
+def orders_cancelled_record(account_id: UUID, symbol: str, cancelled: list[port.RemoteOrder]) -> int:
+    """Our orders among those the kill cancelled on an account: written cancelled and announced now.
+
+    Called from the kill's event loop in a worker thread, right after each cancel: the live feed and
+    the order pages show the cancellations as the kill makes them, not when a later sync finds them.
+    """
+    ids = [o.id for o in cancelled if o.id]
+    client_ids = [o.client_order_id for o in cancelled if o.client_order_id]
+    if not ids and not client_ids:
+        return 0
+    try:
+        ours = Order.objects.filter(
+            Q(exchange_order_id__in=ids) | Q(client_order_id__in=client_ids),
+            bot__account_id=account_id,
+            paper=False,
+            symbol=symbol,
+            status__in=Order.OPEN_STATUSES,
+        )
+        orders = list(ours)
+        for order in orders:
+            # Only a row still open: a sync that saw it filled meanwhile wins.
+            if Order.objects.filter(pk=order.pk, status__in=Order.OPEN_STATUSES).update(
+                status=Order.Status.CANCELED, updated_at=timezone.now()
+            ):
+                order.status = Order.Status.CANCELED
+                events.order_update(order)
+        return len(orders)
+    finally:
+        connection.close()  # this worker thread's own connection: the kill's loop lends threads briefly
 
 
 def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
@@ -77,16 +114,30 @@ async def _account_cancel(
     except Exception as exc:
         result.problem("no client", exc)
         return result, None
+    cancelled: list[tuple[str, list[port.RemoteOrder]]] = []
     for symbol in target.symbols:
         try:
-            open_now = len(await exchange.open_orders(symbol))
-            if open_now:
+            listed = await exchange.open_orders(symbol)
+            if listed:
                 await exchange.cancel_all(symbol)
-                result.cancelled += open_now
+                result.cancelled += len(listed)
+                cancelled.append((symbol, listed))
         except Exception as exc:
             result.problem(f"cancel {symbol}", exc)
     result.cancel_ms = int((time.monotonic() - started) * 1000)
+    # Written once every symbol of the account is cancelled: the database never delays a cancel.
+    await asyncio.gather(*(_record(target, result, symbol, listed) for symbol, listed in cancelled))
     return result, exchange
+
+
+async def _record(target: AccountTarget, result: AccountResult, symbol: str, cancelled: list[port.RemoteOrder]) -> None:
+    if not cancelled:
+        return
+    try:
+        result.recorded += await asyncio.to_thread(orders_cancelled_record, target.account.pk, symbol, cancelled)
+    except Exception as exc:  # the exchange's cancel stands; a later sync writes our rows
+        logger.exception("kill: cancelled orders of %s not recorded", target.account.label)
+        result.problem(f"record cancelled {symbol}", exc)
 
 
 async def _account_verify(target: AccountTarget, result: AccountResult, exchange: port.AsyncExchange) -> None:
@@ -94,15 +145,17 @@ async def _account_verify(target: AccountTarget, result: AccountResult, exchange
     result.verified = True
     for symbol in target.symbols:
         try:
-            remaining = len(await exchange.open_orders(symbol))
+            listed = await exchange.open_orders(symbol)
             for _ in range(VERIFY_ATTEMPTS):
-                if not remaining:
+                if not listed:
                     break
                 await exchange.cancel_all(symbol)
-                result.cancelled += remaining
-                remaining = len(await exchange.open_orders(symbol))
-                result.cancelled -= remaining
-            still_open += remaining
+                before, listed = listed, await exchange.open_orders(symbol)
+                left = {o.id for o in listed}
+                gone = [o for o in before if o.id not in left]
+                result.cancelled += len(gone)
+                await _record(target, result, symbol, gone)
+            still_open += len(listed)
         except Exception as exc:
             result.problem(f"verify {symbol}", exc)
             result.verified = False
@@ -134,10 +187,13 @@ async def exchanges_run(
     pv: vault.ProcessVault,
     steps: list[StepDone],
     workers_gone: Callable[[], bool],
+    cancelled_now: Callable[[StepDone, int], None] | None = None,
 ) -> list[AccountResult]:
     """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish.
 
-    Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done.
+    Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done,
+    except the cancel step, handed at once to `cancelled_now` (blocking, run in a thread) with the
+    count, so the report shows it while the final check still waits for the workers.
     """
 
     def add_step(name: str, ms: int, detail: str) -> None:
@@ -154,6 +210,11 @@ async def exchanges_run(
             int((time.monotonic() - t0) * 1000),
             f"{cancelled} order(s) cancelled on {len(targets)} account(s)",
         )
+        if cancelled_now is not None:
+            try:
+                await asyncio.to_thread(cancelled_now, steps[-1], cancelled)
+            except Exception:  # the report's live view only: the step is stored after the loop all the same
+                logger.warning("kill: the cancel step was not shown early", exc_info=True)
         # The final check must follow the last worker's exit: an order a worker sent after the cancel
         # above would otherwise be missed. Only this check waits; the cancel did not.
         gone = await asyncio.to_thread(workers_gone)

@@ -37,11 +37,16 @@ class KillRun(models.Model):
     steps = models.JSONField(default=list)  # [{"name", "ms", "detail"}], in order
     orders_cancelled = models.PositiveIntegerField(default=0)
     orders_still_open = models.PositiveIntegerField(default=0)
+    # Of orders_cancelled, the paper bots' simulated orders (cancelled in the database, never on an exchange).
+    paper_orders_cancelled = models.PositiveIntegerField(default=0)
+    workers_stopped = models.PositiveIntegerField(default=0)
     # True when the count above is not a verified figure: an account did not answer, or the final
     # check could not follow every worker's exit (a worker still alive might have ordered after it).
     open_unknown = models.BooleanField(default=False)
     balances_after = models.JSONField(default=dict)
     problems = models.JSONField(default=list)
+    # The bots this press told to stop (they wanted to run): a resume offers to start them again.
+    bots_stopped = models.JSONField(default=list)
 
     class Meta:
         ordering = ["-created_at"]
@@ -58,11 +63,24 @@ class KillRun(models.Model):
             return f"unknown ({self.orders_still_open} seen, not verified)"
         return str(self.orders_still_open)
 
+    def _step_at(self, name: str) -> int | None:
+        at = next((s.get("at_ms") for s in self.steps if s.get("name") == name), None)
+        return int(at) if at is not None else None
+
     @property
     def duration_ms(self) -> int | None:
+        """From the click to verified: when the verify step ended (the run's end for a run without one)."""
         if self.finished_at is None:
             return None
+        verified = self._step_at("verify")
+        if verified is not None:
+            return verified
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+    @property
+    def workers_stopped_ms(self) -> int | None:
+        """From the click to the fleet reporting every worker stopped (or giving up): its own figure."""
+        return self._step_at("stop")
 
 
 class BreakerRule(models.Model):

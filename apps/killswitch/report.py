@@ -31,7 +31,10 @@ def report_summary(run: KillRun) -> dict[str, Any]:
         "status": run.status,
         "reason": run.reason,
         "duration_ms": run.duration_ms,
+        "workers_stopped_ms": run.workers_stopped_ms,
+        "workers_stopped": run.workers_stopped,
         "orders_cancelled": run.orders_cancelled,
+        "paper_orders_cancelled": run.paper_orders_cancelled,
         "orders_still_open": run.orders_still_open,
         "open_unknown": run.open_unknown,
         "problems": run.problems,
@@ -39,11 +42,54 @@ def report_summary(run: KillRun) -> dict[str, Any]:
     }
 
 
+def result_line(run: KillRun) -> str:
+    """The run's outcome in one line, as the live feed shows it: "done in 3.1 s — 8 orders cancelled, 0 open, …"."""
+    if run.status in (KillRun.Status.PENDING, KillRun.Status.RUNNING):
+        return "running"
+    outcome = "done" if run.status == KillRun.Status.DONE else "failed"
+    seconds = f" in {run.duration_ms / 1000:.1f} s" if run.duration_ms is not None else ""
+    paper = f" ({run.paper_orders_cancelled} paper)" if run.paper_orders_cancelled else ""
+    if run.open_unknown:
+        still_open = "open orders unknown"
+    elif run.orders_still_open:
+        still_open = f"{run.orders_still_open} still open"
+    else:
+        still_open = "0 open"
+    return (
+        f"{outcome}{seconds} — {run.orders_cancelled} order{'s' if run.orders_cancelled != 1 else ''} "
+        f"cancelled{paper}, {still_open}, {run.workers_stopped} worker{'s' if run.workers_stopped != 1 else ''} stopped"
+    )
+
+
+def run_state(run: KillRun) -> dict[str, Any]:
+    """Everything the report page shows, for its live updates (the page's own figures, nothing secret)."""
+    return {
+        **report_summary(run),
+        "status_label": run.get_status_display(),
+        "finished": run.finished_at is not None,
+        "still_open_text": run.still_open_text,
+        "result": result_line(run),
+        "steps": [
+            {"name": s["name"], "ms": s["ms"], "at_ms": s.get("at_ms"), "detail": s.get("detail", "")}
+            for s in run.steps
+        ],
+        "balances": [
+            {
+                "account": info.get("label", account),
+                "reached": info.get("reached", True),
+                "total": info.get("total", {}),
+            }
+            for account, info in run.balances_after.items()
+        ],
+    }
+
+
 def _message(run: KillRun, n_bots: int, n_accounts: int) -> str:
     scope = f"bot #{run.bot_id}" if run.scope == KillRun.Scope.BOT else "all bots"
     message = (
         f"Kill switch ({scope}) {'finished' if run.status == KillRun.Status.DONE else 'finished WITH PROBLEMS'} "
-        f"in {run.duration_ms} ms: {run.orders_cancelled} order(s) cancelled, {run.still_open_text} still open, "
+        f"in {run.duration_ms} ms (click to verified): {run.orders_cancelled} order(s) cancelled "
+        f"({run.paper_orders_cancelled} paper), {run.still_open_text} still open, "
         f"{n_bots} bot(s) stopped, {n_accounts} account(s). Reason: {run.reason}"
     )
     if run.problems:
@@ -58,7 +104,9 @@ def run_finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
         record(actor=ACTOR, action="killswitch.finished", target=run, data=summary)
     except Exception:
         logger.exception("kill run %s: audit entry not written", run.pk)
-    run_publish(run, "finished", report=summary)
+    line = result_line(run)
+    # detail: what the dashboard's feed prints after "Kill switch finished:"; message: the whole sentence.
+    run_publish(run, "finished", report=summary, detail=line, message=f"Kill switch {line}")
     try:
         alert_raise(
             kind="kill_switch",

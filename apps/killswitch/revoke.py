@@ -152,6 +152,7 @@ class Stopped:
     detail: str
     problems: list[str]
     workers_gone: bool
+    stopped: int = 0  # worker processes that were running and the fleet reported stopped
 
 
 def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: set[str]) -> Stopped:
@@ -189,7 +190,7 @@ def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: set[str]) 
         )
         problems.append(f"stop: {len(remaining)} bot worker(s) not reported stopped ({states})"[:300])
     detail += f"; {late} token(s) reported after the revoke step revoked" if late else ""
-    return Stopped(detail, problems, not remaining)
+    return Stopped(detail, problems, not remaining, len(had) - len(remaining))
 
 
 def _late_revoke(ids: list[int], *, pv: vault.ProcessVault, revoked: set[str], problems: list[str]) -> int:

@@ -42,10 +42,12 @@ from apps.killswitch.flatten import FlattenSale, flatten_plan, flatten_record
 from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
 from apps.killswitch.report import ACTOR, run_finish, run_publish
 from apps.killswitch.revoke import STOP_WAIT_S, bots_revoke, queues_purge, workers_wait
+from apps.trading.paper import paper_cancel_open
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
-STEP_ORDER = ("revoke", "stop", "purge", "cancel", "verify", "flatten", "balances")
+STEP_ORDER = ("revoke", "stop", "purge", "paper", "cancel", "verify", "flatten", "balances")
+PAPER_WHY = "Cancelled by the kill switch."
 
 
 @dataclass
@@ -55,7 +57,10 @@ class _Steps:
     run: KillRun
     problems: list[str] = field(default_factory=list)
     _beside: dict[str, threading.Thread] = field(default_factory=dict)
-    _beside_done: dict[str, tuple[int, str, datetime]] = field(default_factory=dict)
+    _beside_done: set[str] = field(default_factory=set)
+    _given_up: set[str] = field(default_factory=set)
+    # The steps list is written by the run's thread and by a step beside it (stop): one at a time.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _timed(self, name: str, fn: Callable[[], str]) -> tuple[int, str]:
         started = time.monotonic()
@@ -71,12 +76,20 @@ class _Steps:
         self.add(name, *self._timed(name, fn))
 
     def begin_beside(self, name: str, fn: Callable[[], str]) -> None:
-        """Start a step in its own thread, beside the exchange steps (which it must not delay)."""
+        """Start a step in its own thread, beside the exchange steps (which it must not delay).
+
+        It is stored and announced as soon as it ends, so the report shows it live (the workers' stop).
+        """
 
         def body() -> None:
             try:
                 ms, detail = self._timed(name, fn)
-                self._beside_done[name] = (ms, detail, timezone.now())
+                with self._lock:
+                    if name in self._given_up:  # end_beside recorded it as failed already
+                        return
+                    self._beside_done.add(name)
+                    at_ms = self._store(name, ms, detail, timezone.now())
+                run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
             finally:
                 connection.close()  # this thread's own database connection
 
@@ -85,28 +98,36 @@ class _Steps:
         thread.start()
 
     def join_beside(self, name: str, timeout: float) -> None:
-        """Wait for a step started with begin_beside (without recording it: any thread may call this)."""
+        """Wait for a step started with begin_beside (any thread may call this)."""
         self._beside[name].join(timeout)
 
     def end_beside(self, name: str, timeout: float) -> None:
-        """Wait for a step started with begin_beside and record it."""
+        """Wait for a step started with begin_beside; record it as failed if it did not end in time."""
         self._beside[name].join(timeout)
-        done = self._beside_done.get(name)
-        if done is None:
-            detail = f"failed: no answer within {timeout:.0f} s"
-            self.problems.append(f"{name}: {detail}")
-            done = (int(timeout * 1000), detail, timezone.now())
-        self.add(name, *done)
+        with self._lock:
+            if name not in self._beside_done:
+                self._given_up.add(name)
+                detail = f"failed: no answer within {timeout:.0f} s"
+                self.problems.append(f"{name}: {detail}")
+                at_ms = self._store(name, int(timeout * 1000), detail, timezone.now())
+                run_publish(self.run, "progress", step=name, ms=int(timeout * 1000), at_ms=at_ms, detail=detail)
+                return
+        self._beside[name].join(10)  # it has stored its step; only its announcement may remain
 
     def add(self, name: str, ms: int, detail: str, finished: datetime | None = None) -> None:
+        with self._lock:
+            at_ms = self._store(name, ms, detail, finished or timezone.now())
+        run_publish(self.run, "progress", step=name, ms=ms, at_ms=at_ms, detail=detail)
+
+    def _store(self, name: str, ms: int, detail: str, finished: datetime) -> int:
         # at_ms: when the step ended, counted from the click (the run's creation): the report's timeline.
-        at_ms = int(((finished or timezone.now()) - self.run.created_at).total_seconds() * 1000)
+        at_ms = int((finished - self.run.created_at).total_seconds() * 1000)
         # Stored in the order of the procedure, whatever order the concurrent steps finish in.
         steps = [*self.run.steps, {"name": name, "ms": ms, "at_ms": at_ms, "detail": detail}]
         rank = {n: i for i, n in enumerate(STEP_ORDER)}
         self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
         KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
-        run_publish(self.run, "progress", step=name, ms=ms, detail=detail)
+        return at_ms
 
 
 @dataclass
@@ -118,6 +139,7 @@ class _Processes:
     steps: _Steps
     revoked: set[str] = field(default_factory=set)
     workers_gone: bool = False
+    workers_stopped: int = 0
 
     def revoke(self) -> str:
         done = bots_revoke(self.pv, self.bots)
@@ -129,14 +151,53 @@ class _Processes:
         stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked)
         self.steps.problems.extend(stopped.problems)
         self.workers_gone = stopped.workers_gone
+        self.workers_stopped = stopped.stopped
         return stopped.detail
 
 
+@dataclass
+class _Paper:
+    """The paper bots' simulated orders: cancelled in the database at once, and again once the workers are gone."""
+
+    bot_ids: list[int]
+    steps: _Steps
+    cancelled: int = 0
+    verified: bool = False
+
+    def cancel(self) -> str:
+        done = paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY)
+        self.cancelled += len(done)
+        # On the report at once (the exchanges' cancel comes after this step and adds to it).
+        KillRun.objects.filter(pk=self.steps.run.pk).update(
+            paper_orders_cancelled=self.cancelled, orders_cancelled=self.cancelled
+        )
+        return f"{len(done)} simulated order(s) cancelled for {len(self.bot_ids)} paper bot(s)"
+
+    def verify(self, *, workers_gone: bool) -> str:
+        """After the stop step: what a paper tick placed meanwhile is cancelled; "0 open" once the workers are gone."""
+        if not self.bot_ids:
+            self.verified = True
+            return ""
+        try:
+            late = len(paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY))
+        except Exception as exc:
+            logger.exception("paper orders not checked")
+            self.steps.problems.append(f"verify: paper orders not checked: {type(exc).__name__}"[:300])
+            return "paper orders: unknown (not checked)"
+        self.cancelled += late
+        self.verified = workers_gone
+        more = f", {late} more cancelled" if late else ""
+        if not workers_gone:
+            return f"paper orders: unknown (a worker may still place some{more})"
+        return f"paper orders: 0 open{more}"
+
+
 def affected_bots(run: KillRun) -> list[Bot]:
+    """The run's bots: one, or every bot not archived (an archived bot is stopped with nothing open)."""
     qs = Bot.objects.select_related("account")
     if run.scope == KillRun.Scope.BOT:
         return list(qs.filter(pk=run.bot_id)) if run.bot_id is not None else []
-    return list(qs.all())
+    return list(qs.filter(archived_at__isnull=True))
 
 
 def _claim(run_id: int) -> bool:
@@ -169,7 +230,12 @@ def _plan_flatten(run: KillRun, bots: list[Bot], targets: list[AccountTarget], s
 
 
 def _exchange_steps(
-    run: KillRun, targets: list[AccountTarget], pv: vault.ProcessVault, steps: _Steps, processes: _Processes
+    run: KillRun,
+    targets: list[AccountTarget],
+    pv: vault.ProcessVault,
+    steps: _Steps,
+    processes: _Processes,
+    paper_cancelled: int,
 ) -> tuple[list[AccountResult], list[StepDone]]:
     done: list[StepDone] = []
     results: list[AccountResult] = []
@@ -178,9 +244,19 @@ def _exchange_steps(
         steps.join_beside("stop", STOP_WAIT_S + 10)
         return processes.workers_gone
 
+    def cancelled_now(step: StepDone, cancelled: int) -> None:
+        # In a thread of the event loop's: the cancel step and its count on the report at once.
+        try:
+            name, ms, detail, finished = step
+            # The count first: the step's announcement makes the report page read it.
+            KillRun.objects.filter(pk=run.pk).update(orders_cancelled=cancelled + paper_cancelled)
+            steps.add(name, ms, detail, finished)
+        finally:
+            connection.close()
+
     try:
         if targets:
-            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone))
+            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone, cancelled_now))
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         steps.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
@@ -188,10 +264,13 @@ def _exchange_steps(
 
 
 def _record_exchange_steps(
-    targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float
+    targets: list[AccountTarget], done: list[StepDone], flagged: int, steps: _Steps, started: float, paper_note: str
 ) -> None:
+    shown = {s["name"] for s in steps.run.steps}  # the cancel step, stored while the loop ran
     for name, ms, detail, finished in done:
-        if name != "flatten":
+        if name == "verify" and paper_note:
+            detail = f"{detail}; {paper_note}"[:300]
+        if name != "flatten" and name not in shown:
             steps.add(name, ms, detail, finished)
     if flagged:
         flatten = next(((ms, at) for n, ms, _, at in done if n == "flatten"), None)
@@ -208,6 +287,8 @@ def _record_exchange_steps(
     for name in ("cancel", "verify", "balances"):
         if name not in done_names:
             detail = "no live accounts" if not targets else "not reached"
+            if name == "verify" and paper_note:
+                detail = f"{detail}; {paper_note}"
             steps.add(name, 0 if not targets else int((time.monotonic() - started) * 1000), detail)
 
 
@@ -221,32 +302,58 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     steps.step("revoke", processes.revoke)
     steps.begin_beside("stop", processes.stop)  # the fleet is not needed to cancel
     steps.step("purge", lambda: queues_purge(bots))
+    paper = _Paper(bot_ids=[b.pk for b in bots if b.mode == Bot.Mode.PAPER], steps=steps)
+    if paper.bot_ids:  # a step of its own only where there are paper bots
+        steps.step("paper", paper.cancel)
 
     targets = account_targets(bots)
     flagged = _plan_flatten(run, bots, targets, steps)
     started = time.monotonic()
-    results, done = _exchange_steps(run, targets, pv, steps, processes)
-    _record_exchange_steps(targets, done, flagged, steps, started)
+    results, done = _exchange_steps(run, targets, pv, steps, processes, paper.cancelled)
+    if paper.bot_ids:
+        steps.join_beside("stop", STOP_WAIT_S + 10)  # at once when the exchanges' verify waited for it already
+    paper_note = paper.verify(workers_gone=processes.workers_gone)
+    _record_exchange_steps(targets, done, flagged, steps, started, paper_note)
     steps.end_beside("stop", STOP_WAIT_S + 10)
-    _report(run, targets, results, steps, workers_gone=processes.workers_gone)
+    run.workers_stopped = processes.workers_stopped
+    _report(run, targets, results, steps, workers_gone=processes.workers_gone, paper=paper)
     run_finish(run, len(bots), len(targets))
     return run
 
 
 def _report(
-    run: KillRun, targets: list[AccountTarget], results: list[AccountResult], steps: _Steps, *, workers_gone: bool
+    run: KillRun,
+    targets: list[AccountTarget],
+    results: list[AccountResult],
+    steps: _Steps,
+    *,
+    workers_gone: bool,
+    paper: _Paper,
 ) -> None:
     for result in results:
         steps.problems.extend(result.problems)
-    run.orders_cancelled = sum(r.cancelled for r in results)
+    run.paper_orders_cancelled = paper.cancelled
+    run.orders_cancelled = sum(r.cancelled for r in results) + paper.cancelled
     run.orders_still_open = sum(r.still_open for r in results)
-    # "0 still open" only when every account answered a check made after every worker had exited.
-    run.open_unknown = bool(targets) and (
+    # "0 still open" only when every account answered a check made after every worker had exited,
+    # and the paper bots' orders were checked after that too.
+    live_unknown = bool(targets) and (
         not workers_gone or len(results) != len(targets) or not all(r.verified for r in results)
     )
-    run.balances_after = {
-        str(t.account.pk): {"label": r.label, "total": r.balances} for t, r in zip(targets, results, strict=False)
-    }
+    run.open_unknown = live_unknown or not paper.verified
+    answered = {str(t.account.pk): r for t, r in zip(targets, results, strict=False)}
+    run.balances_after = {}
+    for target in targets:
+        answer = answered.get(str(target.account.pk))
+        reached = answer is not None and answer.verified
+        if not reached:
+            steps.problems.append(f"{target.account.label}: not verified: its open orders are unknown"[:300])
+        run.balances_after[str(target.account.pk)] = {
+            "label": target.account.label,
+            "total": answer.balances if answer else {},
+            "reached": reached,
+            "still_open": answer.still_open if reached and answer else None,
+        }
     run.problems = steps.problems
     if run.orders_still_open and not any("still open" in p for p in run.problems):
         run.problems.append(f"{run.orders_still_open} order(s) still open after {VERIFY_ATTEMPTS} retries")
@@ -259,6 +366,8 @@ def _report(
             "status",
             "finished_at",
             "orders_cancelled",
+            "paper_orders_cancelled",
+            "workers_stopped",
             "orders_still_open",
             "open_unknown",
             "balances_after",

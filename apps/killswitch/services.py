@@ -13,7 +13,9 @@ pending or running joins it instead of starting a second one, so concurrent pres
 with true counts; a resume sees every run a press has recorded.
 
 Resume (`trading_resume`) is one transaction: the halt cleared and its audit entry with the reason,
-or neither. It is refused while a kill run is pending or running or a bot worker is still alive.
+or neither; the bots the kill stopped that the operator kept checked are started in it (each by
+bot_start), under the same lock, so a press either precedes the resume or stops them again after it.
+It is refused while a kill run is pending or running or a bot worker is still alive.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection, transaction
@@ -33,9 +35,11 @@ from apps.accounts.models import User
 from apps.audit.services import record
 from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
+from apps.bots.services import bot_start
 from apps.core.exceptions import ApplicationError
 from apps.core.text import reason_changed, reason_clean, resume_reason_problem
 from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
+from apps.killswitch.selectors import bots_to_restart
 from apps.killswitch.tasks import kill_execute_task
 
 logger = logging.getLogger(__name__)
@@ -86,20 +90,30 @@ def _press_lock() -> Iterator[None]:
             logger.warning("kill switch lock not released: the database session is gone, and the lock with it")
 
 
-def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> None:
-    """The safety effect, committed on its own before anything else is attempted."""
+def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> list[int]:
+    """The safety effect, committed on its own before anything else is attempted.
+
+    Returns the bots it told to stop (they wanted to run): the run keeps them so a resume can offer
+    to start exactly those again.
+    """
     with transaction.atomic():
         if bot is None:
             global_halt_set(reason=reason, actor=actor)  # waits for any order in flight
-            Bot.objects.exclude(desired_state=Bot.Desired.STOPPED).update(desired_state=Bot.Desired.STOPPED)
-        else:
-            halt_reason = reason_clean(f"Stopped by kill: {reason}", max_length=BOT_HALT_REASON_MAX)
-            Bot.objects.filter(pk=bot.pk).update(
-                halted=True, halt_reason=halt_reason, desired_state=Bot.Desired.STOPPED
-            )
+            # A start waits for the halt row locked above and then refuses: nobody joins this list meanwhile.
+            wanted = Bot.objects.select_for_update().exclude(desired_state=Bot.Desired.STOPPED)
+            stopped = sorted(wanted.values_list("pk", flat=True))
+            Bot.objects.filter(pk__in=stopped).update(desired_state=Bot.Desired.STOPPED)
+            return stopped
+        halt_reason = reason_clean(f"Stopped by kill: {reason}", max_length=BOT_HALT_REASON_MAX)
+        was_running = Bot.objects.select_for_update().filter(pk=bot.pk).exclude(desired_state=Bot.Desired.STOPPED)
+        stopped = list(was_running.values_list("pk", flat=True))
+        Bot.objects.filter(pk=bot.pk).update(halted=True, halt_reason=halt_reason, desired_state=Bot.Desired.STOPPED)
+        return stopped
 
 
-def _join_or_create(*, actor: Actor, reason: str, bot: Bot | None, via: str) -> tuple[KillRun, bool]:
+def _join_or_create(
+    *, actor: Actor, reason: str, bot: Bot | None, via: str, stopped: list[int]
+) -> tuple[KillRun, bool]:
     runs = active_runs()
     runs = (
         runs.filter(scope=KillRun.Scope.ALL)
@@ -109,8 +123,12 @@ def _join_or_create(*, actor: Actor, reason: str, bot: Bot | None, via: str) -> 
     # An all-bots run covers a per-bot press too; "all" sorts before "bot".
     existing = runs.order_by("scope", "created_at", "pk").first()
     if existing is not None:
+        if set(stopped) - set(existing.bots_stopped):
+            existing.bots_stopped = sorted({*existing.bots_stopped, *stopped})
+            existing.save(update_fields=["bots_stopped"])
         return existing, True
     run = KillRun.objects.create(
+        bots_stopped=stopped,
         scope=KillRun.Scope.BOT if bot else KillRun.Scope.ALL,
         bot=bot,
         reason=reason,
@@ -126,12 +144,21 @@ def _failure(what: str, exc: BaseException) -> str:
 
 
 def _record(
-    press: KillPress, *, actor: Actor, bot: Bot | None, via: str, request: HttpRequest | None, changed: bool
+    press: KillPress,
+    *,
+    actor: Actor,
+    bot: Bot | None,
+    via: str,
+    request: HttpRequest | None,
+    changed: bool,
+    stopped: list[int],
 ) -> None:
     with transaction.atomic():
         try:
             with transaction.atomic():
-                press.run, press.joined = _join_or_create(actor=actor, reason=press.reason, bot=bot, via=via)
+                press.run, press.joined = _join_or_create(
+                    actor=actor, reason=press.reason, bot=bot, via=via, stopped=stopped
+                )
         except Exception as exc:
             logger.exception("kill pressed and halt committed, but the kill run was not recorded")
             what = "The kill run could not be recorded, so no order is cancelled yet: run `manage.py killswitch`"
@@ -142,6 +169,7 @@ def _record(
             "reason": press.reason,
             "via": via,
             "run": press.run.pk if press.run else None,
+            "bots_stopped": stopped,
         }
         if press.joined and press.run is not None:
             data["joined_run"] = press.run.pk
@@ -162,9 +190,10 @@ def kill_press(
     cleaned = reason_clean(reason, max_length=RUN_REASON_MAX)
     press = KillPress(run=None, reason=cleaned)
     with _press_lock():
-        _halt(actor=actor, reason=cleaned, bot=bot)  # raises only if the database itself fails
+        stopped = _halt(actor=actor, reason=cleaned, bot=bot)  # raises only if the database itself fails
         try:
-            _record(press, actor=actor, bot=bot, via=via, request=request, changed=reason_changed(reason, cleaned))
+            changed = reason_changed(reason, cleaned)
+            _record(press, actor=actor, bot=bot, via=via, request=request, changed=changed, stopped=stopped)
         except Exception as exc:  # e.g. the commit itself failed: the halt above is committed already
             logger.exception("kill pressed and halt committed, but what followed was not committed")
             press.run, press.joined = None, False
@@ -220,11 +249,26 @@ def _alive_workers() -> list[tuple[int, str, str]]:
     return list(alive.values_list("pk", "name", "observed_state"))
 
 
-def trading_resume(*, actor: User, reason: str, request: HttpRequest | None = None) -> None:
-    """Lift the global halt, with its audit entry, in one transaction. Bots stay stopped until each is started.
+@dataclass
+class ResumeOutcome:
+    """What a resume did besides lifting the halt: the bots it started again, and those that may not start."""
+
+    started: list[Bot] = field(default_factory=list)
+    refused: list[tuple[Bot, str]] = field(default_factory=list)
+
+
+def trading_resume(
+    *, actor: User, reason: str, restart: Collection[int] = (), request: HttpRequest | None = None
+) -> ResumeOutcome:
+    """Lift the global halt, with its audit entry, in one transaction; optionally start bots the kill stopped.
 
     Refused (ResumeRefused, nothing changed or audited) when nothing is halted, while a kill run is
     pending or running, or while any bot worker is still alive (the fleet has not reported it stopped).
+    `restart` names bots to start again: each must be one the kills of this halt stopped (selectors.
+    bots_to_restart), else nothing changes. Each start is apps.bots.services.bot_start (its checks, its
+    audit entry), inside the resume's transaction and under the kill lock: a press waits for the
+    resume and then stops them again, so no bot ever runs under a halt. A bot that may not start is
+    reported in the outcome (and the resume's audit entry); the others start.
     """
     if not actor.has_perm("accounts.resume_after_kill"):
         raise ApplicationError("Only an admin can resume trading after a kill.")
@@ -232,7 +276,7 @@ def trading_resume(*, actor: User, reason: str, request: HttpRequest | None = No
     if problem is not None:
         raise ApplicationError(problem)
     try:
-        _resume(actor=actor, reason=reason.strip(), request=request)
+        return _resume(actor=actor, reason=reason.strip(), restart=set(restart), request=request)
     except DatabaseError as exc:  # rolled back whole: no resume without its audit entry
         logger.exception("resume not committed")
         raise ResumeRefused(
@@ -240,7 +284,20 @@ def trading_resume(*, actor: User, reason: str, request: HttpRequest | None = No
         ) from None
 
 
-def _resume(*, actor: User, reason: str, request: HttpRequest | None) -> None:
+def _restart(bots: list[Bot], *, actor: User, request: HttpRequest | None) -> ResumeOutcome:
+    outcome = ResumeOutcome()
+    for bot in bots:
+        try:
+            with transaction.atomic():  # a refused start undoes only itself
+                bot_start(bot=bot, actor=actor, request=request)
+        except ApplicationError as exc:
+            outcome.refused.append((bot, exc.message))
+        else:
+            outcome.started.append(bot)
+    return outcome
+
+
+def _resume(*, actor: User, reason: str, restart: set[int], request: HttpRequest | None) -> ResumeOutcome:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [KILL_LOCK_KEY])
@@ -262,12 +319,28 @@ def _resume(*, actor: User, reason: str, request: HttpRequest | None) -> None:
                 f"{len(alive)} bot worker(s) still alive: {named}{more}. The fleet supervisor must report them "
                 "stopped before trading resumes. Nothing was changed."
             )
+        offered = {b.pk: b for b in bots_to_restart(halt)}
+        unknown = sorted(restart - offered.keys())
+        if unknown:
+            raise ApplicationError(
+                f"Bot(s) {', '.join(f'#{pk}' for pk in unknown)} were not stopped by this halt's kill, so they are "
+                "not restarted from here. Nothing was changed."
+            )
         since, previous = halt.since, halt.reason
         global_halt_clear(actor=actor)
+        outcome = _restart([offered[pk] for pk in sorted(restart)], actor=actor, request=request)
         record(
             actor=actor,
             action="killswitch.resumed",
             target=halt,
             request=request,
-            data={"reason": reason, "previous_reason": previous, "halted_since": since.isoformat() if since else None},
+            data={
+                "reason": reason,
+                "previous_reason": previous,
+                "halted_since": since.isoformat() if since else None,
+                "offered": sorted(offered),
+                "restarted": [b.pk for b in outcome.started],
+                "not_restarted": {str(b.pk): why for b, why in outcome.refused},
+            },
         )
+    return outcome

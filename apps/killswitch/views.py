@@ -4,10 +4,11 @@ import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Min
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
 from apps.accounts.selectors import acting_user
@@ -15,10 +16,13 @@ from apps.bots.halts import global_halt_reason
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.text import resume_reason_problem
+from apps.events.models import Event
 from apps.events.selectors import event_cursor
 from apps.killswitch.breaker_rules import DEFAULTS, breaker_rule_update_from_input, rules_for_page
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
-from apps.killswitch.services import ResumeRefused, active_runs, kill_press, trading_resume
+from apps.killswitch.report import result_line, run_state
+from apps.killswitch.selectors import bots_to_restart
+from apps.killswitch.services import ResumeOutcome, ResumeRefused, active_runs, kill_press, trading_resume
 
 _BOT_ID = re.compile(r"[0-9]{1,19}")
 BIGINT_MAX = 2**63 - 1
@@ -78,7 +82,20 @@ def run_list_view(request: HttpRequest) -> HttpResponse:
 @permission_required("accounts.view_console", raise_exception=True)
 def run_detail_view(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(KillRun.objects.select_related("bot", "requested_by"), pk=run_id)
-    return render(request, "killswitch/run.html", {"run": run, "cursor": event_cursor()})
+    # The feed starts just before the run's first event, so a page opened mid-run still lists every step.
+    first = Event.objects.filter(kind=Event.Kind.KILL_SWITCH, payload__run=run.pk).aggregate(first=Min("seq"))["first"]
+    cursor = first - 1 if first is not None else event_cursor()
+    context = {"run": run, "cursor": cursor, "result": result_line(run)}
+    return render(request, "killswitch/run.html", context)
+
+
+@never_cache
+@permission_required("accounts.view_console", raise_exception=True)
+@require_GET
+def run_state_view(request: HttpRequest, run_id: int) -> JsonResponse:
+    """The report's figures as JSON: what the report page fetches as the run's live events arrive."""
+    run = get_object_or_404(KillRun, pk=run_id)
+    return JsonResponse(run_state(run))
 
 
 @never_cache
@@ -88,16 +105,23 @@ def run_detail_view(request: HttpRequest, run_id: int) -> HttpResponse:
 def resume_view(request: HttpRequest) -> HttpResponse:
     reason = request.POST.get("reason", "")
     error, status = None, 200
+    offered = bots_to_restart()
+    checked = {b.pk for b in offered}  # every bot checked by default; a refused POST shows what was sent
     if request.method == "POST":
         try:
-            trading_resume(actor=acting_user(request), reason=reason, request=request)
-        except ResumeRefused as exc:
-            error, status = exc.message, 409
-        except ApplicationError as exc:
-            error, status = exc.message, 400
-        else:
-            messages.success(request, "Trading resumed. Bots stay stopped until each is started again.")
-            return redirect("live:dashboard")
+            checked = {bot_id_from(raw) or 0 for raw in request.POST.getlist("restart")}
+        except ValueError:
+            error, status = "The bots to restart are given by their ids. Nothing was changed.", 400
+        if error is None:
+            try:
+                outcome = trading_resume(actor=acting_user(request), reason=reason, restart=checked, request=request)
+            except ResumeRefused as exc:
+                error, status = exc.message, 409
+            except ApplicationError as exc:
+                error, status = exc.message, 400
+            else:
+                _resume_messages(request, outcome)
+                return redirect("live:dashboard")
     # Echoed back only when it is fit to show (no control characters), and never longer than the field.
     shown = reason if resume_reason_problem(reason) is None else ""
     context = {
@@ -105,8 +129,19 @@ def resume_view(request: HttpRequest) -> HttpResponse:
         "reason": shown,
         "error": error,
         "active_runs": active_runs().order_by("created_at", "pk")[:5],
+        "offered": [(bot, bot.pk in checked) for bot in offered],
     }
     return render(request, "killswitch/resume.html", context, status=status)
+
+
+def _resume_messages(request: HttpRequest, outcome: ResumeOutcome) -> None:
+    if outcome.started:
+        names = ", ".join(bot.name for bot in outcome.started)
+        messages.success(request, f"Trading resumed. Started again: {names}. Every other bot stays stopped.")
+    else:
+        messages.success(request, "Trading resumed. Bots stay stopped until each is started again.")
+    for bot, why in outcome.refused:
+        messages.error(request, f"{bot.name} was not started again: {why}")
 
 
 @never_cache

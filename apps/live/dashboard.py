@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Max
@@ -9,8 +10,11 @@ from django.db.models import Max
 from apps.accounts.models import User
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_visible
-from apps.bots.halts import global_halt_reason
+from apps.bots.halts import global_halt_state
 from apps.events.models import Event
+from apps.killswitch.models import KillRun
+from apps.killswitch.report import result_line
+from apps.killswitch.selectors import bots_to_restart
 from apps.live.selectors import visible_events
 from apps.trading.selectors import bot_rows
 
@@ -21,10 +25,25 @@ def dashboard_context(user: User) -> dict[str, Any]:
     recent = visible_events(user, after=max(0, last - 300), bot_id=None, limit=500)
     feed = [e for e in recent if e.kind in ("order_new", "order_update", "fill", "gate_refusal", "kill_switch")][-30:]
     alerts = [a for a in Alert.objects.order_by("-created_at")[:50] if alert_visible(user, a)][:10]
+    halt = global_halt_state()
     return {
         "rows": bot_rows(),
         "feed": list(reversed(feed)),
         "alerts": alerts,
         "cursor": last,
-        "halt_reason": global_halt_reason(),
+        "halt_reason": (halt.reason or "halted") if halt.active else None,
+        **kill_card(user, halt_since=halt.since if halt.active else None, halt_active=halt.active),
+    }
+
+
+def kill_card(user: User, *, halt_since: datetime | None, halt_active: bool) -> dict[str, Any]:
+    """The dashboard's kill card: the panic button (for who may press it), the halt and the last kill run."""
+    last = KillRun.objects.select_related("bot").first()
+    return {
+        "halt_since": halt_since,
+        "last_kill": last,
+        "last_kill_result": result_line(last) if last is not None else "",
+        "can_kill": user.has_perm("accounts.trigger_killswitch"),
+        "can_resume": user.has_perm("accounts.resume_after_kill"),
+        "restartable": len(bots_to_restart()) if halt_active else 0,
     }

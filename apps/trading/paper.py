@@ -9,12 +9,15 @@ Binance without BNB: the buyer pays in the base asset, the seller in the quote a
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from decimal import Decimal
 
+from django.db import transaction
 from django.utils import timezone
 
 from apps.bots.models import Bot
 from apps.exchanges import port
+from apps.trading import events
 from apps.trading.ledger import fill_record, ledger_for, split_symbol
 from apps.trading.models import ZERO, Order, Position
 
@@ -92,18 +95,42 @@ def paper_match(*, bot: Bot, exchange: port.Exchange) -> int:
     """Fill the bot's resting paper limit orders the market has crossed; returns how many filled."""
     filled = 0
     resting = Order.objects.filter(bot=bot, paper=True, status__in=Order.OPEN_STATUSES).select_related("bot")
-    touches: dict[str, tuple[Decimal, Decimal]] = {}
-    for order in resting.order_by("created_at", "id"):
-        if order.symbol not in touches:
-            touches[order.symbol] = exchange.ticker(order.symbol).touch
-        price = _crossing_price(order, *touches[order.symbol])
-        if price is None:
-            continue
-        problem = _affordable(order, price)  # resting paper orders reserve nothing, so check again
-        if problem is not None:
-            order.status, order.error = Order.Status.CANCELED, problem[:300]
-            order.save(update_fields=["status", "error", "updated_at"])
-            continue
-        _fill(order, price)
-        filled += 1
+    listed_orders = list(resting.order_by("created_at", "id"))
+    # Read before any row is locked: a kill's cancel never waits for the market data.
+    touches = {symbol: exchange.ticker(symbol).touch for symbol in dict.fromkeys(o.symbol for o in listed_orders)}
+    for listed in listed_orders:
+        with transaction.atomic():
+            # Locked and read again: a kill may have cancelled it since the list was read (paper_cancel_open).
+            order = Order.objects.select_for_update().select_related("bot").get(pk=listed.pk)
+            if order.status not in Order.OPEN_STATUSES:
+                continue
+            price = _crossing_price(order, *touches[order.symbol])
+            if price is None:
+                continue
+            problem = _affordable(order, price)  # resting paper orders reserve nothing, so check again
+            if problem is not None:
+                order.status, order.error = Order.Status.CANCELED, problem[:300]
+                order.save(update_fields=["status", "error", "updated_at"])
+                continue
+            _fill(order, price)
+            filled += 1
     return filled
+
+
+def paper_cancel_open(*, bot_ids: Collection[int], why: str) -> list[Order]:
+    """Cancel the bots' resting paper orders (the kill switch does): returns those cancelled, each announced.
+
+    Locked row by row, so an order a paper_match is filling right now is either filled first or
+    cancelled here, never both; the kill checks again once the workers are gone.
+    """
+    with transaction.atomic():
+        resting = Order.objects.select_for_update().filter(
+            bot_id__in=list(bot_ids), paper=True, status__in=Order.OPEN_STATUSES
+        )
+        cancelled = list(resting.order_by("created_at", "id"))
+        for order in cancelled:
+            order.status, order.error = Order.Status.CANCELED, why[:300]
+            order.save(update_fields=["status", "error", "updated_at"])
+    for order in cancelled:
+        events.order_update(order)
+    return cancelled

@@ -1,7 +1,9 @@
 """Local development: the embedded servers started by `make run`.
 
-The launcher writes their addresses to var/run/services.env (mode 0600); any variable
-already set in the environment wins, so your own servers can be named instead.
+The launcher writes their addresses to var/run/services.env (mode 0600), the sandbox exchange's
+(SANDBOX_URL) too once it is up: a command run from another terminal, such as the shell's kill
+switch (`python -m launcher.as_process control killswitch`), reaches the same servers and the same
+sandbox. Any variable already set in the environment wins, so your own servers can be named instead.
 """
 
 import os

@@ -18,8 +18,11 @@ import pytest
 
 from apps.vault import client as vault
 from launcher.embedded import PG_SYSTEM_USER, EmbeddedServices, ServiceStartError, free_port
+from launcher.run import SERVICES_ENV_KEYS, Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
+# A fresh terminal names none of these: the command must find them (var/run/services.env) by itself.
+NOT_FROM_THE_SHELL = (*SERVICES_ENV_KEYS, "VAULT_TOKEN", "DJANGO_SETTINGS_MODULE")
 
 
 def test_a_server_that_fails_to_start_is_named_with_its_log_tail(tmp_path: Path) -> None:
@@ -42,6 +45,36 @@ def test_a_server_that_fails_to_start_is_named_with_its_log_tail(tmp_path: Path)
     log_part = message.split("--- last lines of", 1)[1]
     assert "postgresql.conf" in log_part
     assert services.services == []  # nothing left running
+
+
+def test_services_env_names_the_sandbox_and_the_local_settings_read_it(tmp_path: Path) -> None:
+    """What lets the shell's kill switch, run from another terminal, reach the servers and the sandbox of `make run`."""
+    supervisor = Supervisor(tmp_path, free_port())
+    supervisor.run_dir.mkdir(parents=True)
+    supervisor.env = {
+        "DATABASE_URL": "postgres://127.0.0.1:5999/botconsole",
+        "REDIS_URL": "redis://127.0.0.1:6999/0",
+        "VAULT_ADDR": "http://127.0.0.1:8999",
+        "VAULT_TOKEN": "never-written",
+    }
+    supervisor.write_services_env()  # before the sandbox is up: no SANDBOX_URL yet
+    path = tmp_path / "run" / "services.env"
+    assert "SANDBOX_URL" not in path.read_text() and "VAULT_TOKEN" not in path.read_text()
+    supervisor.env["SANDBOX_URL"] = "http://127.0.0.1:7999"
+    supervisor.write_services_env()  # what start_sandbox does once it knows the sandbox's port
+    assert path.read_text().splitlines() == [
+        "DATABASE_URL=postgres://127.0.0.1:5999/botconsole",
+        "REDIS_URL=redis://127.0.0.1:6999/0",
+        "VAULT_ADDR=http://127.0.0.1:8999",
+        "SANDBOX_URL=http://127.0.0.1:7999",
+    ]
+    assert path.stat().st_mode & 0o777 == 0o600
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FROM_THE_SHELL}
+    env.update({"BOTCONSOLE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "botconsole.settings.local"})
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SANDBOX_URL)"
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "http://127.0.0.1:7999"
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
@@ -108,6 +141,23 @@ def test_make_run_starts_everything_and_ctrl_c_leaves_nothing_behind(tmp_path: P
         assert keys["root_token"] not in "\0".join(f"{k}={v}" for k, v in web_env.items())
         web_vault = vault.ProcessVault(web_env["VAULT_ADDR"], web_env["VAULT_TOKEN"])
         assert sorted(web_vault.token_policies()) == ["botconsole-web", "default"]
+
+        # The shell's break-glass kill finds the servers and the sandbox by itself, reaches the demo
+        # account there, and says so: every order verified, exit 0.
+        sandbox_port = json.loads((var_dir / "ports.json").read_text())["sandbox"]
+        assert f"SANDBOX_URL=http://127.0.0.1:{sandbox_port}" in (var_dir / "run" / "services.env").read_text()
+        shell_env = {k: v for k, v in os.environ.items() if k not in NOT_FROM_THE_SHELL}
+        shell_env["BOTCONSOLE_VAR_DIR"] = str(var_dir)
+        kill = subprocess.run(
+            [sys.executable, "-m", "launcher.as_process", "control", "killswitch", "--reason", "drill"],
+            cwd=ROOT,
+            env=shell_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert kill.returncode == 0, kill.stdout + kill.stderr
+        assert "Orders still open: 0" in kill.stdout and "balances of 1 account(s) read" in kill.stdout
     finally:
         left = _stop_console(proc)
     assert left == []

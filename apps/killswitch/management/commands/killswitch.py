@@ -66,11 +66,18 @@ class Command(BaseCommand):
 def report_text(run: KillRun) -> str:
     lines = [
         f"Kill run #{run.pk} ({run.get_scope_display()}): {run.get_status_display()}",
-        f"Duration: {run.duration_ms} ms",
+        f"Duration: {run.duration_ms} ms (from the click to verified)",
     ]
+    if run.workers_stopped_ms is not None:
+        lines.append(f"Workers stopped: {run.workers_stopped}, {run.workers_stopped_ms} ms after the click")
     lines += [f"  {step['name']:<9} {step['ms']:>6} ms  {step['detail']}" for step in run.steps]
-    lines += [f"Orders cancelled: {run.orders_cancelled}", f"Orders still open: {run.still_open_text}"]
+    paper = f" ({run.paper_orders_cancelled} paper)" if run.paper_orders_cancelled else ""
+    lines += [f"Orders cancelled: {run.orders_cancelled}{paper}", f"Orders still open: {run.still_open_text}"]
     for account_id, info in sorted(run.balances_after.items()):
-        lines.append(f"Balances of {info.get('label', account_id)}: {info.get('total', {})}")
+        label = info.get("label", account_id)
+        if info.get("reached") is False:
+            lines.append(f"NOT REACHED: {label}: its open orders are unknown; check it on the exchange by hand")
+        else:
+            lines.append(f"Balances of {label}: {info.get('total', {})}")
     lines += [f"PROBLEM: {p}" for p in run.problems]
     return "\n".join(lines) + "\n"

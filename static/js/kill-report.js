@@ -1,0 +1,212 @@
+// The kill report page, live (loaded as a module; no inline script, CSP stays strict).
+// The page is complete without this file. With it, every live event of this run (started, each step,
+// finished) fetches the report's figures again and puts them in place, so the page reaches the run's
+// true final state without a reload. The socket only says "something happened": the figures always come
+// from the server's report (state URL), and a slow poll covers a socket that is down.
+
+const root = document.querySelector("[data-kill-report]");
+if (root) start(root);
+
+function start(root) {
+  const runId = Number(root.dataset.run);
+  const stateUrl = root.dataset.stateUrl;
+  const eventsUrl = root.dataset.eventsUrl;
+  const status = document.getElementById("live-status");
+  let cursor = Number(root.dataset.after || 0);
+  let finished = root.dataset.finished === "1";
+  let socket = null;
+  let retry = 0;
+  let fetching = null;
+  let again = false;
+
+  function setStatus(text, state) {
+    if (!status) return;
+    status.textContent = text;
+    status.dataset.state = state;
+  }
+
+  function text(id, value) {
+    const node = document.getElementById(id);
+    if (node) node.textContent = value;
+    return node;
+  }
+
+  function cell(row, value) {
+    const td = document.createElement("td");
+    td.textContent = value;
+    row.append(td);
+    return td;
+  }
+
+  function render(state) {
+    const result = document.getElementById("run-result");
+    if (result) {
+      result.dataset.status = state.status;
+      result.textContent = state.finished
+        ? `Kill switch ${state.result}`
+        : "Trading is halted. The control worker is cleaning up: this report fills in as it goes.";
+    }
+    text("run-status", state.status_label);
+    text("run-duration", state.duration_ms == null ? "running…" : `${state.duration_ms} ms (from the click to verified)`);
+    text(
+      "run-workers",
+      state.workers_stopped_ms == null
+        ? "waiting for the fleet…"
+        : `${state.workers_stopped} worker${state.workers_stopped === 1 ? "" : "s"}, ${state.workers_stopped_ms} ms after the click`,
+    );
+    text("run-cancelled", `${state.orders_cancelled}` + (state.paper_orders_cancelled ? ` (${state.paper_orders_cancelled} paper)` : ""));
+    const open = text("run-open", state.still_open_text);
+    if (open) open.classList.toggle("error", Boolean(state.orders_still_open || state.open_unknown));
+
+    const steps = document.getElementById("run-steps");
+    if (steps && state.steps.length) {
+      steps.replaceChildren(
+        ...state.steps.map((step) => {
+          const row = document.createElement("tr");
+          cell(row, step.name);
+          cell(row, `${step.ms} ms`);
+          cell(row, step.at_ms == null ? "" : `+${step.at_ms} ms`);
+          cell(row, step.detail);
+          return row;
+        }),
+      );
+    }
+    const problemsBox = document.getElementById("run-problems-box");
+    const problems = document.getElementById("run-problems");
+    if (problemsBox && problems) {
+      problemsBox.hidden = state.problems.length === 0;
+      problems.replaceChildren(
+        ...state.problems.map((p) => {
+          const item = document.createElement("li");
+          item.textContent = p;
+          return item;
+        }),
+      );
+    }
+    const balances = document.getElementById("run-balances");
+    if (balances && state.balances.length) {
+      balances.replaceChildren(
+        ...state.balances.map((b) => {
+          const row = document.createElement("tr");
+          cell(row, b.account);
+          if (b.reached === false) {
+            const td = cell(row, "not reached: open orders and balances unknown");
+            td.className = "error";
+          } else {
+            const held = Object.entries(b.total).map(([asset, amount]) => `${asset} ${amount}`);
+            cell(row, held.length ? held.join(", ") : "none held");
+          }
+          return row;
+        }),
+      );
+    }
+    if (state.finished) {
+      finished = true;
+      root.dataset.finished = "1";
+    }
+  }
+
+  async function refresh() {
+    // One request at a time; an event arriving meanwhile asks for one more afterwards.
+    if (fetching) {
+      again = true;
+      return fetching;
+    }
+    fetching = (async () => {
+      do {
+        again = false;
+        const response = await fetch(stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+        if (!response.ok) throw new Error(`report fetch failed: ${response.status}`);
+        render(await response.json());
+      } while (again);
+    })();
+    try {
+      await fetching;
+    } finally {
+      fetching = null;
+    }
+  }
+
+  function feed(event, line) {
+    const list = document.getElementById("feed");
+    if (!list) return;
+    list.querySelector(".empty")?.remove();
+    const item = document.createElement("li");
+    item.className = "event alert";
+    item.dataset.seq = String(event.seq);
+    const time = document.createElement("time");
+    time.dateTime = event.at;
+    time.textContent = new Date(event.at).toLocaleTimeString();
+    item.append(time, ` ${line}`);
+    list.prepend(item);
+  }
+
+  function line(data) {
+    if (data.stage === "started") return `Kill switch started: ${data.reason || ""}`.trim();
+    if (data.stage === "progress") return `Kill switch: ${data.step} (${data.ms} ms) ${data.detail || ""}`.trim();
+    if (data.stage === "finished") return data.message || `Kill switch ${data.detail || "finished"}`;
+    return `Kill switch ${data.stage || ""}`.trim();
+  }
+
+  function apply(event) {
+    if (event.seq <= cursor) return; // already seen (catch-up and socket can overlap)
+    cursor = event.seq;
+    if (event.kind === "kill_switch" && event.data && Number(event.data.run) === runId) {
+      feed(event, line(event.data));
+      refresh().catch(() => setStatus("Live (report fetch failed: reload)", "degraded"));
+    } else if (event.kind === "order_update" && event.data && event.data.status === "canceled") {
+      feed(event, `Order ${event.data.client_order_id} cancelled${event.data.paper ? " (paper)" : ""}`);
+    }
+  }
+
+  async function catchUp() {
+    for (;;) {
+      const response = await fetch(`${eventsUrl}?after=${cursor}`, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (!response.ok) throw new Error(`catch-up failed: ${response.status}`);
+      const body = await response.json();
+      body.events.forEach(apply);
+      if (body.events.length < 500) return;
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/live/`);
+    setStatus("Connecting…", "connecting");
+    socket.addEventListener("open", async () => {
+      retry = 0;
+      try {
+        await catchUp();
+        await refresh();
+        setStatus("Live", "live");
+      } catch (error) {
+        setStatus("Live (catch-up failed)", "degraded");
+      }
+    });
+    socket.addEventListener("message", (message) => apply(JSON.parse(message.data)));
+    socket.addEventListener("close", (closed) => {
+      if (closed.code === 4001 || closed.code === 4003) {
+        setStatus("Session ended: reload the page to log in again", "down");
+        return;
+      }
+      const delay = Math.min(30000, 1000 * 2 ** retry);
+      retry += 1;
+      setStatus(`Reconnecting in ${Math.round(delay / 1000)} s…`, "down");
+      setTimeout(connect, delay);
+    });
+  }
+
+  // Should the socket miss an event (or be down), the report still comes to its end: ask every few
+  // seconds until the run is finished.
+  const poll = setInterval(() => {
+    if (finished) {
+      clearInterval(poll);
+      return;
+    }
+    refresh().catch(() => {});
+  }, 5000);
+  connect();
+}
