@@ -171,7 +171,7 @@ def halt_of(bot: Bot) -> dict[str, Any] | None:
     """What the bot page and the dashboard show of a bot's halt; None when it is not halted."""
     if not bot.halted:
         return None
-    figures = {k: v for k, v in (bot.halt_data or {}).items() if k != "reason"}
+    figures = {k.replace("_", " "): v for k, v in (bot.halt_data or {}).items() if k != "reason"}
     return {
         "reason": bot.halt_reason,
         "kind": bot.get_halt_kind_display() if bot.halt_kind else "Halt",

@@ -7,6 +7,7 @@ from typing import Any
 
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
+from apps.audit.models import AuditEntry
 from apps.audit.services import record
 from apps.events.services import publish
 from apps.killswitch.models import KillRun
@@ -23,9 +24,22 @@ def run_publish(run: KillRun, stage: str, **data: Any) -> None:
         logger.warning("kill run %s: live event %s not stored", run.pk, stage, exc_info=True)
 
 
+def _pressed_by(run: KillRun) -> dict[str, Any] | None:
+    # The control worker finishes the run on the presser's behalf: name them as their press was recorded
+    # (who, verified or not, from where), so the finished entry never reads as an unverified actor's.
+    entry = (
+        AuditEntry.objects.filter(action="killswitch.pressed", target_type="killswitch.killrun", target_id=str(run.pk))
+        .order_by("seq")
+        .values("seq", "actor", "otp_verified", "ip")
+        .first()
+    )
+    return dict(entry) if entry else None
+
+
 def report_summary(run: KillRun) -> dict[str, Any]:
     return {
         "run": run.pk,
+        "requested_via": run.requested_via,
         "scope": run.scope,
         "bot": run.bot_id,
         "status": run.status,
@@ -101,7 +115,8 @@ def run_finish(run: KillRun, n_bots: int, n_accounts: int) -> None:
     """The run is over: audit it, announce it, alert (each best effort: the report is already stored)."""
     summary = report_summary(run)
     try:
-        record(actor=ACTOR, action="killswitch.finished", target=run, data=summary)
+        pressed = _pressed_by(run)  # in the audit log only: the report page does not show addresses
+        record(actor=ACTOR, action="killswitch.finished", target=run, data={**summary, "pressed_by": pressed})
     except Exception:
         logger.exception("kill run %s: audit entry not written", run.pk)
     line = result_line(run)

@@ -107,7 +107,16 @@ def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> list[int]:
         halt_reason = reason_clean(f"Stopped by kill: {reason}", max_length=BOT_HALT_REASON_MAX)
         was_running = Bot.objects.select_for_update().filter(pk=bot.pk).exclude(desired_state=Bot.Desired.STOPPED)
         stopped = list(was_running.values_list("pk", flat=True))
-        Bot.objects.filter(pk=bot.pk).update(halted=True, halt_reason=halt_reason, desired_state=Bot.Desired.STOPPED)
+        # A bot already halted keeps its first halt (and its figures): that is the one an admin clears.
+        Bot.objects.filter(pk=bot.pk, halted=False).update(
+            halted=True,
+            halt_reason=halt_reason,
+            halt_kind=Bot.HaltKind.EMERGENCY,
+            halted_by=(actor if isinstance(actor, str) else f"{actor.get_username()} (emergency stop)")[:150],
+            halted_at=timezone.now(),
+            halt_data={"reason": "emergency_stop", "stop_reason": halt_reason},
+        )
+        Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.STOPPED)
         return stopped
 
 

@@ -10,7 +10,8 @@ from django.db.models import Max
 from apps.accounts.models import User
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_visible
-from apps.bots.halts import global_halt_state
+from apps.bots.halts import global_halt_state, halt_of
+from apps.bots.models import Bot
 from apps.events.models import Event
 from apps.killswitch.models import KillRun
 from apps.killswitch.report import result_line
@@ -46,4 +47,11 @@ def kill_card(user: User, *, halt_since: datetime | None, halt_active: bool) -> 
         "can_kill": user.has_perm("accounts.trigger_killswitch"),
         "can_resume": user.has_perm("accounts.resume_after_kill"),
         "restartable": len(bots_to_restart()) if halt_active else 0,
+        "bot_halts": bot_halts(),
     }
+
+
+def bot_halts() -> list[dict[str, Any]]:
+    """Every bot halted on its own (a breaker, the gate, an emergency stop): what set it, when, the figures."""
+    halted = Bot.objects.filter(halted=True, archived_at__isnull=True).order_by("halted_at", "name")[:50]
+    return [{"bot": bot, **(halt_of(bot) or {})} for bot in halted]

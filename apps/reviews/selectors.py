@@ -480,7 +480,7 @@ def _events(period: Period, labels: dict[str, str]) -> dict[str, list[dict[str, 
                 "requested_by": k.requested_by.username if k.requested_by else f"({k.requested_via})",
                 "status": k.status,
                 "cancelled": k.orders_cancelled,
-                "still_open": k.orders_still_open,
+                "still_open": k.still_open_text,  # "unknown (…)" when an account was not reached, never 0
             }
             for k in KillRun.objects.filter(created_at__gte=period.start, created_at__lt=period.end)
             .select_related("bot", "requested_by")
