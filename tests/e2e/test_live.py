@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -62,6 +63,10 @@ class AsgiServer:
         self.env, self.port = env, port
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
+        # The server's own log (tracebacks of a 500 included), kept for whoever reads a failed test.
+        fd, name = tempfile.mkstemp(prefix=f"botconsole-web-{port}-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -79,8 +84,8 @@ class AsgiServer:
             ],
             cwd=ROOT,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 30
