@@ -10,8 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
