@@ -23,7 +23,7 @@ from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.trading.models import Order
 from tests.e2e.conftest import browser_login
-from tests.e2e.test_kill_story import console  # noqa: F401 - the fixture: web, control worker, fleet
+from tests.e2e.test_kill_story import console, shots  # noqa: F401 - the fixture: web, control worker, fleet
 from tests.e2e.test_live import AsgiServer
 from tests.fleet_support import wait_until
 from tests.keys import Key
@@ -115,6 +115,7 @@ def _loop(page: Page, base: str, key: Key, sandbox: Any, bots: list[Bot]) -> Non
     expect(panel).to_contain_text("Halted: Circuit breaker")
     expect(panel).to_contain_text("What halted it still holds")
     expect(panel).to_contain_text(loser.halt_data["loss"])
+    shots(page, "halt-panel", clip=".haltpanel")
     panel.locator("#halt-clear-reason").fill("loss reviewed, range moved down")
     panel.get_by_label("Clear it anyway").check()
     panel.get_by_role("button", name="Clear the halt").click()
@@ -136,6 +137,7 @@ def _loop(page: Page, base: str, key: Key, sandbox: Any, bots: list[Bot]) -> Non
 
     # 4. The panic button; the report reaches its final state in place.
     page.get_by_role("link", name="Dashboard", exact=True).click()
+    shots(page, "dashboard-before-panic")
     page.locator("#dash-kill-reason").fill("loop: drill")
     page.get_by_role("button", name="Kill switch: halt everything now").click()
     expect(page.locator("#run-status")).to_have_text("Done", timeout=90_000)
