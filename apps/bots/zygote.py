@@ -101,6 +101,24 @@ def child_subreaper(on: bool) -> None:
     _prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
 
 
+def set_title(name: str, title: str) -> None:
+    """Name this process (`ps -o comm`, at most 15 bytes) and overwrite its command line (`ps`, /proc/<pid>/cmdline).
+
+    The command line is the memory the kernel copied the arguments into; the title is cut to its length
+    (Python keeps its own copy of argv, so nothing reads the old one).
+    """
+    _prctl(PR_SET_NAME, name.encode()[:15])
+    with open("/proc/self/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5), counted from 1
+    raw = title.encode()[: arg_end - arg_start - 1]
+    with contextlib.suppress(OSError), open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        # The title, a NUL, then no NUL at the end of the area: the kernel then shows the command line up to
+        # the first NUL (as for setproctitle(3)), i.e. the title alone rather than a row of empty arguments.
+        mem.write(raw + b"\0" + b" " * (arg_end - arg_start - len(raw) - 1))
+
+
 class TemplateError(Exception):
     """The template is gone or did not answer; the supervisor starts a new one."""
 
@@ -364,7 +382,7 @@ def _become_worker(
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != supervisor:
             os._exit(1)  # the supervisor is gone (or we were not reparented to it): do not run unsupervised
-        _prctl(PR_SET_NAME, f"bot-{bot_id}".encode()[:15])
+        set_title(f"bot-{bot_id}", f"celery worker -Q bot.{bot_id} (forked)")
         gc.enable()  # the template's objects are frozen: collections here leave the shared pages alone
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -422,7 +440,7 @@ def main(argv: Sequence[str]) -> int:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:
         return 1
-    _prctl(PR_SET_NAME, b"bot-template")
+    set_title("bot-template", "botconsole bot worker template")
     gc.disable()  # until gc.freeze(): see _preload
     app = _preload()
     sock.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())

@@ -28,8 +28,9 @@ from apps.bots import fleet as fleet_mod
 from apps.bots import identities
 from apps.bots.fleet import Fleet
 from apps.bots.models import Bot
-from apps.bots.zygote import ForkedProcess
+from apps.bots.zygote import ForkedProcess, Template, child_subreaper
 from apps.exchanges.models import ExchangeAccount
+from apps.trading import runtime
 from apps.vault import client as vault
 from tests.bots.test_fleet import alive, make_bot, observed, tick_messages, wait_for
 from tests.fleet_support import fork_fleet, memory_holds  # noqa: F401 - fixture
@@ -73,7 +74,13 @@ def test_a_forked_worker_has_its_own_process_identity_and_queue_and_the_template
         proc = psutil.Process(worker.pid)
         assert proc.ppid() == os.getpid() and worker.pid != template
         assert os.getpgid(worker.pid) == worker.pid and os.getsid(worker.pid) == worker.pid
-        assert proc.name() == f"bot-{bot_id}"
+        assert proc.name() == f"bot-{bot_id}" and proc.cmdline() == [
+            "celery",
+            "worker",
+            "-Q",
+            f"bot.{bot_id}",
+            "(forked)",
+        ]
     assert len({w.pid for w in workers.values()}) == 3
 
     # Own queue: each worker consumes its bot's queue and no other; its ticks go round on it.
@@ -208,3 +215,47 @@ def test_the_template_loads_the_sync_exchange_port_but_no_async_or_streaming_ccx
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[] True True True"
+
+
+def test_a_forked_worker_handed_another_bots_wrapping_token_refuses_it_without_consuming_it(
+    fleet_vault: vault.ProcessVault,
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
+    worker_env: dict[str, str],
+    services: Harness,
+    tmp_path: Path,
+) -> None:
+    acct, _ = account("Forked tamper")
+    mine = make_bot(acct, "forked-tamper-mine", desired="stopped")
+    other = make_bot(acct, "forked-tamper-other", desired="stopped")
+    for bot in (mine, other):
+        fleet_vault.policy_write(bot.vault_role, vault.bot_policy_text(str(acct.id)))
+        fleet_vault.bot_role_write(bot.pk)
+    template = Template({k: v for k, v in worker_env.items() if k != "VAULT_TOKEN"})
+    log_path = tmp_path / "tamper.log"
+    try:
+        template.start()
+        assert template.poll_ready(timeout=120)
+        foreign = fleet_vault.bot_secret_id_wrapped(other.pk)
+        identity = {
+            "BOT_ID": str(mine.pk),
+            "VAULT_ROLE_ID": fleet_vault.bot_role_id(mine.pk),
+            "VAULT_WRAPPED_SECRET_ID": foreign.wrapping_token,
+        }
+        with log_path.open("ab") as log:
+            worker = template.fork(mine.pk, identity, log)
+        assert psutil.Process(worker.pid).ppid() == os.getpid()
+        assert worker.wait(timeout=60) == runtime.EXIT_REFUSED
+        output = log_path.read_text()
+        assert "refusing to start" in output and "wrapping token was created at" in output
+        assert foreign.wrapping_token not in output
+        # Refused before unwrapping: the token still wraps the other bot's SecretID.
+        assert vault.wrapping_lookup(services.vault_addr, foreign.wrapping_token)["creation_path"].endswith(
+            f"bot-{other.pk}/secret-id"
+        )
+        assert observed(mine) != "running"
+    finally:
+        template.stop()
+        child_subreaper(False)
+        for bot in (mine, other):
+            fleet_vault.bot_role_delete(bot.pk)
+            fleet_vault.policy_delete(bot.vault_role)
