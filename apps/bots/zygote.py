@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import json
 import logging
 import os
@@ -279,8 +280,6 @@ def _die_with_parent() -> None:
 
 def _preload() -> Any:
     """Import everything a bot worker needs, then drop what must not be shared; returns the Celery app."""
-    import importlib  # late: stdlib, only the template needs it
-
     import django  # late: the template sets Django up itself, before anything reads settings
 
     django.setup()
