@@ -59,6 +59,44 @@ def fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path:
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
 
 
+@pytest.fixture
+def fork_fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
+    """A supervisor that forks its workers from the preloaded template (FLEET_WORKER_MODE=fork)."""
+    supervisor = Fleet(
+        process_vault=fleet_vault, env=worker_env, grace_s=10, log_dir=tmp_path / "logs", worker_mode="fork"
+    )
+    try:
+        yield supervisor
+    finally:
+        supervisor.shutdown()
+        for log in sorted((tmp_path / "logs").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def memory_holds(pid: int, needles: list[str]) -> set[str]:
+    """Which of `needles` appear anywhere in the readable memory of process `pid` (read via /proc/<pid>/mem)."""
+    wanted = {n: n.encode() for n in needles}
+    found: set[str] = set()
+    overlap = max(len(b) for b in wanted.values())
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        regions = [line.split() for line in maps]
+        for region in regions:
+            start, end = (int(x, 16) for x in region[0].split("-"))
+            if "r" not in region[1] or (len(region) > 5 and region[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+                continue
+            tail = b""
+            for offset in range(start, end, 1 << 22):
+                try:
+                    mem.seek(offset)
+                    chunk = tail + mem.read(min(1 << 22, end - offset))
+                except (OSError, ValueError):
+                    tail = b""
+                    continue
+                found |= {name for name, raw in wanted.items() if raw in chunk}
+                tail = chunk[-overlap:]
+    return found
+
+
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

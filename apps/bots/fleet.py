@@ -16,6 +16,12 @@ A worker that dies is restarted with exponential backoff (1, 2, 4 ... 60 s). A s
 worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoked (by the
 accessor the worker reported, kept in the database) and its SecretIDs, role and policy are
 destroyed. Only then is the bot shown as stopped, which the kill switch waits for.
+
+FLEET_WORKER_MODE selects how a worker is started: "spawn" (default) runs a fresh `celery worker` process;
+"fork" forks it from a preloaded template process (apps/bots/zygote.py) that holds no token, secret or
+database connection: the worker receives the same identity through a pipe only it reads, is reparented
+to this supervisor (which waits on it, stops and reaps it exactly as a spawned one) and dies with it. A
+template that dies is started again; bots wait for it (without an identity issued) while it preloads.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from apps.audit.services import record
 from apps.bots import events as bot_events
 from apps.bots.identities import bot_identity_issue, bot_identity_revoke
 from apps.bots.models import Bot, FleetHost
+from apps.bots.zygote import ForkedProcess, Template, TemplateError, child_subreaper
+from apps.bots.zygote import worker_argv as celery_worker_argv
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -56,6 +64,9 @@ BACKOFF_MAX_S = 60.0
 HEALTHY_AFTER_S = 60.0
 REPORT_EVERY_S = 10.0
 TOKEN_RENEW_EVERY_S = 3600.0
+WORKER_MODES = ("spawn", "fork")
+# A template not ready this long after its start (it preloads in a few seconds) is killed and started again.
+TEMPLATE_READY_S = 120.0
 # Credentials a bot worker must never inherit from the supervisor's own environment.
 WITHHELD_ENV = (
     "VAULT_TOKEN",
@@ -84,7 +95,7 @@ def _die_with_parent() -> None:
 @dataclass
 class Worker:
     bot_id: int
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedProcess
     started_at: float
     live: bool
     secret_id_accessor: str = ""
@@ -116,8 +127,16 @@ class Fleet:
     # This supervisor runs the bots whose `host` is this label; supervisors on other machines
     # (sharing the database, broker and Vault) run theirs.
     host_label: str = field(default_factory=lambda: str(settings.FLEET_HOST_LABEL))
+    # "spawn": a fresh `celery worker` process per bot; "fork": forked from the preloaded template.
+    worker_mode: str = field(default_factory=lambda: str(settings.FLEET_WORKER_MODE))
+    template: Template | None = None
+    _template_backoff: Backoff = field(default_factory=Backoff)
     _started_at: dt.datetime = field(default_factory=timezone.now)
     _last_report: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.worker_mode not in WORKER_MODES:
+            raise ValueError(f"FLEET_WORKER_MODE must be one of {WORKER_MODES}, not {self.worker_mode!r}")
 
     # -- the reconcile loop ----------------------------------------------------------------
 
@@ -125,6 +144,8 @@ class Fleet:
         """One pass: make the set of worker processes match the bots' desired states."""
         close_old_connections()
         self._report_in()
+        if self.worker_mode == "fork":
+            self._keep_template()
         bots = {bot.pk: bot for bot in Bot.objects.select_related("account").filter(host=self.host_label)}
         now = time.monotonic()
         for bot_id, worker in list(self.workers.items()):
@@ -149,6 +170,49 @@ class Fleet:
             if pending is not None and now < pending.next_start:
                 continue
             self.start(bot, restart=pending is not None)
+
+    def _keep_template(self) -> None:
+        """Start the template if there is none or it died (running workers do not depend on it)."""
+        now = time.monotonic()
+        if self.template is not None and self.template.alive():
+            if self.template.poll_ready():
+                self._template_backoff = Backoff()
+                return
+            if now - self.template.started_at < TEMPLATE_READY_S:
+                return
+            logger.error(
+                "fleet: the bot worker template (pid %s) is not ready after %.0f s",
+                self.template.pid,
+                now - self.template.started_at,
+            )
+            self.template.stop(timeout=0.0)
+        if now < self._template_backoff.next_start:
+            return
+        if self.template is not None:
+            # A template that dies before it is ready again and again (a broken install) is retried with backoff.
+            if not self.template.ready:
+                self._template_backoff.failures += 1
+                self._template_backoff.next_start = now + backoff_s(self._template_backoff.failures)
+            code = self.template.proc.returncode if self.template.proc is not None else None
+            logger.warning(
+                "fleet: the bot worker template (pid %s) exited with %s; starting a new one", self.template.pid, code
+            )
+            self.template.stop()
+            if self.template.log is not None:
+                self.template.log.close()
+        log = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / "template.log", "ab")  # noqa: SIM115 - kept open by the template
+        self.template = Template(self.worker_env({}), log=log)
+        self.template.start()
+
+    def warm_up(self, timeout: float = 120.0) -> bool:
+        """Fork mode: start the template and wait (at most `timeout` s) until it can fork; True when it can."""
+        if self.worker_mode != "fork":
+            return True
+        self._keep_template()
+        return self.template is not None and self.template.poll_ready(timeout=timeout)
 
     def wants_worker(self, bot: Bot) -> bool:
         return bot.host == self.host_label and bot.desired_state == Bot.Desired.RUNNING and not bot.halted
@@ -180,6 +244,8 @@ class Fleet:
 
     def start(self, bot: Bot, *, restart: bool = False) -> Worker | None:
         live = bot.mode == Bot.Mode.LIVE
+        if self.worker_mode == "fork" and (self.template is None or not self.template.poll_ready()):
+            return None  # the template is still preloading: no identity is issued before a worker can use it
         extra: dict[str, str] = {"BOT_ID": str(bot.pk)}
         secret_id_accessor = ""
         try:
@@ -193,7 +259,17 @@ class Fleet:
             return None
         Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STARTING)
         bot_events.bot_state(bot.pk)
-        proc, log = self._spawn(bot.pk, extra)
+        try:
+            proc, log = self._spawn(bot.pk, extra)
+        except TemplateError as exc:
+            # The identity was never handed to a worker: take it away again, and retry with backoff.
+            logger.error("bot %s: could not fork its worker: %s", bot.pk, exc)
+            if live:
+                self.revoke_identity(bot.pk, secret_id_accessor)
+            if self.template is not None:
+                self.template.stop(timeout=1.0)  # started again on the next pass
+            self._failed(bot, time.monotonic(), f"template: {exc}")
+            return None
         worker = Worker(bot.pk, proc, time.monotonic(), live, secret_id_accessor=secret_id_accessor, log=log)
         self.workers[bot.pk] = worker
         record(
@@ -206,38 +282,27 @@ class Fleet:
         return worker
 
     def worker_argv(self, bot_id: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "botconsole",
-            "worker",
-            "-Q",
-            f"bot.{bot_id}",
-            "-P",
-            "solo",
-            "-c",
-            "1",
-            "-n",
-            f"bot-{bot_id}@%h",
-            # No mingle/gossip: a bot worker has nothing to learn from the others.
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-        ]
+        return [sys.executable, "-m", "celery", "-A", "botconsole", *celery_worker_argv(bot_id)]
 
     def worker_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in WITHHELD_ENV}
         env["PYTHONUNBUFFERED"] = "1"
         return env | dict(extra)
 
-    def _spawn(self, bot_id: int, extra: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
+    def _spawn(
+        self, bot_id: int, extra: Mapping[str, str]
+    ) -> tuple[subprocess.Popen[bytes] | ForkedProcess, IO[bytes] | None]:
         log: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self.log_dir / f"bot-{bot_id}.log", "ab")  # noqa: SIM115 - closed when the worker ends
+        if self.worker_mode == "fork" and self.template is not None:
+            try:
+                return self.template.fork(bot_id, extra, log), log
+            except BaseException:
+                if log is not None:
+                    log.close()
+                raise
         proc = subprocess.Popen(
             self.worker_argv(bot_id),
             env=self.worker_env(extra),
@@ -333,6 +398,13 @@ class Fleet:
                     Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
                     bot_events.bot_state(bot.pk)
         self._wait_stopped(workers)
+        if self.template is not None:
+            self.template.stop()
+            if self.template.log is not None:
+                self.template.log.close()
+            self.template = None
+            # Every forked worker is reaped: stop adopting orphans (only ours were ever meant).
+            child_subreaper(False)
 
     def _wait_stopped(self, workers: list[Worker]) -> None:
         while any(w.bot_id in self.workers for w in workers):

@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import ccxt
-import ccxt.async_support
 import certifi
 
 from apps.exchanges.port.errors import OrderNotFound, OrderRejected, acall, translate
@@ -40,6 +39,8 @@ class AsyncSession:
         self._clients: list[AsyncExchange] = []
 
     def exchange(self, *, exchange_id: str, credentials: Mapping[str, str]) -> AsyncExchange:
+        import ccxt.async_support  # late: ~25 MB of async exchange classes that a bot worker never needs
+
         client = ccxt_client(ccxt.async_support, exchange_id, dict(credentials))
         if client.verify is True and getattr(client, "cafile", None) in (None, self._cafile):
             client.session, client.own_session = self._session, False

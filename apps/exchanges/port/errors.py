@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import ccxt
-import ccxt.async_support
 from django.conf import settings
 
 from apps.core.exceptions import ApplicationError

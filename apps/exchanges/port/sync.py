@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt
-import ccxt.async_support
 
 from apps.exchanges.port.errors import (
     ExchangeError,

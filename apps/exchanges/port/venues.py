@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ccxt
-import ccxt.async_support
 from django.conf import settings
 
 from apps.exchanges.port.errors import ExchangeError

@@ -36,7 +36,12 @@ class Command(BaseCommand):
             validate_slug(label)
         except ValidationError:
             raise CommandError(f"--host-label {label!r}: use letters, digits, '-' and '_' only") from None
-        fleet = Fleet(process_vault=None, host_label=label)
+        try:
+            fleet = Fleet(process_vault=None, host_label=label)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if not fleet.warm_up():
+            self.stderr.write("the bot worker template is not ready yet; bots start once it is")
         if options["once"]:
             # Workers die with their supervisor (PR_SET_PDEATHSIG), so a single pass cannot
             # leave them running: stop them in order instead.
