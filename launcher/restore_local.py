@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from apps.core.files import read_json, write_private
 from apps.vault import client as vault
@@ -40,17 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=Path, required=True, help="init.json of the OpenBao the backup came from")
     options = parser.parse_args(argv)
 
-    named = [name for name in SERVER_VARIABLES if os.environ.get(name)]
-    if named:
-        return fail(f"{', '.join(named)} name your own servers: restore into them with `manage.py restore`")
     var_dir = Path(os.environ.get("BOTCONSOLE_VAR_DIR", BASE_DIR / "var")).resolve()
-    if (var_dir / "run" / "services.env").exists():
-        return fail("`make run` is running (var/run/services.env exists): stop it first")
-    if any((var_dir / server / "data").exists() for server in ("postgres", "openbao")):
-        return fail(f"{var_dir} already holds servers' data: move it aside (e.g. `mv var var.before-restore`)")
     keys = read_json(options.keys)
-    if not keys.get("unseal_key") or not keys.get("root_token"):
-        return fail(f"{options.keys} is not an OpenBao init.json (it needs unseal_key and root_token)")
+    refusal = _refusal(var_dir, options.keys, keys)
+    if refusal:
+        return fail(refusal)
 
     services = EmbeddedServices(root=var_dir)
     try:
@@ -85,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         services.stop()
+
+
+def _refusal(var_dir: Path, keys_file: Path, keys: dict[str, Any]) -> str | None:
+    """Why this restore must not start (servers named, `make run` running, data in the way, bad keys), or None."""
+    named = [name for name in SERVER_VARIABLES if os.environ.get(name)]
+    if named:
+        return f"{', '.join(named)} name your own servers: restore into them with `manage.py restore`"
+    if (var_dir / "run" / "services.env").exists():
+        return "`make run` is running (var/run/services.env exists): stop it first"
+    if any((var_dir / server / "data").exists() for server in ("postgres", "openbao")):
+        return f"{var_dir} already holds servers' data: move it aside (e.g. `mv var var.before-restore`)"
+    if not keys.get("unseal_key") or not keys.get("root_token"):
+        return f"{keys_file} is not an OpenBao init.json (it needs unseal_key and root_token)"
+    return None
 
 
 def _restored(addr: str, original_root_token: str) -> bool:

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Any
 
-from apps.reviews.selectors import SignoffView, when
+from apps.reviews.figures import when
+from apps.reviews.selectors import SignoffView
 
 # The columns of each section, in the order the page shows them. Every row of a section has
 # exactly these keys (the CSV writer refuses any other), so the CSV says what the JSON says.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -17,9 +18,10 @@ from apps.core.exceptions import ApplicationError
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import key_rejection_note
+from apps.reviews.figures import num
 from apps.reviews.models import BalanceSnapshot, ReviewSignoff
 from apps.reviews.periods import Period
-from apps.reviews.selectors import num, review_build, review_digest
+from apps.reviews.selectors import review_build, review_digest
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -59,47 +61,63 @@ def _read_balances(exchange: port.Exchange) -> dict[str, str]:
     return {asset: amount for asset, amount in sorted(amounts.items()) if amount != "0"}
 
 
-def balance_snapshot_take(
-    *, account: ExchangeAccount, source: str, pv: vault.ProcessVault, actor: str = ACTOR
-) -> BalanceSnapshot:
-    """Ask the exchange what the account holds now; store it (or why it failed) and audit it."""
-    previous = (
+@dataclass
+class _Reading:
+    """What one ask of the exchange brought back; `error` set (and the rest empty or partial) if it failed."""
+
+    balances: dict[str, str] = field(default_factory=dict)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+    error: str = ""
+
+
+def _last_good_snapshot_time(account: ExchangeAccount) -> dt.datetime | None:
+    return (
         BalanceSnapshot.objects.filter(account=account, ok=True)
         .order_by("-taken_at", "-id")
         .values_list("taken_at", flat=True)
         .first()
     )
-    taken_at = timezone.now()
-    balances: dict[str, str] = {}
-    transfers: list[dict[str, Any]] = []
-    note = error = ""
+
+
+def _read_account(account: ExchangeAccount, pv: vault.ProcessVault, since: dt.datetime | None) -> _Reading:
+    """The account's balances and its transfers since `since`, or why they could not be read."""
+    reading = _Reading()
     exchange: port.Exchange | None = None
     try:
         credentials = {k: str(v) for k, v in pv.kv_read(account.vault_path).items()}
         exchange = port.Exchange(exchange_id=account.exchange_id, credentials=credentials)
-        balances = _read_balances(exchange)
-        transfers, note = _transfers(exchange, previous)
+        reading.balances = _read_balances(exchange)
+        reading.transfers, reading.note = _transfers(exchange, since)
     except (port.ExchangeError, vault.VaultError) as exc:
-        error = (exc.message if isinstance(exc, port.ExchangeError) else f"Vault: {exc}")[:300]
+        reading.error = (exc.message if isinstance(exc, port.ExchangeError) else f"Vault: {exc}")[:300]
         if isinstance(exc, port.KeyRejected | port.PermissionRefused):
             key_rejection_note(account_id=account.pk, bot_id=None, error=exc)
     except Exception as exc:  # one account's surprise must not cost the others their snapshot
         logger.exception("balance snapshot of %s failed", account.label)
-        error = f"Unexpected error: {type(exc).__name__}"  # not its text: it might quote a signed request
+        reading.error = f"Unexpected error: {type(exc).__name__}"  # not its text: it might quote a signed request
     finally:
         if exchange is not None:
             exchange.close()
+    return reading
+
+
+def _snapshot_store(
+    *, account: ExchangeAccount, taken_at: dt.datetime, source: str, reading: _Reading, actor: str
+) -> BalanceSnapshot:
+    """The snapshot row and its audit entry, together or neither."""
+    ok = not reading.error
     with transaction.atomic():
         snapshot = BalanceSnapshot.objects.create(
             account=account,
             account_label=account.label,
             taken_at=taken_at,
             source=source,
-            ok=not error,
-            error=error,
-            balances=balances,
-            transfers=transfers,
-            transfers_note=note,
+            ok=ok,
+            error=reading.error,
+            balances=reading.balances,
+            transfers=reading.transfers,
+            transfers_note=reading.note,
         )
         # The audit log keeps its own copy: a snapshot row edited later no longer matches it.
         record(
@@ -109,14 +127,25 @@ def balance_snapshot_take(
             data={
                 "snapshot": snapshot.pk,
                 "source": source,
-                "ok": not error,
-                "error": error,
-                "balances": balances,
-                "transfers": len(transfers),
+                "ok": ok,
+                "error": reading.error,
+                "balances": reading.balances,
+                "transfers": len(reading.transfers),
             },
         )
-    if error:
-        logger.warning("balance snapshot of %s failed: %s", account.label, error)
+    return snapshot
+
+
+def balance_snapshot_take(
+    *, account: ExchangeAccount, source: str, pv: vault.ProcessVault, actor: str = ACTOR
+) -> BalanceSnapshot:
+    """Ask the exchange what the account holds now; store it (or why it failed) and audit it."""
+    previous = _last_good_snapshot_time(account)
+    taken_at = timezone.now()
+    reading = _read_account(account, pv, previous)
+    snapshot = _snapshot_store(account=account, taken_at=taken_at, source=source, reading=reading, actor=actor)
+    if reading.error:
+        logger.warning("balance snapshot of %s failed: %s", account.label, reading.error)
     return snapshot
 
 

@@ -15,6 +15,7 @@ from apps.accounts.selectors import acting_user
 from apps.core.exceptions import ApplicationError
 from apps.reviews import selectors
 from apps.reviews.exports import review_csv, review_json
+from apps.reviews.figures import when
 from apps.reviews.forms import SignoffForm
 from apps.reviews.periods import Period, PeriodError, period_from_text, period_parse, recent_periods
 from apps.reviews.services import review_export_record, review_sign_off
@@ -222,7 +223,7 @@ def export_view(request: HttpRequest, kind: str, key: str, fmt: str) -> HttpResp
     if fmt == "csv":
         body = review_csv(data, digest)
     else:
-        stamp = selectors.when(timezone.now()) or ""
+        stamp = when(timezone.now()) or ""
         body = review_json(data, digest, selectors.signoffs_for(period, digest), stamp)
     response = HttpResponse(body, content_type=EXPORT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="review-{period.kind}-{period.key}.{fmt}"'

@@ -19,6 +19,7 @@ import pytest
 from apps.vault import client as vault
 from launcher.embedded import PG_SYSTEM_USER, EmbeddedServices, ServiceStartError, free_port
 from launcher.run import SERVICES_ENV_KEYS, Supervisor
+from launcher.servers.postgres import pg_system_user
 
 ROOT = Path(__file__).resolve().parents[2]
 # A fresh terminal names none of these: the command must find them (var/run/services.env) by itself.
@@ -32,7 +33,7 @@ def test_a_server_that_fails_to_start_is_named_with_its_log_tail(tmp_path: Path)
     (data / "PG_VERSION").write_text("18\n")
     (tmp_path / "postgres" / "passwords.json").write_text(json.dumps({"superuser": "a", "app": "b"}))
     if os.geteuid() == 0:  # the server runs as its own user, who must own its data directory
-        EmbeddedServices(root=tmp_path)._pg_user()
+        pg_system_user()
         pg = pwd.getpwnam(PG_SYSTEM_USER)
         os.chmod(data, 0o700)
         for path in (data, data / "PG_VERSION"):

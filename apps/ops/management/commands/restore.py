@@ -25,7 +25,7 @@ from django.db import connection
 
 from apps.audit.checkpoints import VerifyReport, audit_verify
 from apps.audit.services import record
-from apps.ops import backup
+from apps.ops import backup, backup_restore
 from apps.vault import client as vault
 from apps.vault import server as vault_server
 
@@ -71,48 +71,17 @@ class Command(BaseCommand):
 
     def _restore(self, options: dict[str, Any]) -> None:
         path: Path = options["dir"].resolve()
-        manifest = backup.backup_read(path)
+        manifest = backup_restore.backup_read(path)
         self.stdout.write(f"backup {path.name}: taken {manifest.get('created_at')}, every file matches its SHA-256")
-
-        backup.database_reachable()
-        existing = backup.database_data_summary()
-        if existing and not options["force"]:
-            rows = ", ".join(f"{n} in {table}" for table, n in existing.items())
-            raise backup.BackupError(
-                f"the database {connection.settings_dict['NAME']} already holds data ({rows}). A restore "
-                "replaces all of it: restore into a fresh database, or pass --force if that is what you want."
-            )
         addr = settings.VAULT_ADDR
-        if vault.health(addr) != "active":
-            raise backup.BackupError(f"the OpenBao at {addr} is not active (initialized and unsealed)")
-        token = backup.operator_token(options["vault_token_file"])
-        vault.ProcessVault(addr, token.token).token_lookup_self()  # a bad token fails here, before any change
-        unseal_key, keys_root_token = ("", "")
-        if options["unseal_key_file"] is not None:
-            unseal_key, keys_root_token = backup.read_unseal_key(options["unseal_key_file"])
+        token, unseal_key, keys_root_token = self._preflight(options, addr)
         self._confirm(options, addr)
 
         self.stdout.write("restoring the database (pg_restore, one transaction)")
-        backup.database_restore(path / backup.DATABASE_FILE)
+        backup_restore.database_restore(path / backup.DATABASE_FILE)
         self.stdout.write(self.style.SUCCESS("database restored"))
-
-        same_cluster = vault_server.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
-        self.stdout.write("restoring the OpenBao raft snapshot")
-        vault_server.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
-        state = backup.vault_wait(addr, sealed_expected=not same_cluster)
-        if state == "sealed":
-            state = self._unseal(addr, unseal_key)
-        if state == "active":
-            self.stdout.write(self.style.SUCCESS("OpenBao restored and unsealed"))
-            if token.source == str(backup.local_keys_file()) and not same_cluster:
-                self.stdout.write(
-                    self.style.WARNING(
-                        f"{token.source} now holds keys that no longer open this OpenBao: put the original "
-                        "init.json of the backed-up OpenBao in its place before the next `make run`."
-                    )
-                )
-
-        self.stdout.write(backup.checkpoint_file_restore(path, replace=options["replace_checkpoint_file"]))
+        state, same_cluster = self._restore_vault(path, manifest, addr, token, unseal_key)
+        self.stdout.write(backup_restore.checkpoint_file_restore(path, replace=options["replace_checkpoint_file"]))
 
         report = None
         if state == "active":
@@ -124,6 +93,52 @@ class Command(BaseCommand):
                     "unseal), then run `manage.py audit_verify` with the control worker's token."
                 )
             )
+        self._report(path, manifest, report)
+
+    def _preflight(self, options: dict[str, Any], addr: str) -> tuple[backup.OperatorToken, str, str]:
+        """Everything that can refuse, before anything changes: a fresh database (or --force), an active
+        OpenBao, a token it accepts, a readable unseal key file. Returns (token, unseal key, its root token)."""
+        backup_restore.database_reachable()
+        existing = backup_restore.database_data_summary()
+        if existing and not options["force"]:
+            rows = ", ".join(f"{n} in {table}" for table, n in existing.items())
+            raise backup.BackupError(
+                f"the database {connection.settings_dict['NAME']} already holds data ({rows}). A restore "
+                "replaces all of it: restore into a fresh database, or pass --force if that is what you want."
+            )
+        if vault.health(addr) != "active":
+            raise backup.BackupError(f"the OpenBao at {addr} is not active (initialized and unsealed)")
+        token = backup.operator_token(options["vault_token_file"])
+        vault.ProcessVault(addr, token.token).token_lookup_self()  # a bad token fails here, before any change
+        unseal_key, keys_root_token = ("", "")
+        if options["unseal_key_file"] is not None:
+            unseal_key, keys_root_token = backup_restore.read_unseal_key(options["unseal_key_file"])
+        return token, unseal_key, keys_root_token
+
+    def _restore_vault(
+        self, path: Path, manifest: dict[str, Any], addr: str, token: backup.OperatorToken, unseal_key: str
+    ) -> tuple[str, bool]:
+        """The raft snapshot restored and, if it sealed OpenBao, unsealed; returns (OpenBao's state, whether
+        the snapshot was of this same cluster)."""
+        same_cluster = vault_server.server_info(addr)["cluster_id"] == (manifest.get("openbao") or {}).get("cluster_id")
+        self.stdout.write("restoring the OpenBao raft snapshot")
+        vault_server.raft_snapshot_restore(addr, token.token, path / backup.VAULT_FILE, force=True)
+        state = backup_restore.vault_wait(addr, sealed_expected=not same_cluster)
+        if state == "sealed":
+            state = self._unseal(addr, unseal_key)
+        if state == "active":
+            self.stdout.write(self.style.SUCCESS("OpenBao restored and unsealed"))
+            if token.source == str(backup.local_keys_file()) and not same_cluster:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{token.source} now holds keys that no longer open this OpenBao: put the original "
+                        "init.json of the backed-up OpenBao in its place before the next `make run`."
+                    )
+                )
+        return state, same_cluster
+
+    def _report(self, path: Path, manifest: dict[str, Any], report: VerifyReport | None) -> None:
+        """The restore audited with the verification's outcome, and the outcome told (a broken log fails)."""
         outcome = "not verified" if report is None else ("ok" if report.ok else "broken")
         record(
             actor="system:manage.py restore",
@@ -162,7 +177,7 @@ class Command(BaseCommand):
             unseal_key = getpass.getpass("Original unseal key (not shown; empty to unseal later yourself): ").strip()
         if not unseal_key:
             return "sealed"
-        if not backup.vault_unseal(addr, unseal_key):
+        if not backup_restore.vault_unseal(addr, unseal_key):
             self.stdout.write(self.style.ERROR("that key did not unseal OpenBao: is it the original one?"))
             return vault.health(addr)
         return "active"
@@ -177,5 +192,5 @@ class Command(BaseCommand):
         else:
             self.stdout.write("no Vault token to check the checkpoint signatures with (see --unseal-key-file)")
             return None
-        backup.vault_usable(pv)
+        backup_restore.vault_usable(pv)
         return audit_verify(source="system:manage.py restore", process_vault=pv)

@@ -1,0 +1,1 @@
+"""The embedded servers, one module each, and what they share (common)."""
