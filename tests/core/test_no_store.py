@@ -72,6 +72,7 @@ def test_every_page_for_a_signed_in_admin_says_no_store(logged_in: Callable[[str
         "session_id": UserSession.objects.filter(user=who.user).latest("pk").pk,
         "seq": AuditEntry.objects.latest("seq").seq,
         "run_id": 1,
+        "alert_id": 1,
         "fmt": "csv",
         "action": "start",
         "object_id": who.user.pk,

@@ -17,7 +17,8 @@ from apps.events.services import publish
 def test_it_refuses_an_unknown_kind() -> None:
     with pytest.raises(ApplicationError, match="Unknown live event kind 'order_deleted'"):
         publish(kind="order_deleted", data={})
-    assert not Event.objects.exists()
+    # Only this kind: a worker of an earlier browser test may still be finishing its last events.
+    assert not Event.objects.filter(kind="order_deleted").exists()
 
 
 @pytest.mark.django_db
