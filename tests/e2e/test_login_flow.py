@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from pathlib import Path
 
 from django_otp.oath import TOTP
 from playwright.sync_api import Page, expect
@@ -75,6 +76,15 @@ def test_enrol_log_in_again_and_get_locked_out(live_server: LiveServer, page: Pa
     expect(page.locator("#backup-codes li")).to_have_count(10)
     codes = [c.strip() for c in page.locator("#backup-codes li").all_inner_texts()]
     assert len(set(codes)) == 10 and all(codes), codes
+    # They can be kept: saved as a text file, or printed (the browser's print dialog is stubbed here).
+    with page.expect_download() as saved:
+        page.get_by_role("button", name="Download as a text file").click()
+    assert saved.value.suggested_filename == "botconsole-backup-codes.txt"
+    lines = Path(saved.value.path()).read_text().splitlines()
+    assert [line for line in lines if line in codes] == codes and "carol" in lines[1]
+    page.evaluate("() => { window.printed = 0; window.print = () => { window.printed += 1; }; }")
+    page.get_by_role("button", name="Print").click()
+    assert page.evaluate("window.printed") == 1
     page.get_by_role("link", name="Continue to dashboard").click()
     expect(page).to_have_url(f"{base}/")
     expect(page.locator("h1")).to_have_text("Dashboard")
