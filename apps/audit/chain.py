@@ -22,7 +22,7 @@ GENESIS_HASH = "0" * 64
 
 # The canonical encodings: a JSON string (quotes and escapes, non-ASCII kept) and a JSON value, as
 # json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes them.
-json_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C when available
+json_str: Callable[[str], str] = json.encoder.encode_basestring  # the C one when available
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 # The verifier encodes a value per entry: json.dumps builds an encoder, and JSONEncoder.encode its C
 # iterator, on every call; this one is built once (no circular check: parsed JSON has no cycles).

@@ -6,8 +6,10 @@ import hashlib
 import itertools
 import json
 import math
+import queue
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.http import HttpRequest
 
 from apps.audit.chain import GENESIS_HASH, EntryText, json_parse, json_str, json_value
@@ -231,12 +233,12 @@ def verify_entries(
             return ChainReport(False, checked, seq - 1, prev_hash, seq, reason)
         text = (
             f'{{"action":{as_str(action)},"actor":{as_str(actor)},'
-            f'"actor_user_id":{"null" if actor_user_id is None else int(actor_user_id)},'
+            f'"actor_user_id":{"null" if actor_user_id is None else actor_user_id},'
             f'"created_at":"{created_at}",'
             f'"data":{"{}" if data == "{}" else as_value(loads(data))},'
             f'"ip":{"null" if ip is None else as_str(ip)},'
             f'"otp_verified":{"true" if otp_verified is True else "false"},'
-            f'"prev_hash":{as_str(stored_prev)},"seq":{int(seq)},'
+            f'"prev_hash":{as_str(stored_prev)},"seq":{seq},'
             f'"target_id":{as_str(target_id)},"target_type":{as_str(target_type)}}}'
         )
         if sha256(text.encode()).hexdigest() != stored_hash:
@@ -245,28 +247,66 @@ def verify_entries(
     return ChainReport(True, checked, expected_seq - 1, prev_hash)
 
 
-def _entry_batches(*, after_seq: int, upto_seq: int, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
-    """Entries after `after_seq` up to `upto_seq`, in seq order, `batch_size` at a time (keyset pages: each
-    page one indexed range read, whatever the log's length)."""
-    with connection.cursor() as cursor:
-        while after_seq < upto_seq:
-            cursor.execute(
-                _ENTRY_PAGE_SQL,
-                [after_seq, upto_seq, batch_size],
-            )
-            rows = cursor.fetchall()
-            if not rows:
-                return
-            yield rows
-            after_seq = rows[-1][0]
+def _entry_pages(*, after_seq: int, upto_seq: int, page_size: int) -> Generator[list[tuple[Any, ...]]]:
+    """Entries after `after_seq` up to `upto_seq` in seq order, `page_size` at a time (keyset pages: each one
+    indexed range read, however long the log).
+
+    The next page is read while the caller checks this one: by a thread, on this thread's connection (so in
+    the caller's transaction, seeing what it sees), which nothing else uses meanwhile. The database and the
+    network then work while Python hashes.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    pages: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item: list[tuple[Any, ...]] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with db.cursor() as cursor:
+                after = after_seq
+                while after < upto_seq:
+                    cursor.execute(_ENTRY_PAGE_SQL, [after, upto_seq, page_size])
+                    rows = cursor.fetchall()
+                    if not rows or not hand_over(rows):
+                        break
+                    after = rows[-1][0]
+        except BaseException as exc:  # handed to the caller, raised there
+            hand_over(exc)
+        finally:
+            hand_over(None)
+
+    db.ensure_connection()
+    db.inc_thread_sharing()
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := pages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        db.dec_thread_sharing()
 
 
-def audit_verify_chain(*, chunk_size: int = 20_000, after_seq: int = 0, after_hash: str = GENESIS_HASH) -> ChainReport:
+def audit_verify_chain(*, chunk_size: int = 5000, after_seq: int = 0, after_hash: str = GENESIS_HASH) -> ChainReport:
     """Verify the chain from #1 (or from after a known entry) up to the last entry when it starts; the
     report names the first broken seq."""
     upto = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-    rows = itertools.chain.from_iterable(_entry_batches(after_seq=after_seq, upto_seq=upto, batch_size=chunk_size))
-    return verify_entries(rows, start_seq=after_seq + 1, prev_hash=after_hash)
+    pages = _entry_pages(after_seq=after_seq, upto_seq=upto, page_size=chunk_size)
+    try:
+        return verify_entries(itertools.chain.from_iterable(pages), start_seq=after_seq + 1, prev_hash=after_hash)
+    finally:
+        pages.close()  # a break found early: the reader stops now, not when garbage is collected
 
 
 def audit_export_start(*, actor: AbstractBaseUser, filters: Any, fmt: str, request: HttpRequest | None = None) -> int:

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import random
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -280,3 +281,23 @@ def test_numbers_are_hashed_as_the_database_returns_them() -> None:
         **{f.attname: getattr(stored, f.attname) for f in AuditEntry._meta.concrete_fields if f.attname != "hash"}
     )
     assert audit_verify_chain().ok
+
+
+@pytest.mark.django_db
+def test_a_database_error_while_reading_is_raised_not_reported_as_a_verdict() -> None:
+    for i in range(3):
+        record(actor="system:test", action="test.read", data={"i": i})
+    # The pages are read by a helper thread (on this connection): its failure must reach the caller.
+    with pytest.raises(DatabaseError, match="LIMIT must not be negative"):
+        audit_verify_chain(chunk_size=-1)
+
+
+@pytest.mark.django_db
+def test_a_break_on_an_early_page_stops_the_reader() -> None:
+    for i in range(40):
+        record(actor="system:test", action="test.read", data={"i": i})
+    _tamper("UPDATE audit_auditentry SET action = 'forged' WHERE seq = 2", [])
+    report = audit_verify_chain(chunk_size=3)
+    assert (report.ok, report.broken_seq) == (False, 2)
+    assert not [t for t in threading.enumerate() if t.name == "audit-verify-reader"]
+    assert AuditEntry.objects.count() == 40  # and the connection is usable at once

@@ -24,7 +24,7 @@ from django.db import connection, connections
 
 from apps.audit.chain import GENESIS_HASH, EntryText
 from apps.audit.models import AuditEntry
-from apps.audit.services import audit_verify_chain, record
+from apps.audit.services import _ENTRY_PAGE_SQL, audit_verify_chain, record
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
 Report = Callable[[str, dict[str, str]], None]
@@ -153,21 +153,18 @@ def test_bench_audit_verify_100k(bench_report: Report) -> None:
         runs["sha256"].append(time.perf_counter() - start)
 
         start = time.perf_counter()
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # the verifier's own query, one page after the other
             for after in range(0, n, 20_000):
-                cursor.execute(
-                    f"SELECT {columns}prev_hash, hash FROM audit_auditentry "
-                    "WHERE seq > %s AND seq <= %s ORDER BY seq",
-                    [after, after + 20_000],
-                )
+                cursor.execute(_ENTRY_PAGE_SQL, [after, n, 20_000])
                 assert len(cursor.fetchall()) == 20_000
         runs["fetch"].append(time.perf_counter() - start)
     rate = {key: n / statistics.median(values) for key, values in runs.items()}
+    verify = rate["verify"]
     bench_report(
         f"audit_verify over {n:,} entries, median of {ROUNDS}",
         {
-            "verify": f"{rate['verify']:,.0f} entries/s  ({statistics.median(runs['verify']):.2f} s)",
-            "floor: bare sha256": f"{rate['sha256']:,.0f} entries/s   verify is {_ratio(rate['verify'], rate['sha256'])}",
-            "floor: bare fetch": f"{rate['fetch']:,.0f} entries/s   verify is {_ratio(rate['verify'], rate['fetch'])}",
+            "verify": f"{verify:,.0f} entries/s  ({statistics.median(runs['verify']):.2f} s)",
+            "floor: bare sha256": f"{rate['sha256']:,.0f} entries/s   verify is {_ratio(verify, rate['sha256'])}",
+            "floor: bare fetch": f"{rate['fetch']:,.0f} entries/s   verify is {_ratio(verify, rate['fetch'])}",
         },
     )
