@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import math
+import queue
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.http import HttpRequest
-from django.utils import timezone
 
-from apps.audit.chain import GENESIS_HASH, entry_hash
+from apps.audit.chain import GENESIS_HASH, EntryText, json_parse, json_str, json_value
 from apps.audit.context import Via, current_via, via_of
 from apps.audit.models import AuditEntry
 
@@ -47,10 +53,25 @@ def _db_text(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", "\ufffd"))
 
 
+def _as_stored_number(value: float) -> float | int:
+    # jsonb keeps a number as an exact decimal and prints it without an exponent and without a sign on
+    # zero: 1e+300 comes back as 1000...0 (an integer to json.loads), -0.0 as 0.0. Hash what comes back,
+    # or the entry would not verify as stored. (NaN and infinities: jsonb refuses them, and says so.)
+    if math.isnan(value) or math.isinf(value):
+        return value
+    if value == 0:
+        return 0.0
+    stored: float | int = json.loads(format(Decimal(repr(value)), "f"))
+    return stored
+
+
 def _db_safe(value: Any) -> Any:
-    """`value` (JSON data: dicts, lists, strings, numbers) with every string made storable, keys included."""
+    """`value` (JSON data: dicts, lists, strings, numbers) with every string made storable, keys included,
+    and every number as the database will return it."""
     if isinstance(value, str):
         return _db_text(value)
+    if isinstance(value, float):
+        return _as_stored_number(value)
     if isinstance(value, dict):
         return {_db_text(str(k)): _db_safe(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -93,26 +114,71 @@ def record(
     # string storable (the hash is taken over the cleaned data, so the chain verifies as stored).
     clean_data = _db_safe(json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)))
     action = _db_text(action)
+    # Everything but seq, created_at and prev_hash is encoded here, before the lock; audit_append
+    # (migration 0005) takes the lock, finishes the text with those three, hashes and inserts: one
+    # statement, so the lock is held for no round trip to this process.
+    text = EntryText.of(
+        actor_user_id=actor_user_id,
+        actor=actor_name,
+        ip=via.ip,
+        otp_verified=via.otp_verified,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        data=clean_data,
+    )
+    params = [
+        AUDIT_LOCK_KEY,
+        GENESIS_HASH,
+        actor_user_id,
+        actor_name,
+        via.ip,
+        via.otp_verified,
+        action,
+        target_type,
+        target_id,
+        json.dumps(clean_data, ensure_ascii=False),
+        text.head,
+        text.middle,
+        text.tail,
+    ]
+    if connection.get_autocommit() and not connection.in_atomic_block:
+        # On its own the statement is its own transaction: the lock goes with its commit.
+        row = _append(params)
+    else:
+        # In the caller's transaction (and savepoint, so a refused entry leaves it usable): the entry
+        # commits with the change it describes, and the lock is held until then.
+        with transaction.atomic():
+            row = _append(params)
+    seq, created_at, prev_hash, entry_hash = row
+    entry = AuditEntry(
+        seq=seq,
+        created_at=created_at,
+        actor_user_id=actor_user_id,
+        actor=actor_name,
+        ip=via.ip,
+        otp_verified=via.otp_verified,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        data=clean_data,
+        prev_hash=prev_hash,
+        hash=entry_hash,
+    )
+    entry._state.adding, entry._state.db = False, connection.alias
+    return entry
 
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
-        last = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
-        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        fields: dict[str, Any] = {
-            "seq": seq,
-            "created_at": timezone.now(),
-            "actor_user_id": actor_user_id,
-            "actor": actor_name,
-            "ip": via.ip,
-            "otp_verified": via.otp_verified,
-            "action": action,
-            "target_type": target_type,
-            "target_id": target_id,
-            "data": clean_data,
-            "prev_hash": prev_hash,
-        }
-        return AuditEntry.objects.create(hash=entry_hash(**fields), **fields)
+
+_APPEND_SQL = "SELECT * FROM audit_append(%s, %s, %s, %s, %s::inet, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+
+
+def _append(params: list[Any]) -> tuple[int, datetime, str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, params)
+        row = cursor.fetchone()
+    if row is None:  # the function always returns its row; anything else is a broken database
+        raise DatabaseError("audit_append returned no row")
+    return row[0], row[1], row[2], row[3]
 
 
 @dataclass(frozen=True)
@@ -125,76 +191,122 @@ class ChainReport:
     reason: str = ""
 
 
+# What the verifier reads of each entry, in this order, a page at a time: created_at as entry_hash
+# writes it (UTC, ISO 8601, microseconds; a test holds the two equal), data as PostgreSQL prints the jsonb.
+_ENTRY_PAGE_SQL = (
+    "SELECT seq, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
+    "actor_user_id, actor, ip, otp_verified, action, target_type, target_id, data::text, prev_hash, hash "
+    "FROM audit_auditentry WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+)
+
+
 def verify_entries(
     rows: Iterable[tuple[Any, ...]], *, start_seq: int = 1, prev_hash: str = GENESIS_HASH
 ) -> ChainReport:
-    """Walk rows of (seq, created_at, ..., prev_hash, hash) in seq order; stop at the first break.
+    """Walk rows of _ENTRY_PAGE_SQL's columns (data as JSON text) in seq order; stop at the first break.
 
     By default from #1; from a later entry with `start_seq` and the hash of the entry before it.
+    Each hash is recomputed from the stored fields: the text `entry_hash` hashes, built from its
+    pieces without a dict and a sort per row (apps.audit.chain.EntryText; a test holds them equal).
     """
     expected_seq, checked = start_seq, 0
-    for row in rows:
-        (
-            seq,
-            created_at,
-            actor_user_id,
-            actor,
-            ip,
-            otp_verified,
-            action,
-            target_type,
-            target_id,
-            data,
-            stored_prev,
-            stored_hash,
-        ) = row
+    sha256, loads, as_str, as_value = hashlib.sha256, json_parse, json_str, json_value
+    for (
+        seq,
+        created_at,
+        actor_user_id,
+        actor,
+        ip,
+        otp_verified,
+        action,
+        target_type,
+        target_id,
+        data,
+        stored_prev,
+        stored_hash,
+    ) in rows:
         if seq != expected_seq:
             reason = f"entry #{expected_seq} is missing" if seq > expected_seq else f"entry #{seq} is out of order"
             return ChainReport(False, checked, expected_seq - 1, prev_hash, expected_seq, reason)
         if stored_prev != prev_hash:
             reason = "its prev_hash does not match the entry before it"
             return ChainReport(False, checked, seq - 1, prev_hash, seq, reason)
-        computed = entry_hash(
-            seq=seq,
-            created_at=created_at,
-            actor_user_id=actor_user_id,
-            actor=actor,
-            ip=ip,
-            otp_verified=otp_verified,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            data=data,
-            prev_hash=stored_prev,
+        text = (
+            f'{{"action":{as_str(action)},"actor":{as_str(actor)},'
+            f'"actor_user_id":{"null" if actor_user_id is None else actor_user_id},'
+            f'"created_at":"{created_at}",'
+            f'"data":{"{}" if data == "{}" else as_value(loads(data))},'
+            f'"ip":{"null" if ip is None else as_str(ip)},'
+            f'"otp_verified":{"true" if otp_verified is True else "false"},'
+            f'"prev_hash":{as_str(stored_prev)},"seq":{seq},'
+            f'"target_id":{as_str(target_id)},"target_type":{as_str(target_type)}}}'
         )
-        if computed != stored_hash:
+        if sha256(text.encode()).hexdigest() != stored_hash:
             return ChainReport(False, checked, seq - 1, prev_hash, seq, "its content does not match its hash")
         prev_hash, expected_seq, checked = stored_hash, seq + 1, checked + 1
     return ChainReport(True, checked, expected_seq - 1, prev_hash)
 
 
+def _entry_pages(*, after_seq: int, upto_seq: int, page_size: int) -> Generator[list[tuple[Any, ...]]]:
+    """Entries after `after_seq` up to `upto_seq` in seq order, `page_size` at a time (keyset pages: each one
+    indexed range read, however long the log).
+
+    The next page is read while the caller checks this one: by a thread, on this thread's connection (so in
+    the caller's transaction, seeing what it sees), which nothing else uses meanwhile. The database and the
+    network then work while Python hashes.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    pages: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item: list[tuple[Any, ...]] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with db.cursor() as cursor:
+                after = after_seq
+                while after < upto_seq:
+                    cursor.execute(_ENTRY_PAGE_SQL, [after, upto_seq, page_size])
+                    rows = cursor.fetchall()
+                    if not rows or not hand_over(rows):
+                        break
+                    after = rows[-1][0]
+        except BaseException as exc:  # handed to the caller, raised there
+            hand_over(exc)
+        finally:
+            hand_over(None)
+
+    db.ensure_connection()
+    db.inc_thread_sharing()
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := pages.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        db.dec_thread_sharing()
+
+
 def audit_verify_chain(*, chunk_size: int = 5000, after_seq: int = 0, after_hash: str = GENESIS_HASH) -> ChainReport:
-    """Verify the chain from #1 (or from after a known entry); the report names the first broken seq."""
-    rows = (
-        AuditEntry.objects.filter(seq__gt=after_seq)
-        .order_by("seq")
-        .values_list(
-            "seq",
-            "created_at",
-            "actor_user_id",
-            "actor",
-            "ip",
-            "otp_verified",
-            "action",
-            "target_type",
-            "target_id",
-            "data",
-            "prev_hash",
-            "hash",
-        )
-        .iterator(chunk_size=chunk_size)
-    )
-    return verify_entries(rows, start_seq=after_seq + 1, prev_hash=after_hash)
+    """Verify the chain from #1 (or from after a known entry) up to the last entry when it starts; the
+    report names the first broken seq."""
+    upto = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    pages = _entry_pages(after_seq=after_seq, upto_seq=upto, page_size=chunk_size)
+    try:
+        return verify_entries(itertools.chain.from_iterable(pages), start_seq=after_seq + 1, prev_hash=after_hash)
+    finally:
+        pages.close()  # a break found early: the reader stops now, not when garbage is collected
 
 
 def audit_export_start(*, actor: AbstractBaseUser, filters: Any, fmt: str, request: HttpRequest | None = None) -> int:
