@@ -41,6 +41,7 @@ class AuditFilterForm(forms.Form):
         regex=r"^[A-Za-z0-9_.:-]+\*?$",
         help_text="e.g. bot.updated, or bot.* for every bot action.",
         error_messages={"invalid": "Letters, digits and . _ : - only, optionally ending with *."},
+        widget=forms.TextInput(attrs={"list": "audit-actions", "autocomplete": "off"}),
     )
     target = TextField(required=False, max_length=201, help_text='A type ("bots.bot") or a type and id ("bots.bot:7").')
     since = forms.DateTimeField(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.expressions import RawSQL
 
@@ -279,3 +280,26 @@ def audit_chain_state() -> ChainState:
     else:
         status, shown = "unknown", None
     return ChainState(status, shown, error, AuditCheckpoint.objects.order_by("-seq").first(), audit_head_seq())
+
+
+ACTION_SUGGESTIONS_MAX = 500
+
+
+def audit_action_names() -> list[str]:
+    """Every distinct action in the log, for the filter's suggestions (and their prefixes, as `bot.*`).
+
+    A loose index scan over (action, seq): one index probe per distinct action, however long the log.
+    """
+    sql = (
+        "WITH RECURSIVE a(action) AS ("  # noqa: S608 - our own table name, no input
+        f" (SELECT action FROM {AuditEntry._meta.db_table} ORDER BY action LIMIT 1)"  # nosec B608
+        " UNION ALL"
+        f" SELECT (SELECT e.action FROM {AuditEntry._meta.db_table} e WHERE e.action > a.action"  # nosec B608
+        "  ORDER BY e.action LIMIT 1) FROM a WHERE a.action IS NOT NULL"
+        ") SELECT action FROM a WHERE action IS NOT NULL LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ACTION_SUGGESTIONS_MAX])
+        actions = [str(row[0]) for row in cursor.fetchall()]
+    prefixes = sorted({a.split(".", 1)[0] + ".*" for a in actions if "." in a})
+    return prefixes + actions

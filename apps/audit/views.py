@@ -42,6 +42,7 @@ def entry_list_view(request: HttpRequest) -> HttpResponse:
         "form": form,
         "state": selectors.audit_chain_state(),
         "can_checkpoint": request.user.has_perm(ADMIN),
+        "action_names": selectors.audit_action_names(),
     }
     if not form.is_valid():  # nothing is queried with a bad filter
         return render(request, "audit/list.html", context, status=400)
