@@ -14,6 +14,7 @@ from django_otp.models import Device
 from apps.accounts.models import User
 from apps.accounts.sessions import session_expiry_reason
 from apps.events.models import Event
+from apps.events.selectors import settled_seq
 
 VIEW_PERM = "accounts.view_console"
 ADMIN_ALERT_PERM = "accounts.manage_exchange_accounts"
@@ -37,10 +38,14 @@ def can_see(user: User, event: Event) -> bool:
 
 
 def visible_events(user: User, *, after: int, bot_id: int | None, limit: int = 500) -> list[Event]:
-    """Events after the cursor, oldest first, that this user may see."""
+    """Events after the cursor, oldest first, that this user may see.
+
+    Only settled ones (apps/events/selectors.settled_seq): a page that moved its cursor past a
+    number an open transaction still holds would never see that row once it commits.
+    """
     if not user.is_active or not user.has_perm(VIEW_PERM):
         return []
-    events = Event.objects.filter(seq__gt=after)
+    events = Event.objects.filter(seq__gt=after, seq__lte=settled_seq())
     if bot_id is not None:
         events = events.filter(bot_id=bot_id)
     if not user.has_perm(ADMIN_ALERT_PERM):
