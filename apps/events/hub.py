@@ -160,6 +160,10 @@ class Hub:
                 except DatabaseError:
                     logger.warning("live hub: database read failed; retrying", exc_info=True)
                     held = True
+                except Exception:
+                    # Keep serving: a hub that died would leave every socket of the process silent.
+                    logger.exception("live hub: a read or fan-out failed; retrying")
+                    held = True
                 if self.subscribers:
                     idle_since = None
                 elif idle_since is None:

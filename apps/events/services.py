@@ -48,10 +48,17 @@ ANNOUNCE_TIMEOUT_S = 0.2
 ANNOUNCE_BACKOFF_S = 2.0
 
 
-_FLOOR_SQL = (
-    "SELECT pg_advisory_xact_lock_shared(%s + CASE WHEN is_called THEN last_value ELSE last_value - 1 END)"
-    " FROM {sequence}"
-)
+# Takes the floor unless this transaction (its xid) already holds one that is still in force: one
+# lock per transaction, not one per event, so a transaction that publishes thousands of events does
+# not fill PostgreSQL's lock table. The WHERE is evaluated before the lock in the select list.
+_FLOOR_SQL = """
+SELECT pg_advisory_xact_lock_shared(%(base)s + CASE WHEN is_called THEN last_value ELSE last_value - 1 END),
+       pg_current_xact_id()::text
+FROM {sequence}
+WHERE coalesce(pg_current_xact_id_if_assigned()::text, '') <> %(held)s
+"""
+# Per thread (a Django connection belongs to one thread): (xid, savepoints open) of the last floor.
+_floor = threading.local()
 
 
 def notify_channel() -> str:
@@ -90,11 +97,7 @@ def publish(*, kind: str, data: dict[str, Any], bot_id: int | None = None) -> Ev
     # savepoint=False: inside the caller's transaction this adds nothing; in autocommit it makes the
     # floor and the row one transaction, so the floor is held until the row is committed.
     with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
-            # The floor is read and advertised in one statement, before this transaction takes its
-            # sequence number (nextval in the INSERT below): every seq it takes is above the floor.
-            # The sequence's name comes from the catalog (sequence_name), never from input.
-            cursor.execute(_FLOOR_SQL.format(sequence=sequence_name()), [FLOOR_LOCK_BASE])
+        _take_floor()
         event = Event.objects.create(kind=kind, bot_id=bot_id, payload=payload)
         seq = event.seq
         transaction.on_commit(lambda: announce(seq))
@@ -128,6 +131,27 @@ class _Announcer:
                 self.skip_until = time.monotonic() + ANNOUNCE_BACKOFF_S
             return False
         return True
+
+
+def _take_floor() -> None:
+    """Advertise this transaction's floor before it takes a sequence number (nextval in the INSERT
+    that follows): the floor is read and locked in one statement, so every number it takes is above.
+
+    A floor taken inside a savepoint is released if that savepoint rolls back, so an earlier floor
+    counts only while every savepoint that was open when it was taken still is.
+    """
+    savepoints = tuple(connection.savepoint_ids)
+    held: tuple[str, tuple[str, ...]] | None = getattr(_floor, "held", None)
+    in_force = held is not None and savepoints[: len(held[1])] == held[1]
+    with connection.cursor() as cursor:
+        # The sequence's name comes from the catalog (sequence_name), never from input.
+        cursor.execute(
+            _FLOOR_SQL.format(sequence=sequence_name()),
+            {"base": FLOOR_LOCK_BASE, "held": held[0] if held is not None and in_force else "-"},
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        _floor.held = (str(row[1]), savepoints)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 from apps.events.models import Event
 from apps.events.selectors import event_cursor, events_after, settled_seq
-from apps.events.services import publish
+from apps.events.services import FLOOR_LOCK_BASE, publish
 from apps.live.selectors import visible_events
 from tests.people import Person, make_person
 
@@ -154,3 +154,34 @@ def test_other_advisory_locks_are_not_floors() -> None:
     finally:
         done.set()
         thread.join(timeout=30)
+
+
+def _floors_held() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND classid >= %s",
+            [FLOOR_LOCK_BASE >> 32],
+        )
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_transaction_publishing_many_events_holds_one_floor_not_one_per_event() -> None:
+    """PostgreSQL's lock table is small (64 per connection by default): thousands of locks would fail the caller."""
+    with transaction.atomic():
+        for n in range(300):
+            publish(kind="order_update", data={"n": n})
+        assert _floors_held() == 1
+    assert _floors_held() == 0
+
+
+def test_a_floor_released_by_a_rolled_back_savepoint_is_taken_again() -> None:
+    with transaction.atomic():
+        with pytest.raises(_RollBack), transaction.atomic():
+            publish(kind="heartbeat", data={})
+            assert _floors_held() == 1
+            raise _RollBack
+        assert _floors_held() == 0  # released with the savepoint
+        publish(kind="heartbeat", data={})
+        assert _floors_held() == 1
