@@ -24,7 +24,7 @@ from apps.bots.models import Bot
 from apps.events.hub import Hub, Subscriber, hub
 from apps.events.models import Event
 from apps.live.presence import asocket_gone, asocket_seen
-from apps.live.selectors import can_see, socket_user
+from apps.live.selectors import audience, can_see, socket_user
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     user: User
     session_key: str | None
     bot_id: int | None = None
+    viewer: tuple[bool, bool] = (False, False)
     socket_id: str = ""
     closing: bool = False
     counted: bool = False
@@ -57,7 +58,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not isinstance(user, User):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.user = user
+        self.user, self.viewer = user, audience(user)
         self.session_key = self.scope["session"].session_key
         bot_ids = parse_qs(self.scope.get("query_string", b"").decode()).get("bot")
         if bot_ids:
@@ -66,7 +67,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
             self.bot_id = int(bot_id)
-        subscriber = Subscriber(self.accepts)
+        subscriber = Subscriber(self.accepts, self.group_key)
         process_hub = hub()
         try:
             # Before accept: once the page knows it is connected (and catches up), nothing after
@@ -111,6 +112,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # Each socket checks its own user: the hub is shared, the permissions are not.
         return can_see(self.user, event)
 
+    def group_key(self) -> tuple[object, ...] | None:
+        """Sockets with the same answer accept the same events (see apps/live/selectors.audience)."""
+        return None if self.closing else (self.bot_id, self.viewer)
+
     async def _forward_forever(self) -> None:
         assert self.subscriber is not None
         while True:
@@ -133,7 +138,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self.closing = True
                 await self.close(code=CLOSE_SESSION_ENDED)
                 return
-            self.user = user  # fresh permissions for can_see
+            self.user, self.viewer = user, audience(user)  # fresh permissions for can_see
             await asocket_seen(self.socket_id)
 
 

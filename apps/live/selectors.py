@@ -14,7 +14,6 @@ from django_otp.models import Device
 from apps.accounts.models import User
 from apps.accounts.sessions import session_expiry_reason
 from apps.events.models import Event
-from apps.events.selectors import settled_seq
 
 VIEW_PERM = "accounts.view_console"
 ADMIN_ALERT_PERM = "accounts.manage_exchange_accounts"
@@ -37,15 +36,23 @@ def can_see(user: User, event: Event) -> bool:
     return user.has_perm(ADMIN_ALERT_PERM) if admin_only else True
 
 
-def visible_events(user: User, *, after: int, bot_id: int | None, limit: int = 500) -> list[Event]:
-    """Events after the cursor, oldest first, that this user may see.
+def audience(user: User) -> tuple[bool, bool]:
+    """Everything can_see reads from a user: two users with the same audience see the same events.
 
-    Only settled ones (apps/events/selectors.settled_seq): a page that moved its cursor past a
-    number an open transaction still holds would never see that row once it commits.
+    Keep it in step with can_see. Sockets are grouped by it so the hub filters once per group.
     """
+    return (user.is_active and user.has_perm(VIEW_PERM), user.has_perm(ADMIN_ALERT_PERM))
+
+
+def visible_events(
+    user: User, *, after: int, bot_id: int | None, limit: int = 500, upto: int | None = None
+) -> list[Event]:
+    """Events after the cursor (and up to `upto`), oldest first, that this user may see."""
     if not user.is_active or not user.has_perm(VIEW_PERM):
         return []
-    events = Event.objects.filter(seq__gt=after, seq__lte=settled_seq())
+    events = Event.objects.filter(seq__gt=after)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
     if bot_id is not None:
         events = events.filter(bot_id=bot_id)
     if not user.has_perm(ADMIN_ALERT_PERM):

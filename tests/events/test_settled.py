@@ -9,17 +9,20 @@ read (events_after) and the catch-up endpoint (visible_events).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 from django.db import connection, transaction
+from django.test import Client
+from django.urls import reverse
 
 from apps.events.models import Event
 from apps.events.selectors import event_cursor, events_after, settled_seq
 from apps.events.services import FLOOR_LOCK_BASE, publish
-from apps.live.selectors import visible_events
-from tests.people import Person, make_person
+from tests.people import Person
+
+CATCH_UP = reverse("live:events")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,14 +96,17 @@ def test_a_row_committed_after_a_higher_one_was_read_is_not_skipped() -> None:
     assert event_cursor() == fast
 
 
-def test_the_catch_up_read_stops_below_an_open_transaction_too() -> None:
-    viewer: Person = make_person("settled-viewer", "viewer")
+def test_the_catch_up_endpoint_stops_below_an_open_transaction_too(
+    logged_in: Callable[[str], tuple[Client, Person]],
+) -> None:
+    client, _ = logged_in("viewer")
     before = publish(kind="heartbeat", data={}).seq
     with open_publisher() as slow:
         fast = publish(kind="fill", data={}).seq
-        assert visible_events(viewer.user, after=before, bot_id=None) == []
+        assert client.get(CATCH_UP, {"after": before}).json() == {"events": [], "last": before}
         slow.end(commit=True)
-    assert [e.seq for e in visible_events(viewer.user, after=before, bot_id=None)] == [slow.seq, fast]
+    body = client.get(CATCH_UP, {"after": before}).json()
+    assert [e["seq"] for e in body["events"]] == [slow.seq, fast] and body["last"] == fast
 
 
 def test_a_rolled_back_number_holds_nothing_back_once_its_transaction_ends() -> None:

@@ -18,11 +18,13 @@ from django.conf import settings as django_settings
 from django.db import transaction
 from django.test import Client
 
+from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.events import hub as hub_module
 from apps.events.hub import MAX_PENDING, Subscriber
 from apps.events.models import Event
 from apps.events.services import publish
+from apps.live.selectors import audience, can_see
 from tests.events.test_settled import open_publisher
 from tests.live.conftest import frame, socket
 
@@ -207,3 +209,24 @@ def test_a_filter_that_fails_sends_nothing_to_its_socket() -> None:
         assert not subscriber.ready.is_set() and subscriber.pending == []
 
     run(scenario)
+
+
+def test_users_with_the_same_audience_see_the_same_events(person: Callable[..., Any]) -> None:
+    """The hub filters once per audience (apps/live/selectors.audience): it must say all can_see reads."""
+    users = [person(f"aud-{role}", role).user for role in ("viewer", "operator", "admin")]
+    nobody = person("aud-none", "viewer").user
+    nobody.groups.clear()
+    users.append(User.objects.get(pk=nobody.pk))
+    events = [
+        Event(seq=1, kind="heartbeat", payload={}),
+        Event(seq=2, kind="alert", payload={"audience": "admin"}),
+        Event(seq=3, kind="alert", payload={"audience": "all"}),
+        Event(seq=4, kind="alert", payload="not a dict"),
+    ]
+    seen = {u.pk: [e.seq for e in events if can_see(u, e)] for u in users}
+    for a in users:
+        for b in users:
+            if audience(a) == audience(b):
+                assert seen[a.pk] == seen[b.pk], (a, b)
+    # And they do differ where the rule differs, so the comparison above has something to check.
+    assert len({tuple(v) for v in seen.values()}) == 3
