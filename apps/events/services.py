@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from datetime import UTC
@@ -113,7 +114,8 @@ class _Announcer:
             url,
             socket_connect_timeout=ANNOUNCE_TIMEOUT_S,
             socket_timeout=ANNOUNCE_TIMEOUT_S,
-            client_name="botconsole-live-publisher",
+            # Which process holds it, for CLIENT LIST.
+            client_name=f"botconsole-live-publisher-{os.getpid()}",
             # One immediate retry (a connection the server closed while idle reconnects), not
             # redis-py's default ten with back-off: that would hold the tick for seconds.
             retry=Retry(NoBackoff(), 1),
