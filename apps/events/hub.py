@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Reads are at least this far apart: an event after a quiet spell is read at once, and under load
-# what arrives within the window shares one read and one frame per socket.
-BATCH_WINDOW_S = 0.005
+# what arrives within the window shares one read and one frame per socket. Sending a frame costs the
+# web process ~50 us per socket, so at 500 events/s x 50 sockets 5 ms cost it ~750 us of CPU per
+# event and 15 ms ~470 us (tests/perf/test_live_bench.py), for at most 15 ms more latency.
+BATCH_WINDOW_S = 0.015
 # With no announcement, read anyway this often (an announcement may have been lost).
 POLL_IDLE_S = 1.0
 # While an open transaction holds numbers below rows already committed, look again soon: it may
