@@ -1,13 +1,17 @@
-"""The live feed socket: joins the fleet or one bot, forwards events its user may see."""
+"""The live feed socket: follows the fleet or one bot, forwards the events its user may see.
+
+Events come from this process's hub (apps/events/hub.py), which reads each one from the database
+once for every socket of the process; this socket only filters them, in memory, with the same rule
+as the catch-up endpoint (apps/live/selectors.can_see) and its user's permissions as of the last
+re-check. Frames are {"events": [...]}, oldest first.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from collections import OrderedDict
+import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,24 +21,36 @@ from django.conf import settings
 
 from apps.accounts.models import User
 from apps.bots.models import Bot
+from apps.events.hub import Hub, Subscriber, hub
 from apps.events.models import Event
-from apps.events.services import FLEET_GROUP, bot_group, event_json
 from apps.live.presence import asocket_gone, asocket_seen
-from apps.live.selectors import can_see, socket_user
+from apps.live.selectors import audience, can_see, socket_user
 
 logger = logging.getLogger(__name__)
 
+CLOSE_SERVER_ERROR = 1011
 CLOSE_SESSION_ENDED = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_NOT_FOUND = 4004
+# This socket stopped reading while events piled up; the page reconnects and catches up.
+CLOSE_FELL_BEHIND = 4008
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    # No channel layer: the process's hub is this socket's only source (and an unconfigured
+    # alias gives none), so a socket adds no Redis traffic of its own.
+    channel_layer_alias = None
+
     user: User
     session_key: str | None
+    bot_id: int | None = None
+    viewer: tuple[bool, bool] = (False, False)
+    socket_id: str = ""
     closing: bool = False
     counted: bool = False
-    recheck_task: asyncio.Task[None] | None = None
+    subscriber: Subscriber | None = None
+    hub: Hub | None = None
+    tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def connect(self) -> None:
         # OTPVerifiedMiddleware has already refused anyone else; this is a second lock.
@@ -42,45 +58,75 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not isinstance(user, User):
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.user = user
+        self.user, self.viewer = user, audience(user)
         self.session_key = self.scope["session"].session_key
         bot_ids = parse_qs(self.scope.get("query_string", b"").decode()).get("bot")
-        group = FLEET_GROUP
         if bot_ids:
             bot_id = bot_ids[0]
             if not bot_id.isdigit() or not await _bot_exists(int(bot_id)):
                 await self.close(code=CLOSE_NOT_FOUND)
                 return
-            group = bot_group(int(bot_id))
-        # Channels discards self.groups on disconnect.
-        self.groups = [group]
-        await self.channel_layer.group_add(group, self.channel_name)
+            self.bot_id = int(bot_id)
+        subscriber = Subscriber(self.accepts, self.group_key)
+        process_hub = hub()
+        try:
+            # Before accept: once the page knows it is connected (and catches up), nothing after
+            # the hub's cursor can pass this socket by.
+            await process_hub.subscribe(subscriber)
+        except Exception:
+            logger.exception("live socket refused: the live hub is not running")
+            await self.close(code=CLOSE_SERVER_ERROR)
+            return
+        self.subscriber, self.hub = subscriber, process_hub
+        # A random id for the presence count: nothing about the user.
+        self.socket_id = f"live.{secrets.token_hex(12)}"
         # Counted before the client learns it is accepted, so a scrape after that sees it.
         self.counted = True
-        await asocket_seen(self.channel_name)
+        await asocket_seen(self.socket_id)
         await self.accept()
-        self.recheck_task = asyncio.create_task(self._recheck_forever())
+        self.tasks = (
+            asyncio.create_task(self._forward_forever()),
+            asyncio.create_task(self._recheck_forever()),
+        )
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        if self.recheck_task is not None:
-            self.recheck_task.cancel()
+        if self.hub is not None and self.subscriber is not None:
+            self.hub.unsubscribe(self.subscriber)
+        for task in self.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.recheck_task
+                await task
         if self.counted:
-            await asocket_gone(self.channel_name)
+            await asocket_gone(self.socket_id)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """The feed is one-way; anything a client sends is ignored."""
 
-    async def live_event(self, message: dict[str, Any]) -> None:
+    def accepts(self, event: Event) -> bool:
+        """The hub asks this for every event; on the event loop, so from memory only."""
         if self.closing:
-            return
-        loaded = await _cached_event(int(message["seq"]))
-        # Each socket checks its own user: the group is shared, the permissions are not.
-        if loaded is None or not can_see(self.user, loaded[0]):
-            return
-        await self.send(text_data=loaded[1])
+            return False
+        if self.bot_id is not None and event.bot_id != self.bot_id:
+            return False
+        # Each socket checks its own user: the hub is shared, the permissions are not.
+        return can_see(self.user, event)
+
+    def group_key(self) -> tuple[object, ...] | None:
+        """Sockets with the same answer accept the same events (see apps/live/selectors.audience)."""
+        return None if self.closing else (self.bot_id, self.viewer)
+
+    async def _forward_forever(self) -> None:
+        assert self.subscriber is not None
+        while True:
+            frame = await self.subscriber.next_frame()
+            if self.closing:
+                return
+            if frame is None:
+                self.closing = True
+                await self.close(code=CLOSE_FELL_BEHIND)
+                return
+            await self.send(text_data=frame)
 
     async def _recheck_forever(self) -> None:
         while True:
@@ -92,45 +138,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self.closing = True
                 await self.close(code=CLOSE_SESSION_ENDED)
                 return
-            self.user = user  # fresh permissions for can_see
-            await asocket_seen(self.channel_name)
+            self.user, self.viewer = user, audience(user)  # fresh permissions for can_see
+            await asocket_seen(self.socket_id)
 
 
 async def _bot_exists(bot_id: int) -> bool:
     exists: bool = await database_sync_to_async(Bot.objects.filter(pk=bot_id).exists)()
     return exists
-
-
-# Every socket in this process receives the same seq at the same moment: load each event once and
-# share it. Rows never change after commit, so a short-lived cache cannot serve stale data.
-_CACHE_TTL_S = 10.0
-_CACHE_MAX = 4096
-_cache: OrderedDict[int, tuple[float, tuple[Event, str]]] = OrderedDict()
-_inflight: dict[tuple[int, int], asyncio.Task[tuple[Event, str] | None]] = {}
-
-
-async def _cached_event(seq: int) -> tuple[Event, str] | None:
-    hit = _cache.get(seq)
-    if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
-        return hit[1]
-    loop = asyncio.get_running_loop()
-    key = (id(loop), seq)  # a task belongs to one event loop
-    task = _inflight.get(key)
-    if task is None:
-        # A task of its own, so one socket disconnecting mid-load does not cancel the others' wait.
-        task = _inflight[key] = loop.create_task(database_sync_to_async(_load_event)(seq))
-        task.add_done_callback(lambda done: _loaded(key, done))
-    return await asyncio.shield(task)
-
-
-def _loaded(key: tuple[int, int], task: asyncio.Task[tuple[Event, str] | None]) -> None:
-    del _inflight[key]
-    if not task.cancelled() and task.exception() is None and (loaded := task.result()) is not None:
-        _cache[key[1]] = (time.monotonic(), loaded)
-        while len(_cache) > _CACHE_MAX:
-            _cache.popitem(last=False)
-
-
-def _load_event(seq: int) -> tuple[Event, str] | None:
-    event = Event.objects.filter(seq=seq).first()
-    return None if event is None else (event, json.dumps(event_json(event)))

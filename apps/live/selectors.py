@@ -36,11 +36,23 @@ def can_see(user: User, event: Event) -> bool:
     return user.has_perm(ADMIN_ALERT_PERM) if admin_only else True
 
 
-def visible_events(user: User, *, after: int, bot_id: int | None, limit: int = 500) -> list[Event]:
-    """Events after the cursor, oldest first, that this user may see."""
+def audience(user: User) -> tuple[bool, bool]:
+    """Everything can_see reads from a user: two users with the same audience see the same events.
+
+    Keep it in step with can_see. Sockets are grouped by it so the hub filters once per group.
+    """
+    return (user.is_active and user.has_perm(VIEW_PERM), user.has_perm(ADMIN_ALERT_PERM))
+
+
+def visible_events(
+    user: User, *, after: int, bot_id: int | None, limit: int = 500, upto: int | None = None
+) -> list[Event]:
+    """Events after the cursor (and up to `upto`), oldest first, that this user may see."""
     if not user.is_active or not user.has_perm(VIEW_PERM):
         return []
     events = Event.objects.filter(seq__gt=after)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
     if bot_id is not None:
         events = events.filter(bot_id=bot_id)
     if not user.has_perm(ADMIN_ALERT_PERM):

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.core.input_validation import InputError, parse_id
+from apps.events.selectors import settled_seq
 from apps.events.services import event_json
 from apps.live.dashboard import dashboard_context
 from apps.live.selectors import VIEW_PERM, visible_events
@@ -38,7 +39,9 @@ def events(request: HttpRequest) -> JsonResponse:
     if bot_id is not None and not Bot.objects.filter(pk=bot_id).exists():
         return _bad("No such bot.", status=404)
     assert after is not None
-    found = visible_events(user, after=after, bot_id=bot_id)
+    # Only settled events: a page whose cursor moved past a number an open transaction still holds
+    # would never show that row once it commits (apps/events/selectors.settled_seq).
+    found = visible_events(user, after=after, bot_id=bot_id, upto=settled_seq())
     return JsonResponse({"events": [event_json(e) for e in found], "last": found[-1].seq if found else after})
 
 

@@ -35,6 +35,9 @@ function start(root) {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}/ws/live/` + (bot ? `?bot=${bot}` : ""));
     setStatus("Connecting…", "connecting");
+    // Frames that arrive while the catch-up runs wait for it: applied first, their higher sequence
+    // numbers would move the cursor past the rows the catch-up is about to return.
+    let held = [];
     socket.addEventListener("open", async () => {
       retry = 0;
       try {
@@ -43,8 +46,15 @@ function start(root) {
       } catch (error) {
         setStatus("Live (catch-up failed)", "degraded");
       }
+      const waiting = held;
+      held = null;
+      waiting.forEach(applyFrame);
     });
-    socket.addEventListener("message", (message) => apply(JSON.parse(message.data)));
+    socket.addEventListener("message", (message) => {
+      const frame = JSON.parse(message.data);
+      if (held) held.push(frame);
+      else applyFrame(frame);
+    });
     socket.addEventListener("close", (closed) => {
       if (closed.code === 4001 || closed.code === 4003) {
         // The server ended this session (logout, timeout, deactivation): retrying cannot help.
@@ -57,6 +67,11 @@ function start(root) {
       setStatus(`Reconnecting in ${Math.round(delay / 1000)} s…`, "down");
       setTimeout(connect, delay);
     });
+  }
+
+  // A frame is {"events": [...]}: what arrived within a few milliseconds, oldest first.
+  function applyFrame(frame) {
+    (frame.events || []).forEach(apply);
   }
 
   function apply(event) {

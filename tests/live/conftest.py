@@ -20,12 +20,26 @@ ORIGIN = "http://localhost"
 
 
 @pytest.fixture(autouse=True)
-def own_channel_layer(settings: Any) -> None:
-    """A channel-layer prefix of this test's own: other test runs share the Valkey, and a stray
-    "fleet" notification from them would land in our sockets."""
-    layer = dict(settings.CHANNEL_LAYERS["default"])
-    layer["CONFIG"] = {**layer["CONFIG"], "prefix": f"test-live-{secrets.token_hex(4)}"}
-    settings.CHANNEL_LAYERS = {"default": layer}  # channels drops its cached layer on this change
+def own_notify_channel(settings: Any) -> str:
+    """An announcement channel of this test's own, so counting its subscribers counts ours only.
+    (A stray announcement would only wake a hub: what it sends comes from our database.)"""
+    settings.LIVE_NOTIFY_CHANNEL = f"test-live-{secrets.token_hex(4)}"
+    return str(settings.LIVE_NOTIFY_CHANNEL)
+
+
+async def frame(ws: WebsocketCommunicator, timeout: float = 3) -> list[dict[str, Any]]:
+    """The events of the next frame a socket receives ({"events": [...]}, oldest first)."""
+    body = await ws.receive_json_from(timeout=timeout)
+    assert set(body) == {"events"} and body["events"], body
+    events: list[dict[str, Any]] = body["events"]
+    return events
+
+
+async def one_event(ws: WebsocketCommunicator, timeout: float = 3) -> dict[str, Any]:
+    """The next frame, which must hold exactly one event."""
+    events = await frame(ws, timeout)
+    assert len(events) == 1, events
+    return events[0]
 
 
 def socket(client: Client | None, path: str = "/ws/live/", origin: str = ORIGIN) -> WebsocketCommunicator:

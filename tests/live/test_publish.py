@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from apps.core.exceptions import ApplicationError
 from apps.events.models import Event
-from apps.events.services import publish
+from apps.events.services import ANNOUNCE_TIMEOUT_S, publish
 
 
 @pytest.mark.django_db
@@ -31,13 +33,29 @@ def test_it_stores_decimals_as_text_and_masks_anything_named_like_a_secret() -> 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_channel_layer_that_is_down_does_not_break_the_caller(
-    settings: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:9/0"]}}
-    }
+def test_redis_being_down_does_not_break_the_caller(settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
     with caplog.at_level(logging.WARNING, logger="apps.events.services"):
         event = publish(kind="heartbeat", bot_id=None, data={})
-    assert Event.objects.filter(seq=event.seq).exists()  # still there for catch-up
+    assert Event.objects.filter(seq=event.seq).exists()  # still there for the hubs and catch-up
     assert "not announced" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_failure_announcements_are_skipped_for_a_while_so_ticks_do_not_wait(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server that accepts connections and never answers (a hung Redis): each try waits its timeout.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        settings.REDIS_URL = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="apps.events.services"):
+            for _ in range(20):
+                publish(kind="heartbeat", bot_id=None, data={"test": "back-off"})
+        took = time.monotonic() - started
+    # One bounded wait (two tries of ANNOUNCE_TIMEOUT_S), then skipped during the back-off.
+    assert ANNOUNCE_TIMEOUT_S <= took < 2 * ANNOUNCE_TIMEOUT_S + 0.5, took
+    assert caplog.text.count("not announced") == 20
+    assert Event.objects.filter(payload__test="back-off").count() == 20

@@ -24,7 +24,7 @@ from apps.bots.models import Bot
 from apps.events.models import Event
 from apps.events.services import event_json, publish
 from botconsole.asgi import application
-from tests.live.conftest import socket
+from tests.live.conftest import one_event, socket
 from tests.people import Person, password_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -210,8 +210,8 @@ def test_a_verified_viewer_receives_an_order_for_a_bot_on_the_fleet_and_that_bot
         event = await apublish(kind="order_new", bot_id=bot.pk, data=ORDER)
         expected = event_json(await sync_to_async(Event.objects.get)(seq=event.seq))
         assert expected["data"] == ORDER and expected["bot"] == bot.pk and expected["at"].endswith("Z")
-        assert await fleet.receive_json_from(timeout=3) == expected
-        assert await mine.receive_json_from(timeout=3) == expected
+        assert await one_event(fleet) == expected
+        assert await one_event(mine) == expected
         assert await theirs.receive_nothing(timeout=0.5)
         for ws in (fleet, mine, theirs):
             await ws.disconnect()
@@ -228,13 +228,13 @@ def test_an_admin_alert_reaches_an_admin_but_not_a_viewer(logged_in: Login) -> N
         assert (await admin.connect(timeout=3))[0] and (await viewer.connect(timeout=3))[0]
         secret_alert = {"kind": "key_check_failed", "message": "key can withdraw", "audience": "admin"}
         await apublish(kind="alert", data=secret_alert)
-        got = await admin.receive_json_from(timeout=3)
+        got = await one_event(admin)
         assert got["kind"] == "alert" and got["data"] == secret_alert and got["bot"] is None
         assert await viewer.receive_nothing(timeout=1)
         # An alert for everyone reaches both: the viewer's socket works, it was only filtered.
         await apublish(kind="alert", data={"kind": "daily_loss", "message": "bot halted", "audience": "all"})
-        assert (await viewer.receive_json_from(timeout=3))["data"]["kind"] == "daily_loss"
-        assert (await admin.receive_json_from(timeout=3))["data"]["kind"] == "daily_loss"
+        assert (await one_event(viewer))["data"]["kind"] == "daily_loss"
+        assert (await one_event(admin))["data"]["kind"] == "daily_loss"
         await admin.disconnect()
         await viewer.disconnect()
 
@@ -311,7 +311,7 @@ def test_a_live_session_stays_connected_across_rechecks(logged_in: Login, settin
         assert (await ws.connect(timeout=3))[0]
         assert await ws.receive_nothing(timeout=2.5)  # two re-checks passed, no close
         await apublish(kind="heartbeat", bot_id=None, data={})
-        assert (await ws.receive_json_from(timeout=3))["kind"] == "heartbeat"
+        assert (await one_event(ws))["kind"] == "heartbeat"
         await ws.disconnect()
 
     run(scenario)
@@ -329,7 +329,7 @@ def test_an_idle_socket_outlives_the_redis_client_read_timeout(
         assert (await ws.connect(timeout=3))[0]
         assert await ws.receive_nothing(timeout=7)  # idle longer than 5 s
         event = await apublish(kind="order_new", bot_id=bot.pk, data=ORDER)
-        assert (await ws.receive_json_from(timeout=3))["seq"] == event.seq
+        assert (await one_event(ws))["seq"] == event.seq
         await ws.disconnect()
 
     run(scenario)
