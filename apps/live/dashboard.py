@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Max
-
 from apps.accounts.models import User
 from apps.alerts.models import Alert
 from apps.alerts.selectors import alert_visible
 from apps.bots.halts import global_halt_state, halt_of
 from apps.bots.models import Bot
-from apps.events.models import Event
+from apps.events.selectors import event_cursor
 from apps.killswitch.models import KillRun
 from apps.killswitch.report import result_line
 from apps.killswitch.selectors import bots_to_restart
@@ -22,8 +20,10 @@ from apps.trading.selectors import bot_rows
 
 def dashboard_context(user: User) -> dict[str, Any]:
     """The dashboard: the fleet, the latest visible events (the live feed's start) and alerts."""
-    last = Event.objects.aggregate(last=Max("seq"))["last"] or 0
-    recent = visible_events(user, after=max(0, last - 300), bot_id=None, limit=500)
+    # Only settled events: a row an open transaction commits later with a lower number is left to
+    # the page's catch-up, which starts from this cursor (a page cursor past it would skip that row).
+    last = event_cursor()
+    recent = visible_events(user, after=max(0, last - 300), bot_id=None, limit=500, upto=last)
     feed = [e for e in recent if e.kind in ("order_new", "order_update", "fill", "gate_refusal", "kill_switch")][-30:]
     alerts = [a for a in Alert.objects.order_by("-created_at")[:50] if alert_visible(user, a)][:10]
     halt = global_halt_state()
