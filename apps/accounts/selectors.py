@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts.models import BackupCodeDevice, SealedTOTPDevice, User, UserSession
-from apps.accounts.services import user_role
+from apps.accounts.services import ROLE_PERMISSIONS, user_role
 
 
 def acting_user(request: HttpRequest) -> User:
@@ -59,3 +59,9 @@ def user_detail(user: User) -> dict[str, Any]:
         "backup_codes_remaining": backup_codes_remaining(user),
         "sessions": active_sessions(user),
     }
+
+
+def role_capabilities() -> list[tuple[str, list[str]]]:
+    """What each role may do, in the words of its permissions, for the Users page."""
+    described = dict(User._meta.permissions)
+    return [(role, [described[c] for c in codenames]) for role, codenames in ROLE_PERMISSIONS.items()]

@@ -207,13 +207,17 @@ def users_view(request: HttpRequest) -> HttpResponse:
     form = UserCreateForm(request.POST or None)
     if request.method == "POST":
         return _user_create(request, form)
-    return render(request, "accounts/users.html", {"users": selectors.users_overview(), "form": form})
+    return render(request, "accounts/users.html", _users_context(form))
+
+
+def _users_context(form: UserCreateForm) -> dict[str, object]:
+    return {"users": selectors.users_overview(), "form": form, "roles": selectors.role_capabilities()}
 
 
 @require_step_up
 def _user_create(request: HttpRequest, form: UserCreateForm) -> HttpResponse:
     if not form.is_valid():
-        return render(request, "accounts/users.html", {"users": selectors.users_overview(), "form": form}, status=400)
+        return render(request, "accounts/users.html", _users_context(form), status=400)
     data = form.cleaned_data
     password = services.user_create(
         username=data["username"], email=data["email"], role=data["role"], actor=_user(request), request=request
