@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
@@ -70,6 +71,7 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         "log_lines": bot_logs.bot_log_lines(bot_id=bot.pk, min_level=log_level),
         "log_level": log_level or 0,
         "log_levels": bot_logs.LEVELS,
+        "log_retention_days": settings.BOT_LOG_RETENTION_DAYS,
     }
     return render(request, "bots/detail.html", context)
 
