@@ -181,6 +181,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # Bot logs: each bot worker stores its (redacted) log lines at BOT_LOG_LEVEL and above in the database
 # (apps.trading.logs), shown on the bot page; the control worker deletes lines older than BOT_LOG_RETENTION_DAYS.
+# A record must pass LOG_LEVEL (the loggers' level) first: the stored level is the higher of the two.
 BOT_LOG_LEVEL = env("BOT_LOG_LEVEL", default="INFO").upper()
 BOT_LOG_RETENTION_DAYS = env.int("BOT_LOG_RETENTION_DAYS", default=7)
 if BOT_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -26,7 +26,7 @@ from apps.live.selectors import can_see
 from apps.trading import logs
 from apps.trading.models import BotLogLine
 from apps.trading.tasks import bot_log_purge_task
-from tests.fleet_support import fleet, fleet_vault, wait_until, worker_env  # noqa: F401 - fixtures
+from tests.fleet_support import fleet, fleet_vault, fork_fleet, wait_until, worker_env  # noqa: F401 - fixtures
 from tests.keys import Key
 from tests.leaks import pg_dump
 from tests.people import Person, full_login
@@ -293,10 +293,11 @@ def test_the_purge_runs_as_a_task_on_the_control_queue_from_beat(make_bot: Calla
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_bot_worker_stores_its_startup_lines(
-    fleet: Fleet,  # noqa: F811 - the fixture imported above
-    new_key: Callable[..., Key],
+@pytest.mark.parametrize("supervisor", ["fleet", "fork_fleet"])
+def test_a_real_bot_worker_stores_its_startup_lines_and_not_celerys_chatter(
+    request: pytest.FixtureRequest, supervisor: str, new_key: Callable[..., Key]
 ) -> None:
+    sup: Fleet = request.getfixturevalue(supervisor)  # spawned, or forked from the preloaded template
     key = new_key()
     account, _ = exchange_account_create(
         label="Bot logs worker",
@@ -318,22 +319,27 @@ def test_a_real_bot_worker_stores_its_startup_lines(
         max_drawdown_pct=10,
         desired_state="running",
     )
-    fleet.sync_once()
+    sup.sync_once()
 
     def ready() -> bool:
-        fleet.sync_once()
+        sup.sync_once()
         return BotLogLine.objects.filter(bot=bot, message__contains="worker ready (vault identity)").exists()
 
     wait_until(ready, "the worker's startup line in the database", timeout=90)
     line = BotLogLine.objects.get(bot=bot, message__contains="worker ready")
     assert line.level == logging.INFO and line.logger == "apps.trading.runtime"
+    # A few ticks go round: Celery's per-task lines (received, succeeded) are not the bot's to show.
+    time.sleep(3)
+    assert Bot.objects.get(pk=bot.pk).observed_state == "running"
+    chatter = BotLogLine.objects.filter(bot=bot, logger__startswith="celery", level__lt=logging.WARNING)
+    assert not chatter.exists(), list(chatter.values_list("message", flat=True)[:3])
     assert key.secret not in "\n".join(BotLogLine.objects.filter(bot=bot).values_list("message", flat=True))
 
     Bot.objects.filter(pk=bot.pk).update(desired_state="stopped")
 
     def stopped() -> bool:
-        fleet.sync_once()
-        return bot.pk not in fleet.workers
+        sup.sync_once()
+        return bot.pk not in sup.workers
 
     wait_until(stopped, "the worker to stop", timeout=30)
     assert key.secret not in pg_dump()
