@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
@@ -22,6 +23,7 @@ from apps.core.input_validation import InputError, parse_id
 from apps.events.selectors import event_cursor
 from apps.killswitch.halt_clear import CLEAR_PERM, bot_halt_clear, halt_conditions
 from apps.strategies import REGISTRY
+from apps.trading import logs as bot_logs
 from apps.trading import selectors as trading_selectors
 
 VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "accounts.enable_live_mode"
@@ -54,6 +56,10 @@ def _bot_list(request: HttpRequest, *, fleet_error: str = "", status: int = 200)
 @permission_required(VIEW, raise_exception=True)
 def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
     bot = get_object_or_404(Bot.objects.select_related("account"), pk=bot_id)
+    try:
+        log_level = bot_logs.bot_log_level_parse(request.GET.get("level"))
+    except InputError as exc:
+        return _bad_request(request, exc.message)
     context = {
         "bot": bot,
         "strategy": REGISTRY[bot.strategy],
@@ -62,6 +68,10 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         "can_operate": request.user.has_perm(OPERATE),
         "can_live": request.user.has_perm(LIVE),
         **_halt_context(request, bot),
+        "log_lines": bot_logs.bot_log_lines(bot_id=bot.pk, min_level=log_level),
+        "log_level": log_level or 0,
+        "log_levels": bot_logs.LEVELS,
+        "log_retention_days": settings.BOT_LOG_RETENTION_DAYS,
     }
     return render(request, "bots/detail.html", context)
 

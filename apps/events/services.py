@@ -36,7 +36,9 @@ from apps.events.models import Event
 
 logger = logging.getLogger(__name__)
 
-KINDS = frozenset(Event.Kind.values)
+# "bot_log": a batch of a bot worker's log lines (apps.trading.logs), for the bot page's live tail. Not one
+# of Event.Kind's choices (they only label the column; nothing validates a row against them).
+KINDS = frozenset(Event.Kind.values) | {"bot_log"}
 DEFAULT_CHANNEL = "botconsole:live:events"
 # The advisory-lock keys (bigint) of live-event floors: FLOOR_LOCK_BASE + floor. Far above the
 # project's other advisory keys (audit, checkpoints, kill switch are below 2**40) and leaves room

@@ -5,6 +5,7 @@ Amounts are Decimals with 12 decimal places: exchanges quote up to 8, and averag
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.db import models
@@ -174,3 +175,33 @@ class GateRefusal(models.Model):
 
     def __str__(self) -> str:
         return f"refused {self.side} {self.amount} {self.symbol}: {self.reason}"
+
+
+class BotLogLine(models.Model):
+    """One log line of a bot's worker, stored after the redaction filter masked it (apps.trading.logs).
+
+    Kept for BOT_LOG_RETENTION_DAYS, then purged by the control worker. `level` is the logging level number
+    (20 INFO, 30 WARNING, ...) so "warnings and worse" is one indexed comparison.
+    """
+
+    MESSAGE_MAX = 2000
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="log_lines")
+    created_at = models.DateTimeField(default=timezone.now)
+    level = models.PositiveSmallIntegerField()
+    logger = models.CharField(max_length=100)
+    message = models.CharField(max_length=MESSAGE_MAX)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["bot", "created_at"], name="trading_botlog_bot_created"),
+            models.Index(fields=["created_at"], name="trading_botlog_created"),  # the retention purge
+        ]
+
+    def __str__(self) -> str:
+        return f"bot {self.bot_id} {self.level_name} {self.logger}: {self.message[:60]}"
+
+    @property
+    def level_name(self) -> str:
+        return logging.getLevelName(self.level)

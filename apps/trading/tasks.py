@@ -17,7 +17,7 @@ from celery.signals import worker_ready, worker_shutdown
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.exchanges.services import key_rejection_note
-from apps.trading import runtime
+from apps.trading import logs, runtime
 from apps.trading.reconcile import reconcile
 from apps.trading.tick import tick_run
 
@@ -64,9 +64,19 @@ def _on_worker_ready(**_: Any) -> None:
     raw = os.environ.get("BOT_ID")
     if not raw:
         return  # the control worker and others: not a bot
-    _first_tick(runtime.worker_start(int(raw)))
+    bot_id = int(raw)
+    # First, so the bot page shows how its worker started (or why it refused to).
+    logs.bot_log_install(bot_id=bot_id)
+    _first_tick(runtime.worker_start(bot_id))
 
 
 @worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
     runtime.worker_stop()
+    logs.bot_log_uninstall()  # after the stop's own lines: they are stored too
+
+
+@shared_task(name="apps.trading.tasks.bot_log_purge_task", ignore_result=True)
+def bot_log_purge_task() -> None:
+    """Beat, on the control queue: delete bot log lines past their retention (BOT_LOG_RETENTION_DAYS)."""
+    logs.bot_log_purge()

@@ -167,12 +167,27 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("KEY_HYGIENE_EVERY_S", default=86400.0),
         "options": {"queue": "control"},
     },
+    "bot-log-purge": {
+        "task": "apps.trading.tasks.bot_log_purge_task",
+        "schedule": env.float("BOT_LOG_PURGE_EVERY_S", default=3600.0),
+        "options": {"queue": "control"},
+    },
     "review-balance-snapshot": {
         "task": "apps.reviews.tasks.balance_snapshot_task",
         "schedule": crontab(hour=REVIEW_BALANCES_AT.partition(":")[0], minute=REVIEW_BALANCES_AT.partition(":")[2]),
         "options": {"queue": "control"},
     },
 }
+
+# Bot logs: each bot worker stores its (redacted) log lines at BOT_LOG_LEVEL and above in the database
+# (apps.trading.logs), shown on the bot page; the control worker deletes lines older than BOT_LOG_RETENTION_DAYS.
+# A record must pass LOG_LEVEL (the loggers' level) first: the stored level is the higher of the two.
+BOT_LOG_LEVEL = env("BOT_LOG_LEVEL", default="INFO").upper()
+BOT_LOG_RETENTION_DAYS = env.int("BOT_LOG_RETENTION_DAYS", default=7)
+if BOT_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise environ.ImproperlyConfigured("BOT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+if BOT_LOG_RETENTION_DAYS < 1:
+    raise environ.ImproperlyConfigured("BOT_LOG_RETENTION_DAYS must be at least 1")
 
 # The fleet supervisor on this machine runs the bots whose host label is this (see apps/bots/fleet.py).
 FLEET_HOST_LABEL = env("FLEET_HOST_LABEL", default="local")

@@ -1,6 +1,7 @@
 // The bot page's tables, kept current: open orders (added, changed, removed when closed), positions,
-// fills, gate refusals, the PnL breakdown and the "Orders refused" warning. Loaded as a module after
-// live.js (no inline script, CSP stays strict); the server renders the first state, this only updates it.
+// fills, gate refusals, the PnL breakdown, the "Orders refused" warning and the bot's log (a live tail).
+// Loaded as a module after live.js (no inline script, CSP stays strict); the server renders the first
+// state, this only updates it.
 //
 // live.js owns the page's one websocket and moves the root's data-after to each event it applies.
 // This file watches that cursor and reads the same events from the catch-up endpoint (the same
@@ -10,6 +11,7 @@
 const OPEN = new Set(["new", "open", "partially_filled"]);
 const MAX_ROWS = 50;
 const MAX_WARNINGS = 3;
+const MAX_LOG_LINES = 200;
 
 const root = document.querySelector("[data-live][data-bot]");
 if (root) start(root);
@@ -74,6 +76,7 @@ function start(root) {
       if (row && d.id != null) row.dataset.refusal = String(d.id);
       warn(e);
     },
+    bot_log: (e) => logLines(e.data.lines || []),
     pnl: (e) => {
       setText(root.querySelector("[data-field=pnl-realized]"), money(e.data.realized));
       setText(root.querySelector("[data-field=pnl-unrealized]"), money(e.data.unrealized));
@@ -121,6 +124,37 @@ function start(root) {
     setText(row.querySelector("[data-field=last]"), d.position_last_price == null ? "—" : num(d.position_last_price));
     setText(row.querySelector("[data-field=realized]"), money(d.position_realized));
     setText(row.querySelector("[data-field=unrealized]"), money(d.position_unrealized));
+  }
+
+  function logLines(lines) {
+    // A batch comes oldest first; each goes on top, so the newest ends first, as the server renders them.
+    const list = document.getElementById("bot-log");
+    if (!list) return;
+    const min = Number(list.dataset.minLevel || 0);
+    for (const line of lines) {
+      if (Number(line.levelno) < min) continue;
+      if (line.id != null && list.querySelector(`li[data-line="${Number(line.id)}"]`)) continue;
+      list.querySelector("li.empty")?.remove();
+      const item = document.createElement("li");
+      const level = String(line.level || "");
+      item.className = `log-line level-${level.toLowerCase().replace(/[^a-z]/g, "")}`;
+      if (line.id != null) item.dataset.line = String(line.id);
+      item.dataset.level = level;
+      const time = document.createElement("time");
+      time.dateTime = line.at;
+      time.title = `${new Date(line.at).toISOString().slice(0, 19).replace("T", " ")} UTC`;
+      time.textContent = clock(line.at);
+      item.append(time, " ", span("level", level), " ", span("logger", line.logger), " ", span("msg", line.message));
+      list.prepend(item);
+    }
+    while (list.querySelectorAll("li[data-line]").length > MAX_LOG_LINES) list.lastElementChild.remove();
+  }
+
+  function span(className, text) {
+    const node = document.createElement("span");
+    node.className = className;
+    node.textContent = text == null ? "" : String(text); // text only: a log line is never HTML
+    return node;
   }
 
   function warn(e) {
