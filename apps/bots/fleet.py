@@ -22,6 +22,12 @@ FLEET_WORKER_MODE selects how a worker is started: "spawn" (default) runs a fres
 database connection: the worker receives the same identity through a pipe only it reads, is reparented
 to this supervisor (which waits on it, stops and reaps it exactly as a spawned one) and dies with it. A
 template that dies is started again; bots wait for it (without an identity issued) while it preloads.
+
+With `market_data` on (as `manage.py runfleet` runs it), the supervisor also keeps one market-data feed
+process for its host (`manage.py runmarketdata`, apps/trading/marketdata.py): it streams the prices and
+candles of the symbols its bots trade into Valkey, where their ticks read them instead of polling the
+exchange each. It holds no secret; it is restarted with backoff when it dies, and stopped with the workers.
+Bots do not depend on it: without it they read the exchange by REST, as before.
 """
 
 from __future__ import annotations
@@ -133,6 +139,13 @@ class Fleet:
     _template_backoff: Backoff = field(default_factory=Backoff)
     _started_at: dt.datetime = field(default_factory=timezone.now)
     _last_report: float = 0.0
+    # The host's market-data feed: off by default (a test's supervisor runs only what it asks for);
+    # `manage.py runfleet` turns it on, unless told --no-market-data.
+    market_data: bool = False
+    market_data_proc: subprocess.Popen[bytes] | None = None
+    _market_data_backoff: Backoff = field(default_factory=Backoff)
+    _market_data_started: float = 0.0
+    _market_data_log: IO[bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.worker_mode not in WORKER_MODES:
@@ -144,6 +157,7 @@ class Fleet:
         """One pass: make the set of worker processes match the bots' desired states."""
         close_old_connections()
         self._report_in()
+        self._keep_market_data()
         if self.worker_mode == "fork":
             self._keep_template()
         bots = {bot.pk: bot for bot in Bot.objects.select_related("account").filter(host=self.host_label)}
@@ -206,6 +220,67 @@ class Fleet:
             log = open(self.log_dir / "template.log", "ab")  # noqa: SIM115 - kept open by the template
         self.template = Template(self.worker_env({}), log=log)
         self.template.start()
+
+    def _keep_market_data(self) -> None:
+        """Start the market-data feed if it is wanted and not running (again after a crash, with backoff)."""
+        proc = self.market_data_proc
+        if proc is not None and proc.poll() is None:
+            return
+        now = time.monotonic()
+        if proc is not None:
+            self.market_data_proc = None
+            if self._market_data_log is not None:
+                self._market_data_log.close()
+                self._market_data_log = None
+            if now - self._market_data_started >= HEALTHY_AFTER_S:
+                self._market_data_backoff = Backoff()
+            self._market_data_backoff.failures += 1
+            self._market_data_backoff.next_start = now + backoff_s(self._market_data_backoff.failures)
+            logger.warning("fleet: the market-data feed (pid %s) exited with %s", proc.pid, proc.returncode)
+        if not self.market_data or now < self._market_data_backoff.next_start:
+            return
+        log: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / "marketdata.log", "ab")  # noqa: SIM115 - closed when the feed ends
+        try:
+            self.market_data_proc = subprocess.Popen(
+                [sys.executable, str(BASE_DIR / "manage.py"), "runmarketdata", "--host-label", self.host_label],
+                env=self.worker_env({}),
+                cwd=BASE_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if log else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            # The bots read the exchange by REST meanwhile; try again later.
+            logger.error("fleet: could not start the market-data feed: %s", exc)
+            if log is not None:
+                log.close()
+            self._market_data_backoff.failures += 1
+            self._market_data_backoff.next_start = now + backoff_s(self._market_data_backoff.failures)
+            return
+        self._market_data_log = log
+        self._market_data_started = now
+        logger.info("fleet: market-data feed started (pid %s)", self.market_data_proc.pid)
+
+    def stop_market_data(self) -> None:
+        """Stop the feed (SIGTERM, SIGKILL after the grace period); it is not started again unless wanted."""
+        proc, self.market_data_proc = self.market_data_proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if self._market_data_log is not None:
+            self._market_data_log.close()
+            self._market_data_log = None
 
     def warm_up(self, timeout: float = 120.0) -> bool:
         """Fork mode: start the template and wait (at most `timeout` s) until it can fork; True when it can."""
@@ -398,6 +473,7 @@ class Fleet:
                     Bot.objects.filter(pk=bot.pk).update(observed_state=Bot.Observed.STOPPING)
                     bot_events.bot_state(bot.pk)
         self._wait_stopped(workers)
+        self.stop_market_data()
         if self.template is not None:
             self.template.stop()
             if self.template.log is not None:

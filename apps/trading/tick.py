@@ -33,6 +33,7 @@ from apps.trading.ledger import (
     paper_equity,
     split_symbol,
 )
+from apps.trading.marketdata import market_closes, market_price
 from apps.trading.models import ZERO, BotLedger, Order, Position
 from apps.trading.paper import paper_match
 from apps.trading.sync import orders_sync
@@ -55,10 +56,11 @@ class TickResult:
     equity: Decimal | None = None
 
 
-def _closes(exchange: port.Exchange, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
+def _closes(bot: Bot, exchange: port.Exchange, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
     # Enough candles for the longest window a strategy asks for (ma_cross's "slow"), plus one.
     wanted = max(MIN_CANDLES, int(values.get("slow", 0)) + 2)
-    return tuple(c.close for c in exchange.candles(symbol, timeframe="1m", limit=min(wanted, MAX_CANDLES)))
+    # The host's shared market-data feed when fresh, else the exchange by REST.
+    return market_closes(bot=bot, exchange=exchange, symbol=symbol, limit=min(wanted, MAX_CANDLES))
 
 
 def _view(bot: Bot, symbol: str, price: Decimal, closes: tuple[Decimal, ...], quote_free: Decimal) -> MarketView:
@@ -130,7 +132,7 @@ def _value(
     bot: Bot, exchange: port.Exchange, ledger: BotLedger, result: TickResult
 ) -> tuple[dict[str, Decimal], port.Balances | None]:
     """Prices, positions and equity; the loss breakers trip here even when no order is proposed."""
-    prices = {symbol: exchange.price(symbol) for symbol in bot.symbols}
+    prices = {symbol: market_price(bot=bot, exchange=exchange, symbol=symbol) for symbol in bot.symbols}
     for position in Position.objects.filter(bot=bot, symbol__in=prices):
         mark(position, prices[position.symbol])
         position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
@@ -179,7 +181,7 @@ def _decide_and_act(
             if balance is None
             else balance.free.get(quote, ZERO)
         )
-        view = _view(bot, symbol, prices[symbol], _closes(exchange, symbol, values), quote_free)
+        view = _view(bot, symbol, prices[symbol], _closes(bot, exchange, symbol, values), quote_free)
         decision = strategy.decide(view, dict(state.get(symbol) or {}))
         _act(bot, exchange, decision, prices[symbol], result)
         state[symbol] = json.loads(json.dumps(decision.state, cls=DjangoJSONEncoder))

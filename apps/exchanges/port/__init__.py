@@ -1,7 +1,8 @@
 """The exchange port: the one module that imports ccxt, and the only place exchange-specific details live.
 
-Everything else talks to an exchange through `Exchange` (synchronous: bot ticks, key checks, snapshots) or
-`AsyncExchange` opened from an `AsyncSession` (many accounts at once: the kill switch). Both speak in the
+Everything else talks to an exchange through `Exchange` (synchronous: bot ticks, key checks, snapshots),
+`AsyncExchange` opened from an `AsyncSession` (many accounts at once: the kill switch) or `MarketStream`
+(public market data over the exchange's websocket: the per-host market-data feed). Both speak in the
 project's own values (Decimal amounts, `RemoteOrder`, `RemoteTrade`, `Balances`) and raise the project's
 own errors (`ExchangeError` and its kinds), whose messages carry the exchange's reason but never a URL, a
 signature or a key. Calls that are safe to repeat are retried with backoff on network errors, 5xx and rate
@@ -29,6 +30,7 @@ from apps.exchanges.port.errors import (
     safe_reason,
     translate,
 )
+from apps.exchanges.port.stream import MarketStream
 from apps.exchanges.port.sync import Exchange
 from apps.exchanges.port.values import (
     Balances,
@@ -62,6 +64,7 @@ __all__ = [
     "KeyPermissions",
     "KeyRejected",
     "Market",
+    "MarketStream",
     "OrderNotFound",
     "OrderRejected",
     "PermissionRefused",

@@ -23,6 +23,11 @@ class Command(BaseCommand):
             action="store_true",
             help="one reconcile pass, then stop what it started and exit",
         )
+        parser.add_argument(
+            "--no-market-data",
+            action="store_true",
+            help="start no market-data feed for this host: every bot reads the exchange by REST",
+        )
         parser.add_argument("--poll", type=float, default=1.0, help="seconds between passes (default 1)")
         parser.add_argument(
             "--host-label",
@@ -37,7 +42,7 @@ class Command(BaseCommand):
         except ValidationError:
             raise CommandError(f"--host-label {label!r}: use letters, digits, '-' and '_' only") from None
         try:
-            fleet = Fleet(process_vault=None, host_label=label)
+            fleet = Fleet(process_vault=None, host_label=label, market_data=not options["no_market_data"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if not fleet.warm_up():
