@@ -184,8 +184,15 @@ def test_killing_the_supervisor_takes_its_forked_workers_and_template_with_it(
     )
     try:
         wait_for(lambda: observed(live) == "running" and observed(paper) == "running", "both forked workers")
-        children = {p.name(): p.pid for p in psutil.Process(proc.pid).children()}
-        assert set(children) == {"bot-template", f"bot-{live.pk}", f"bot-{paper.pk}"}, log.read_text()[-3000:]
+        # The supervisor's children: the template, the two workers and the host's market-data feed.
+        wait_for(lambda: len(psutil.Process(proc.pid).children()) == 4, "the market-data feed")
+        children = {
+            "runmarketdata" if "runmarketdata" in p.cmdline() else p.name(): p.pid
+            for p in psutil.Process(proc.pid).children()
+        }
+        assert set(children) == {"bot-template", f"bot-{live.pk}", f"bot-{paper.pk}", "runmarketdata"}, log.read_text()[
+            -3000:
+        ]
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown: only PR_SET_PDEATHSIG can end the workers
         proc.wait(timeout=10)
         wait_for(lambda: not any(alive(pid) for pid in children.values()), "the workers to die", timeout=30)
