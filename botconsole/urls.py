@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("exchange-accounts/", include("apps.exchanges.urls")),
     path("bots/", include("apps.bots.urls")),
+    path("trades/", include("apps.trading.urls")),
     path("killswitch/", include("apps.killswitch.urls")),
     path("alerts/", include("apps.alerts.urls")),
     path("audit/", include("apps.audit.urls")),

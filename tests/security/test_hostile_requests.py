@@ -91,7 +91,7 @@ FAILURE_ACTIONS = {
     "login.locked_out",
     "alert.login_locked_out",
 }
-EXPORT_ACTIONS = {"audit.exported", "review.exported"}
+EXPORT_ACTIONS = {"audit.exported", "review.exported", "trades.exported"}
 OWN_SESSION_ROUTES = {"accounts/logout/", "admin/logout/"}
 LOGIN_PAGES = ("/accounts/login/", "/admin/login/")
 TECHNICAL = (
