@@ -28,7 +28,8 @@ class _DateTimeInput(forms.DateTimeInput):
 
 
 class CursorField(forms.CharField):
-    """A page position "<microseconds>_<id>" (set by the newer/older links)."""
+    """A page position "<microseconds>_<id>" (set by the newer/older links; id 0 is "before every row
+    of that instant", which the way back from an empty page uses)."""
 
     widget = forms.HiddenInput
 
@@ -37,7 +38,7 @@ class CursorField(forms.CharField):
         if not text:
             return None
         match = _CURSOR.fullmatch(text)
-        if not match or int(match[1]) > _MICROS_MAX or not 1 <= int(match[2]) <= BIGINT_MAX:
+        if not match or int(match[1]) > _MICROS_MAX or not 0 <= int(match[2]) <= BIGINT_MAX:
             raise forms.ValidationError("This page position is not one the page's links make; start from the newest.")
         return Cursor.parse(int(match[1]), int(match[2]))
 

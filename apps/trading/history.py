@@ -1,8 +1,13 @@
 """Trade history: the fleet's fills and orders, filtered, keyset-paginated, totalled and exported.
 
-Pages go by (time, id), newest first: a page is "rows before this (time, id), newest first, LIMIT n+1",
-one index range whatever the depth; nothing counts the table or skips rows with OFFSET. A fill's time
-is the exchange's trade time; an order's is when the console created it.
+Pages go by (time, id), newest first: a page is "rows before this (time, id), newest first, LIMIT n+1";
+nothing counts the table for paging or skips rows with OFFSET, so a deep page costs what the first one
+does. Orders have an index on created_at (and on bot, created_at); fills have none on their timestamp
+yet, so a fills page sorts the matching fills (an index on (timestamp, id) would make it an index range).
+A fill's time is the exchange's trade time; an order's is when the console created it.
+
+The totals are aggregates over every matching row (a SUM/COUNT per symbol or fee currency): their cost
+grows with the filtered set, not with the page.
 """
 
 from __future__ import annotations

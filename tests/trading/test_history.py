@@ -15,8 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEntry
@@ -453,3 +454,30 @@ def test_an_unknown_bot_id_that_fits_is_refused_too(logged_in: LoggedIn, book: B
     client, _ = logged_in("viewer")
     response = client.get(f"/trades/?bot={book.beta.pk + 1000}")
     assert response.status_code == 400 and "Select a valid choice." in response.content.decode()
+
+
+def test_a_cursor_past_the_end_offers_the_way_back(logged_in: LoggedIn, book: Book) -> None:
+    client, _ = logged_in("viewer")
+    oldest = min(book.fills, key=lambda f: (f.timestamp, f.pk))
+    page = client.get(f"/trades/?before={history.Cursor(oldest.timestamp, oldest.pk)}").content.decode()
+    assert _ids(page, "fill") == [] and "No fills match these filters on this page" in page
+    newer = _link(page, "prev")
+    assert newer is not None
+    assert _ids(client.get(f"/trades/{newer}").content.decode(), "fill")[-1] == oldest.pk
+
+
+def test_an_export_streams_under_asgi_too(logged_in: LoggedIn, book: Book) -> None:
+    client, _ = logged_in("viewer")
+    async_client = AsyncClient()
+    async_client.cookies = client.cookies
+
+    async def fetch() -> tuple[bool, bytes]:
+        response: Any = await async_client.get(f"/trades/export.csv?bot={book.beta.pk}")
+        assert response.status_code == 200
+        return response.is_async, b"".join([chunk async for chunk in response.streaming_content])
+
+    is_async, body = async_to_sync(fetch)()
+    assert is_async  # an async iterator: Django streams it instead of reading it all first
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    want = [f for f in book.fills if f.order.bot_id == book.beta.pk]
+    assert [int(r["fill_id"]) for r in rows] == list(reversed(_newest_first(want, "timestamp")))
