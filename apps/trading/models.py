@@ -95,6 +95,8 @@ class Fill(models.Model):
     class Meta:
         ordering = ["-timestamp", "-id"]
         constraints = [models.UniqueConstraint(fields=["account", "trade_id"], name="fill_trade_id_unique_per_account")]
+        # The trade history pages by (timestamp, id): an index range, not a sort of every fill.
+        indexes = [models.Index(fields=["timestamp", "id"], name="fill_time_id")]
 
     def __str__(self) -> str:
         return f"fill {self.trade_id}: {self.amount} @ {self.price}"
