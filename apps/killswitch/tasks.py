@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
+from django.db import connection
 
 from apps.alerts.webhook import webhook_deliver_start
 from apps.core.periodic import run_every
 from apps.core.workers import consumes_control_queue
+from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.port.aio import markets_warm
 from apps.killswitch.models import KillRun
 from apps.killswitch.runner import kill_execute, kill_pending
 
 logger = logging.getLogger(__name__)
 
 POLL_EVERY_S = 1.0
+# The control worker's start waits at most this long for the exchanges' markets (an exchange that does not
+# answer only means the first kill loads them itself, as it always did).
+WARM_WAIT_S = 5.0
 _poller_started = threading.Event()
 
 
@@ -58,3 +66,30 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     if sender is not None and consumes_control_queue(sender):
         start_poller()
         logger.info("kill poller started: pending kill runs are executed even without the broker")
+
+
+def markets_warm_now(timeout: float = WARM_WAIT_S) -> str:
+    """Load the public markets of every exchange an account is on, so that a kill does not have to."""
+    started = time.monotonic()
+    try:
+        ids = list(ExchangeAccount.objects.values_list("exchange_id", flat=True).distinct())
+    finally:
+        connection.close()  # before the pool forks: no child may share this connection
+    if not ids:
+        return "no exchange account"
+    try:
+        failed = asyncio.run(asyncio.wait_for(markets_warm(ids), timeout))
+    except TimeoutError:
+        failed = ids
+    took = time.monotonic() - started
+    return f"markets of {len(ids) - len(failed)} of {len(ids)} exchange(s) loaded in {took:.1f} s"
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    # Before the pool forks its children: they inherit the markets, and a kill starts with its cancels.
+    if sender is not None and consumes_control_queue(sender):
+        try:
+            logger.info("kill: %s", markets_warm_now())
+        except Exception:  # a kill loads the markets itself
+            logger.warning("kill: markets not loaded at start", exc_info=True)
