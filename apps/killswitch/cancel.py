@@ -103,12 +103,15 @@ def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
 
 
 async def _account_cancel(
-    target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession
+    target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession, key_read: Callable[[], None]
 ) -> tuple[AccountResult, port.AsyncExchange | None]:
     result = AccountResult(label=target.account.label)
     started = time.monotonic()
     try:
-        secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
+        try:
+            secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
+        finally:
+            key_read()
         exchange = session.exchange(
             exchange_id=target.account.exchange_id, credentials={k: str(v) for k, v in secret.items()}
         )
@@ -194,8 +197,12 @@ async def exchanges_run(
     steps: list[StepDone],
     workers_gone: Callable[[], bool],
     cancelled_now: Callable[[StepDone, int], None] | None = None,
+    keys_read: Callable[[], None] | None = None,
 ) -> list[AccountResult]:
     """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish.
+
+    `keys_read` is called once every account's key has been read from Vault (or failed to be): the
+    revoke step waits for it, so that its Vault calls do not slow the reads down.
 
     Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done,
     except the cancel step, handed at once to `cancelled_now` (blocking, run in a thread) with the
@@ -213,7 +220,15 @@ async def exchanges_run(
     )
     session = port.AsyncSession(rate_limit=False)
     try:
-        pairs = await asyncio.gather(*(_account_cancel(t, pv, session) for t in targets))
+        unread = len(targets)
+
+        def key_read() -> None:
+            nonlocal unread
+            unread -= 1
+            if unread == 0 and keys_read is not None:
+                keys_read()
+
+        pairs = await asyncio.gather(*(_account_cancel(t, pv, session, key_read) for t in targets))
         results = [r for r, _ in pairs]
         cancelled = sum(r.cancelled for r in results)
         add_step(

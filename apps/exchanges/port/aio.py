@@ -38,6 +38,13 @@ def _warm_source(exchange_id: str, symbols: Iterable[str]) -> Any | None:
     return source if all(s in source.markets for s in symbols) else None
 
 
+def markets_kept(exchange_id: str, *, within_s: float = MARKETS_FRESH_S) -> bool:
+    """Whether this process holds the exchange's markets, loaded less than `within_s` ago."""
+    with _warm_lock:
+        held = _warm.get(exchange_id)
+    return held is not None and time.monotonic() - held[0] <= within_s
+
+
 def _warm_keep(exchange_id: str, loaded: Any) -> None:
     """Keep a copy of `loaded`'s markets in a client built without credentials (the loaded one may hold a key)."""
     import ccxt.async_support  # late: ~25 MB of async exchange classes that a bot worker never needs
