@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -30,6 +31,7 @@ from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
 VERIFY_ATTEMPTS = 3
+KILL_THREADS = 64
 StepDone = tuple[str, int, str, datetime]
 
 
@@ -101,29 +103,36 @@ def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
 
 
 async def _account_cancel(
-    target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession
+    target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession, key_read: Callable[[], None]
 ) -> tuple[AccountResult, port.AsyncExchange | None]:
     result = AccountResult(label=target.account.label)
     started = time.monotonic()
     try:
-        secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
+        try:
+            secret = await asyncio.to_thread(pv.kv_read, target.account.vault_path)
+        finally:
+            key_read()
         exchange = session.exchange(
             exchange_id=target.account.exchange_id, credentials={k: str(v) for k, v in secret.items()}
         )
-        await exchange.load_markets()
+        await exchange.load_markets(target.symbols)  # kept from an earlier run or the control worker's start
     except Exception as exc:
         result.problem("no client", exc)
         return result, None
-    cancelled: list[tuple[str, list[port.RemoteOrder]]] = []
-    for symbol in target.symbols:
+
+    async def cancel(symbol: str) -> tuple[str, list[port.RemoteOrder]]:
         try:
             listed = await exchange.open_orders(symbol)
             if listed:
                 await exchange.cancel_all(symbol)
                 result.cancelled += len(listed)
-                cancelled.append((symbol, listed))
+            return symbol, listed
         except Exception as exc:
             result.problem(f"cancel {symbol}", exc)
+            return symbol, []
+
+    # Every symbol of the account at once: one cancel-all each, within the exchange's limits.
+    cancelled = await asyncio.gather(*(cancel(symbol) for symbol in target.symbols))
     result.cancel_ms = int((time.monotonic() - started) * 1000)
     # Written once every symbol of the account is cancelled: the database never delays a cancel.
     await asyncio.gather(*(_record(target, result, symbol, listed) for symbol, listed in cancelled))
@@ -188,8 +197,12 @@ async def exchanges_run(
     steps: list[StepDone],
     workers_gone: Callable[[], bool],
     cancelled_now: Callable[[StepDone, int], None] | None = None,
+    keys_read: Callable[[], None] | None = None,
 ) -> list[AccountResult]:
     """Cancel now; then, once `workers_gone` (blocking, run in a thread) has returned, verify and finish.
+
+    `keys_read` is called once every account's key has been read from Vault (or failed to be): the
+    revoke step waits for it, so that its Vault calls do not slow the reads down.
 
     Runs inside an event loop: its steps are collected in `steps` and stored once the loop is done,
     except the cancel step, handed at once to `cancelled_now` (blocking, run in a thread) with the
@@ -200,9 +213,22 @@ async def exchanges_run(
         steps.append((name, ms, detail, timezone.now()))
 
     t0 = time.monotonic()
-    session = port.AsyncSession()
+    # Every account's key read at once (Vault calls run in threads: the default pool has only a few), and
+    # no client-side rate limiter: the kill's calls are one listing and one cancel-all per symbol per account.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(min(KILL_THREADS, max(8, 2 * len(targets))), thread_name_prefix="kill-io")
+    )
+    session = port.AsyncSession(rate_limit=False)
     try:
-        pairs = await asyncio.gather(*(_account_cancel(t, pv, session) for t in targets))
+        unread = len(targets)
+
+        def key_read() -> None:
+            nonlocal unread
+            unread -= 1
+            if unread == 0 and keys_read is not None:
+                keys_read()
+
+        pairs = await asyncio.gather(*(_account_cancel(t, pv, session, key_read) for t in targets))
         results = [r for r, _ in pairs]
         cancelled = sum(r.cancelled for r in results)
         add_step(

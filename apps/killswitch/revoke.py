@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -155,11 +155,12 @@ class Stopped:
     stopped: int = 0  # worker processes that were running and the fleet reported stopped
 
 
-def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: set[str]) -> Stopped:
+def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: Callable[[], set[str]]) -> Stopped:
     """Wait (at most STOP_WAIT_S) until the fleet reports every affected bot's worker stopped.
 
     Stopping is the fleet supervisor's work (the press set every affected bot to stopped); a worker that
-    logged in after the revoke step read the accessors is revoked here too.
+    logged in after the revoke step read the accessors is revoked here too. `revoked` waits for the revoke
+    step (which runs beside this one) and returns the accessors it dealt with.
     """
     started = time.monotonic()
     ids = [b.pk for b in bots]
@@ -175,7 +176,7 @@ def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: set[str]) 
             break
         time.sleep(STOP_POLL_S)
     problems: list[str] = []
-    late = _late_revoke(ids, pv=pv, revoked=revoked, problems=problems)
+    late = _late_revoke(ids, pv=pv, revoked=revoked(), problems=problems)
     waited = time.monotonic() - started
     if not remaining:
         detail = (

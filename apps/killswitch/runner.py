@@ -1,18 +1,20 @@
-"""Executing a kill run: revoke, stop, purge, cancel everywhere in parallel, verify, flatten (opt-in), report.
+"""Executing a kill run: cancel everywhere at once (revoke, stop, purge beside it), verify, flatten, report.
 
 The halt is already committed when a run exists (see services.kill_request), so nothing here is needed to stop
 new orders: this cleans up what is already out there and writes the report. Every step is best effort and
 timed; a failing step adds a problem and the run ends "failed" instead of "done", but the following steps still
 run. Redis may be down: only PostgreSQL, Vault and the exchanges are required.
 
-"revoke" comes first (apps.killswitch.revoke). "stop" is the fleet supervisor's work: it is waited for in a
-thread beside the exchange steps, so cancelling is never delayed. "cancel" cancels every open order at once,
-without waiting for the workers (apps.killswitch.cancel). "verify" is the final check, and it waits for the
-stop step: it looks again at every affected account only after the last worker has exited, cancels anything
-found, and only then is "0 still open" a fact. If a worker is not confirmed gone, or an account does not
-answer, the count is reported as unknown (KillRun.open_unknown) and the run fails. "flatten" appears only when
-an admin flagged a live bot beforehand (apps.killswitch.flatten). Each step in the report has its duration
-("ms") and when it ended, counted from the click ("at_ms").
+"revoke", "stop" and "purge" (apps.killswitch.revoke) run in threads beside the exchange steps, so
+cancelling is never delayed: the halt is committed and the order gate refuses, so none of them is needed
+for safety before the cancel. "stop" is the fleet supervisor's work; it takes the revoke step's end into
+account (a worker that logged in after the revoke step read the accessors is revoked then). "cancel"
+cancels every open order at once, without waiting for the workers (apps.killswitch.cancel). "verify" is the
+final check, and it waits for the stop step: it looks again at every affected account only after the last
+worker has exited, cancels anything found, and only then is "0 still open" a fact. If a worker is not
+confirmed gone, or an account does not answer, the count is reported as unknown (KillRun.open_unknown) and
+the run fails. "flatten" appears only when an admin flagged a live bot beforehand (apps.killswitch.flatten).
+Each step in the report has its duration ("ms") and when it ended, counted from the click ("at_ms").
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ from apps.trading.paper import paper_cancel_open
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
+# The revoke and purge steps run beside the cancel: neither is needed for safety once the halt is committed
+# (the order gate refuses every order), and neither may delay a cancel (Vault or Redis may be slow or down).
+REVOKE_WAIT_S = 60.0
+KEYS_READ_WAIT_S = 5.0
+PURGE_WAIT_S = 30.0
 STEP_ORDER = ("revoke", "stop", "purge", "paper", "cancel", "verify", "flatten", "balances")
 PAPER_WHY = "Cancelled by the kill switch."
 
@@ -138,17 +145,26 @@ class _Processes:
     pv: vault.ProcessVault
     steps: _Steps
     revoked: set[str] = field(default_factory=set)
+    # Set once the cancel step has read every account's key: Vault serves those first.
+    keys_read: threading.Event = field(default_factory=threading.Event)
     workers_gone: bool = False
     workers_stopped: int = 0
 
     def revoke(self) -> str:
+        # Not needed for safety (the halt is committed; the gate refuses), so it waits for the key reads.
+        self.keys_read.wait(KEYS_READ_WAIT_S)
         done = bots_revoke(self.pv, self.bots)
         self.revoked = done.accessors
         self.steps.problems.extend(done.problems)
         return done.detail
 
+    def revoked_by_then(self) -> set[str]:
+        """The accessors the revoke step dealt with, once it has ended (it runs beside the stop step)."""
+        self.steps.join_beside("revoke", REVOKE_WAIT_S)
+        return set(self.revoked)
+
     def stop(self) -> str:
-        stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked)
+        stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked_by_then)
         self.steps.problems.extend(stopped.problems)
         self.workers_gone = stopped.workers_gone
         self.workers_stopped = stopped.stopped
@@ -256,10 +272,14 @@ def _exchange_steps(
 
     try:
         if targets:
-            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone, cancelled_now))
+            results = asyncio.run(
+                exchanges_run(targets, pv, done, workers_gone, cancelled_now, keys_read=processes.keys_read.set)
+            )
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         steps.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
+    finally:
+        processes.keys_read.set()  # no account, or the loop failed: the revoke step waits no longer
     return results, done
 
 
@@ -299,9 +319,9 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     processes = _Processes(bots=bots, pv=pv, steps=steps)
     run_publish(run, "started", scope=run.scope, bot=run.bot_id, reason=run.reason)
 
-    steps.step("revoke", processes.revoke)
+    steps.begin_beside("revoke", processes.revoke)
     steps.begin_beside("stop", processes.stop)  # the fleet is not needed to cancel
-    steps.step("purge", lambda: queues_purge(bots))
+    steps.begin_beside("purge", lambda: queues_purge(bots))
     paper = _Paper(bot_ids=[b.pk for b in bots if b.mode == Bot.Mode.PAPER], steps=steps)
     if paper.bot_ids:  # a step of its own only where there are paper bots
         steps.step("paper", paper.cancel)
@@ -314,6 +334,8 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
         steps.join_beside("stop", STOP_WAIT_S + 10)  # at once when the exchanges' verify waited for it already
     paper_note = paper.verify(workers_gone=processes.workers_gone)
     _record_exchange_steps(targets, done, flagged, steps, started, paper_note)
+    steps.end_beside("revoke", REVOKE_WAIT_S)
+    steps.end_beside("purge", PURGE_WAIT_S)
     steps.end_beside("stop", STOP_WAIT_S + 10)
     run.workers_stopped = processes.workers_stopped
     _report(run, targets, results, steps, workers_gone=processes.workers_gone, paper=paper)

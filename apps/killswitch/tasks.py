@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
+from django.db import connection
 
 from apps.alerts.webhook import webhook_deliver_start
 from apps.core.periodic import run_every
 from apps.core.workers import consumes_control_queue
+from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.port.aio import MARKETS_FRESH_S, markets_kept, markets_warm
 from apps.killswitch.models import KillRun
 from apps.killswitch.runner import kill_execute, kill_pending
 
 logger = logging.getLogger(__name__)
 
 POLL_EVERY_S = 1.0
+# The control worker's start waits at most this long for the exchanges' markets (an exchange that does not
+# answer only means the first kill loads them itself, as it always did).
+WARM_WAIT_S = 5.0
+# How often a control worker's process looks for an exchange whose markets it does not hold (a new account's).
+WARM_EVERY_S = 10.0
+_control = threading.Event()  # set in a control worker's main process before its pool forks
 _poller_started = threading.Event()
 
 
@@ -57,4 +68,51 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     # Only the control worker executes kills; bot workers (queue bot.<id>) must not.
     if sender is not None and consumes_control_queue(sender):
         start_poller()
+        _keep_warm_start()  # the poller executes kills in this process
         logger.info("kill poller started: pending kill runs are executed even without the broker")
+
+
+def markets_warm_now(timeout: float = WARM_WAIT_S) -> str:
+    """Load the public markets of the exchanges accounts are on that this process does not hold (or holds old)."""
+    started = time.monotonic()
+    try:
+        ids = list(ExchangeAccount.objects.values_list("exchange_id", flat=True).distinct())
+    finally:
+        connection.close()  # before a pool forks, and between two looks: no connection held
+    if not ids:
+        return "no exchange account"
+    ids = [i for i in ids if not markets_kept(i, within_s=MARKETS_FRESH_S / 2)]
+    if not ids:
+        return "markets held already"
+    try:
+        failed = asyncio.run(asyncio.wait_for(markets_warm(ids), timeout))
+    except TimeoutError:
+        failed = ids
+    took = time.monotonic() - started
+    return f"markets of {len(ids) - len(failed)} of {len(ids)} exchange(s) loaded in {took:.1f} s"
+
+
+def _keep_warm(stop: threading.Event, every_s: float = WARM_EVERY_S) -> None:
+    run_every(stop, every_s, lambda: logger.debug("kill: %s", markets_warm_now()), "kill markets")
+
+
+def _keep_warm_start() -> None:
+    threading.Thread(target=_keep_warm, args=(threading.Event(),), name="kill-markets", daemon=True).start()
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    # Before the pool forks its children: they inherit the markets, and a kill starts with its cancels.
+    if sender is not None and consumes_control_queue(sender):
+        _control.set()
+        try:
+            logger.info("kill: %s", markets_warm_now())
+        except Exception:  # a kill loads the markets itself
+            logger.warning("kill: markets not loaded at start", exc_info=True)
+
+
+@worker_process_init.connect
+def _on_worker_process_init(**_: Any) -> None:
+    # A control worker's pool process executes queued kills: it keeps the markets of new accounts' exchanges too.
+    if _control.is_set():
+        _keep_warm_start()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +21,58 @@ from apps.exchanges.port.venues import ccxt_client, order_params, venue
 
 logger = logging.getLogger(__name__)
 
+# Markets are public: a process keeps each exchange's last loaded markets (in a client that never held a
+# key) so that a kill does not start by fetching and parsing them. Reloaded when older than this, or when
+# an account trades a symbol they lack.
+MARKETS_FRESH_S = 3600.0
+_warm: dict[str, tuple[float, Any]] = {}
+_warm_lock = threading.Lock()
+
+
+def _warm_source(exchange_id: str, symbols: Iterable[str]) -> Any | None:
+    with _warm_lock:
+        held = _warm.get(exchange_id)
+    if held is None or time.monotonic() - held[0] > MARKETS_FRESH_S:
+        return None
+    source = held[1]
+    return source if all(s in source.markets for s in symbols) else None
+
+
+def markets_kept(exchange_id: str, *, within_s: float = MARKETS_FRESH_S) -> bool:
+    """Whether this process holds the exchange's markets, loaded less than `within_s` ago."""
+    with _warm_lock:
+        held = _warm.get(exchange_id)
+    return held is not None and time.monotonic() - held[0] <= within_s
+
+
+def _warm_keep(exchange_id: str, loaded: Any) -> None:
+    """Keep a copy of `loaded`'s markets in a client built without credentials (the loaded one may hold a key)."""
+    import ccxt.async_support  # late: ~25 MB of async exchange classes that a bot worker never needs
+
+    holder = ccxt_client(ccxt.async_support, exchange_id, {})
+    holder.set_markets_from_exchange(loaded)
+    with _warm_lock:
+        _warm[exchange_id] = (time.monotonic(), holder)
+
+
+async def markets_warm(exchange_ids: Iterable[str]) -> list[str]:
+    """Load and keep the markets of these exchanges (public calls, no key); returns those that failed."""
+    session = AsyncSession()
+    failed: list[str] = []
+    try:
+        ids = sorted(set(exchange_ids))
+        outcomes = await asyncio.gather(
+            *(session.exchange(exchange_id=i, credentials={}).load_markets(refresh=True) for i in ids),
+            return_exceptions=True,
+        )
+        for exchange_id, outcome in zip(ids, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                logger.warning("markets of %s not loaded: %s", exchange_id, type(outcome).__name__)
+                failed.append(exchange_id)
+    finally:
+        await session.close()
+    return failed
+
 
 class AsyncSession:
     """What the accounts of one kill share, so that twenty accounts cost little more than one.
@@ -29,7 +83,10 @@ class AsyncSession:
     one event loop; `close()` it at the end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, rate_limit: bool = True) -> None:
+        # rate_limit=False: the caller keeps within the exchange's limits itself (the kill: one cancel-all
+        # per symbol per account), and ccxt's limiter would add tens of milliseconds after each call.
+        self._rate_limit = rate_limit
         self._cafile = certifi.where()
         connector = aiohttp.TCPConnector(
             ssl=ssl.create_default_context(cafile=self._cafile), enable_cleanup_closed=True, limit=0
@@ -41,7 +98,7 @@ class AsyncSession:
     def exchange(self, *, exchange_id: str, credentials: Mapping[str, str]) -> AsyncExchange:
         import ccxt.async_support  # late: ~25 MB of async exchange classes that a bot worker never needs
 
-        client = ccxt_client(ccxt.async_support, exchange_id, dict(credentials))
+        client = ccxt_client(ccxt.async_support, exchange_id, dict(credentials), enableRateLimit=self._rate_limit)
         if client.verify is True and getattr(client, "cafile", None) in (None, self._cafile):
             client.session, client.own_session = self._session, False
             client.timeout_on_exit = 0  # its close() then only forgets the shared session, closed once here
@@ -49,12 +106,18 @@ class AsyncSession:
         self._clients.append(opened)
         return opened
 
-    async def _load_markets(self, client: Any, ccxt_id: str) -> None:
+    async def _load_markets(self, client: Any, exchange_id: str, symbols: Iterable[str], refresh: bool) -> None:
+        source = None if refresh else _warm_source(exchange_id, symbols)
+        if source is not None:  # loaded before, by this process
+            client.set_markets_from_exchange(source)
+            return
+        ccxt_id = venue(exchange_id).ccxt_id
         loading = self._markets.get(ccxt_id)
         if loading is None:  # the first client of this exchange loads them for all
             loading = self._markets[ccxt_id] = asyncio.get_running_loop().create_future()
             try:
                 await acall(client.load_markets)
+                _warm_keep(exchange_id, client)
             finally:
                 loading.set_result(client if client.markets else None)
             return
@@ -81,8 +144,9 @@ class AsyncExchange:
     def __repr__(self) -> str:
         return f"AsyncExchange({self.exchange_id!r})"
 
-    async def load_markets(self) -> None:
-        await self._session._load_markets(self._client, venue(self.exchange_id).ccxt_id)
+    async def load_markets(self, symbols: Iterable[str] = (), *, refresh: bool = False) -> None:
+        """The exchange's markets: kept from an earlier load in this process if they have `symbols`, else loaded."""
+        await self._session._load_markets(self._client, self.exchange_id, symbols, refresh)
 
     async def open_orders(self, symbol: str) -> list[RemoteOrder]:
         raw: list[dict[str, Any]] = await acall(self._client.fetch_open_orders, symbol)
