@@ -27,6 +27,7 @@ from apps.exchanges.models import ExchangeAccount
 from apps.killswitch.flatten import FlattenSale, account_flatten
 from apps.trading import events
 from apps.trading.models import Order
+from apps.trading.sync import order_apply_exchange
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -165,10 +166,31 @@ async def _account_verify(target: AccountTarget, result: AccountResult, exchange
                 result.cancelled += len(gone)
                 await _record(target, result, symbol, gone)
             still_open += len(listed)
+            if not listed:
+                await _settle_rows(target, result, symbol, exchange)
         except Exception as exc:
             result.problem(f"verify {symbol}", exc)
             result.verified = False
     result.still_open = still_open
+
+
+def _rows_left_open(account_id: UUID, symbol: str) -> list[Order]:
+    return list(Order.objects.filter(account_id=account_id, symbol=symbol, paper=False, status__in=Order.OPEN_STATUSES))
+
+
+async def _settle_rows(target: AccountTarget, result: AccountResult, symbol: str, exchange: port.AsyncExchange) -> None:
+    """Our rows still marked open where the exchange now lists none: written with their true status.
+
+    An order that filled just before the kill (its worker stopped before syncing it) is not open on
+    the exchange, so the kill did not cancel it; without this its row would read "open" until the
+    bot runs again. Off the critical path: the exchange holds nothing open any more.
+    """
+    for row in await asyncio.to_thread(_rows_left_open, target.account.pk, symbol):
+        try:
+            remote = await exchange.order(symbol=symbol, client_order_id=row.client_order_id)
+            await asyncio.to_thread(order_apply_exchange, row, remote)
+        except Exception as exc:  # the row stays as it was; a later sync settles it
+            result.problem(f"settle {row.client_order_id}", exc)
 
 
 async def _account_balances(result: AccountResult, exchange: port.AsyncExchange) -> None:

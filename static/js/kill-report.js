@@ -148,6 +148,11 @@ function start(root) {
     return `Kill switch ${data.stage || ""}`.trim();
   }
 
+  // A frame is {"events": [...]}: what the hub sent within a few milliseconds, oldest first.
+  function applyFrame(frame) {
+    (frame.events || []).forEach(apply);
+  }
+
   function apply(event) {
     if (event.seq <= cursor) return; // already seen (catch-up and socket can overlap)
     cursor = event.seq;
@@ -176,17 +181,29 @@ function start(root) {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     socket = new WebSocket(`${scheme}://${location.host}/ws/live/`);
     setStatus("Connecting…", "connecting");
+    // Frames that arrive while the catch-up runs wait for it: applied first, their higher sequence
+    // numbers would move the cursor past the rows the catch-up is about to return.
+    let held = [];
     socket.addEventListener("open", async () => {
       retry = 0;
+      held = [];
       try {
         await catchUp();
         await refresh();
         setStatus("Live", "live");
       } catch (error) {
         setStatus("Live (catch-up failed)", "degraded");
+      } finally {
+        const waiting = held;
+        held = null;
+        waiting.forEach(applyFrame);
       }
     });
-    socket.addEventListener("message", (message) => apply(JSON.parse(message.data)));
+    socket.addEventListener("message", (message) => {
+      const frame = JSON.parse(message.data);
+      if (held) held.push(frame);
+      else applyFrame(frame);
+    });
     socket.addEventListener("close", (closed) => {
       if (closed.code === 4001 || closed.code === 4003) {
         setStatus("Session ended: reload the page to log in again", "down");

@@ -152,6 +152,11 @@ class AsyncExchange:
         raw: list[dict[str, Any]] = await acall(self._client.fetch_open_orders, symbol)
         return [RemoteOrder.from_ccxt(o) for o in raw]
 
+    async def order(self, *, symbol: str, client_order_id: str) -> RemoteOrder:
+        """The exchange's order with our client order id. Raises OrderNotFound."""
+        raw: dict[str, Any] = await acall(self._client.fetch_order, "", symbol, order_params(client_order_id))
+        return RemoteOrder.from_ccxt(raw)
+
     async def cancel_all(self, symbol: str) -> None:
         try:
             await acall(self._client.cancel_all_orders, symbol)
