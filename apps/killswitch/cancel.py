@@ -24,7 +24,7 @@ from django.utils import timezone
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
-from apps.killswitch.flatten import FlattenSale, account_flatten
+from apps.killswitch.flatten import FLATTEN_TAG, FlattenSale, account_flatten
 from apps.trading import events
 from apps.trading.models import Order
 from apps.trading.sync import order_apply_exchange
@@ -175,7 +175,11 @@ async def _account_verify(target: AccountTarget, result: AccountResult, exchange
 
 
 def _rows_left_open(account_id: UUID, symbol: str) -> list[Order]:
-    return list(Order.objects.filter(account_id=account_id, symbol=symbol, paper=False, status__in=Order.OPEN_STATUSES))
+    # Only orders the exchange acknowledged (a row it never saw has nothing to look up), and not the
+    # kill's own flatten sale (the flatten step settles it).
+    rows = Order.objects.filter(account_id=account_id, symbol=symbol, paper=False, status__in=Order.OPEN_STATUSES)
+    rows = rows.exclude(exchange_order_id__isnull=True).exclude(exchange_order_id="")
+    return list(rows.exclude(intent_tag__startswith=FLATTEN_TAG))
 
 
 async def _settle_rows(target: AccountTarget, result: AccountResult, symbol: str, exchange: port.AsyncExchange) -> None:
