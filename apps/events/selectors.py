@@ -22,7 +22,7 @@ WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.classid >= %(base_hi)s
 def _horizon() -> tuple[int, int]:
     """(settled, last): see settled_seq; `last` is the last number handed out."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT last_value, is_called FROM {sequence_name()}")  # noqa: S608
+        cursor.execute(f"SELECT last_value, is_called FROM {sequence_name()}")  # noqa: S608  # nosec B608 - our sequence
         row = cursor.fetchone()
         assert row is not None
         last = int(row[0]) if row[1] else int(row[0]) - 1
