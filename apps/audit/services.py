@@ -16,13 +16,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.http import HttpRequest
 
 from apps.audit.chain import GENESIS_HASH, EntryText, json_parse, json_str, json_value
 from apps.audit.context import Via, current_via, via_of
 from apps.audit.models import AuditEntry
+from apps.core.text import json_safe
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
 AUDIT_LOCK_KEY = 0x6175646974  # "audit"
@@ -112,7 +112,7 @@ def record(
     target_type, target_id = _target(target)
     # Round-trip through JSON so we hash exactly what PostgreSQL will store and return, then make every
     # string storable (the hash is taken over the cleaned data, so the chain verifies as stored).
-    clean_data = _db_safe(json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder)))
+    clean_data = _db_safe(json_safe(data or {}))
     action = _db_text(action)
     # Everything but seq, created_at and prev_hash is encoded here, before the lock; audit_append
     # (migration 0005) takes the lock, finishes the text with those three, hashes and inserts: one

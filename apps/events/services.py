@@ -15,7 +15,6 @@ readers deliver only up to the lowest floor of the transactions still open
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -25,13 +24,13 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from apps.core.exceptions import ApplicationError
 from apps.core.logging import redact
+from apps.core.text import json_safe
 from apps.events.models import Event
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def publish(*, kind: str, data: dict[str, Any], bot_id: int | None = None) -> Ev
         raise ApplicationError(f"Unknown live event kind {kind!r}; choose one of {', '.join(sorted(KINDS))}.")
     # Round-trip through JSON now so the returned row holds what readers will get (Decimal -> str)
     # and an unserialisable value fails here, in the caller, not later in a socket.
-    payload = json.loads(json.dumps(redact(data), cls=DjangoJSONEncoder))
+    payload = json_safe(redact(data))
     # savepoint=False: inside the caller's transaction this adds nothing; in autocommit it makes the
     # floor and the row one transaction, so the floor is held until the row is committed.
     with transaction.atomic(savepoint=False):

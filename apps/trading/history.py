@@ -130,22 +130,26 @@ def _page(
 # -- fills -----------------------------------------------------------------------------------------
 
 
+def _filtered(qs: QuerySet[Any], filters: TradeFilters, *, order: str, at: str) -> QuerySet[Any]:
+    """`qs` narrowed by the filters; `order` reaches the order's fields ("" or "order__"), `at` is the time field."""
+    if filters.bot_id is not None:
+        qs = qs.filter(**{f"{order}bot_id": filters.bot_id})
+    if filters.symbol:
+        qs = qs.filter(**{f"{order}symbol": filters.symbol})
+    if filters.side:
+        qs = qs.filter(**{f"{order}side": filters.side})
+    if filters.mode:
+        qs = qs.filter(**{f"{order}paper": filters.mode == Bot.Mode.PAPER})
+    if filters.since:
+        qs = qs.filter(**{f"{at}__gte": filters.since})
+    if filters.until:
+        qs = qs.filter(**{f"{at}__lt": filters.until})
+    return qs
+
+
 def fills_matching(filters: TradeFilters) -> QuerySet[Fill]:
     """Fills matching the filters, unordered (status does not apply to fills)."""
-    qs = Fill.objects.all()
-    if filters.bot_id is not None:
-        qs = qs.filter(order__bot_id=filters.bot_id)
-    if filters.symbol:
-        qs = qs.filter(order__symbol=filters.symbol)
-    if filters.side:
-        qs = qs.filter(order__side=filters.side)
-    if filters.mode:
-        qs = qs.filter(order__paper=filters.mode == Bot.Mode.PAPER)
-    if filters.since:
-        qs = qs.filter(timestamp__gte=filters.since)
-    if filters.until:
-        qs = qs.filter(timestamp__lt=filters.until)
-    return qs
+    return _filtered(Fill.objects.all(), filters, order="order__", at="timestamp")
 
 
 def fills_page(
@@ -207,22 +211,8 @@ def _realized(filters: TradeFilters) -> tuple[list[tuple[str, Decimal]] | None, 
 
 
 def orders_matching(filters: TradeFilters) -> QuerySet[Order]:
-    qs = Order.objects.all()
-    if filters.bot_id is not None:
-        qs = qs.filter(bot_id=filters.bot_id)
-    if filters.symbol:
-        qs = qs.filter(symbol=filters.symbol)
-    if filters.side:
-        qs = qs.filter(side=filters.side)
-    if filters.status:
-        qs = qs.filter(status=filters.status)
-    if filters.mode:
-        qs = qs.filter(paper=filters.mode == Bot.Mode.PAPER)
-    if filters.since:
-        qs = qs.filter(created_at__gte=filters.since)
-    if filters.until:
-        qs = qs.filter(created_at__lt=filters.until)
-    return qs
+    qs = _filtered(Order.objects.all(), filters, order="", at="created_at")
+    return qs.filter(status=filters.status) if filters.status else qs
 
 
 def orders_page(
