@@ -4,6 +4,8 @@
 // true final state without a reload. The socket only says "something happened": the figures always come
 // from the server's report (state URL), and a slow poll covers a socket that is down.
 
+import { followLive } from "./live-socket.js";
+
 const root = document.querySelector("[data-kill-report]");
 if (root) start(root);
 
@@ -12,10 +14,7 @@ function start(root) {
   const stateUrl = root.dataset.stateUrl;
   const eventsUrl = root.dataset.eventsUrl;
   const status = document.getElementById("live-status");
-  let cursor = Number(root.dataset.after || 0);
   let finished = root.dataset.finished === "1";
-  let socket = null;
-  let retry = 0;
   let fetching = null;
   let again = false;
 
@@ -148,72 +147,13 @@ function start(root) {
     return `Kill switch ${data.stage || ""}`.trim();
   }
 
-  // A frame is {"events": [...]}: what the hub sent within a few milliseconds, oldest first.
-  function applyFrame(frame) {
-    (frame.events || []).forEach(apply);
-  }
-
   function apply(event) {
-    if (event.seq <= cursor) return; // already seen (catch-up and socket can overlap)
-    cursor = event.seq;
     if (event.kind === "kill_switch" && event.data && Number(event.data.run) === runId) {
       feed(event, line(event.data));
       refresh().catch(() => setStatus("Live (report fetch failed: reload)", "degraded"));
     } else if (event.kind === "order_update" && event.data && event.data.status === "canceled") {
       feed(event, `Order ${event.data.client_order_id} cancelled${event.data.paper ? " (paper)" : ""}`);
     }
-  }
-
-  async function catchUp() {
-    for (;;) {
-      const response = await fetch(`${eventsUrl}?after=${cursor}`, {
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      });
-      if (!response.ok) throw new Error(`catch-up failed: ${response.status}`);
-      const body = await response.json();
-      body.events.forEach(apply);
-      if (body.events.length < 500) return;
-    }
-  }
-
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/live/`);
-    setStatus("Connecting…", "connecting");
-    // Frames that arrive while the catch-up runs wait for it: applied first, their higher sequence
-    // numbers would move the cursor past the rows the catch-up is about to return.
-    let held = [];
-    socket.addEventListener("open", async () => {
-      retry = 0;
-      held = [];
-      try {
-        await catchUp();
-        await refresh();
-        setStatus("Live", "live");
-      } catch (error) {
-        setStatus("Live (catch-up failed)", "degraded");
-      } finally {
-        const waiting = held;
-        held = null;
-        waiting.forEach(applyFrame);
-      }
-    });
-    socket.addEventListener("message", (message) => {
-      const frame = JSON.parse(message.data);
-      if (held) held.push(frame);
-      else applyFrame(frame);
-    });
-    socket.addEventListener("close", (closed) => {
-      if (closed.code === 4001 || closed.code === 4003) {
-        setStatus("Session ended: reload the page to log in again", "down");
-        return;
-      }
-      const delay = Math.min(30000, 1000 * 2 ** retry);
-      retry += 1;
-      setStatus(`Reconnecting in ${Math.round(delay / 1000)} s…`, "down");
-      setTimeout(connect, delay);
-    });
   }
 
   // Should the socket miss an event (or be down), the report still comes to its end: ask every few
@@ -225,5 +165,5 @@ function start(root) {
     }
     refresh().catch(() => {});
   }, 5000);
-  connect();
+  followLive({ eventsUrl, after: root.dataset.after, setStatus, onEvent: apply, onCaughtUp: refresh });
 }

@@ -2,6 +2,8 @@
 // The page is complete without this file; it only keeps it current. Every event carries a sequence
 // number: after a reconnect the page fetches what it missed, so nothing is lost when a socket drops.
 
+import { followLive } from "./live-socket.js";
+
 const root = document.querySelector("[data-live]");
 if (root) start(root);
 
@@ -9,9 +11,6 @@ function start(root) {
   const bot = root.dataset.bot || "";
   const eventsUrl = root.dataset.eventsUrl;
   const status = document.getElementById("live-status");
-  let cursor = Number(root.dataset.after || 0);
-  let socket = null;
-  let retry = 0;
 
   function setStatus(text, state) {
     if (!status) return;
@@ -19,65 +18,8 @@ function start(root) {
     status.dataset.state = state;
   }
 
-  async function catchUp() {
-    // Fetch in pages until we hold everything after our cursor.
-    for (;;) {
-      const url = `${eventsUrl}?after=${cursor}` + (bot ? `&bot=${bot}` : "");
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (!response.ok) throw new Error(`catch-up failed: ${response.status}`);
-      const body = await response.json();
-      body.events.forEach(apply);
-      if (body.events.length < 500) return;
-    }
-  }
-
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/live/` + (bot ? `?bot=${bot}` : ""));
-    setStatus("Connecting…", "connecting");
-    // Frames that arrive while the catch-up runs wait for it: applied first, their higher sequence
-    // numbers would move the cursor past the rows the catch-up is about to return.
-    let held = [];
-    socket.addEventListener("open", async () => {
-      retry = 0;
-      try {
-        await catchUp();
-        setStatus("Live", "live");
-      } catch (error) {
-        setStatus("Live (catch-up failed)", "degraded");
-      }
-      const waiting = held;
-      held = null;
-      waiting.forEach(applyFrame);
-    });
-    socket.addEventListener("message", (message) => {
-      const frame = JSON.parse(message.data);
-      if (held) held.push(frame);
-      else applyFrame(frame);
-    });
-    socket.addEventListener("close", (closed) => {
-      if (closed.code === 4001 || closed.code === 4003) {
-        // The server ended this session (logout, timeout, deactivation): retrying cannot help.
-        setStatus("Session ended: reload the page to log in again", "down");
-        return;
-      }
-      // Back off 1, 2, 4 … 30 s so a console left open does not hammer a server that is down.
-      const delay = Math.min(30000, 1000 * 2 ** retry);
-      retry += 1;
-      setStatus(`Reconnecting in ${Math.round(delay / 1000)} s…`, "down");
-      setTimeout(connect, delay);
-    });
-  }
-
-  // A frame is {"events": [...]}: what arrived within a few milliseconds, oldest first.
-  function applyFrame(frame) {
-    (frame.events || []).forEach(apply);
-  }
-
   function apply(event) {
-    if (event.seq <= cursor) return; // already shown (catch-up and socket can overlap)
-    cursor = event.seq;
-    root.dataset.after = String(cursor);
+    root.dataset.after = String(event.seq); // the bot page's own module reads how far the feed is
     const handler = handlers[event.kind];
     if (handler) handler(event);
   }
@@ -153,5 +95,5 @@ function start(root) {
   }
 
   setInterval(tickAges, 1000);
-  connect();
+  followLive({ eventsUrl, bot, after: root.dataset.after, setStatus, onEvent: apply });
 }
