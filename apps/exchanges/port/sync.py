@@ -63,6 +63,13 @@ class Exchange:
     def symbols(self) -> set[str]:
         return set(self.markets())
 
+    def market_decimals(self) -> dict[str, tuple[int | None, int | None]]:
+        """Each market's decimal places of (amounts, prices), for showing them; None where the exchange
+        does not say in places (significant digits). Reuses the markets this client loaded."""
+        raw: dict[str, Any] = call(self._client.load_markets)
+        mode = getattr(self._client, "precisionMode", ccxt.TICK_SIZE)
+        return {symbol: (_places(m, "amount", mode), _places(m, "price", mode)) for symbol, m in raw.items()}
+
     def ticker(self, symbol: str) -> Ticker:
         raw: dict[str, Any] = call(self._client.fetch_ticker, symbol)
         return Ticker(
@@ -246,3 +253,15 @@ def _market(raw: Mapping[str, Any]) -> Market:
         min_amount=dec((limits.get("amount") or {}).get("min")),
         min_notional=dec((limits.get("cost") or {}).get("min")),
     )
+
+
+def _places(raw: Mapping[str, Any], which: str, mode: int) -> int | None:
+    value = dec((raw.get("precision") or {}).get(which))
+    if value is None or value <= 0:
+        return None
+    if mode == ccxt.DECIMAL_PLACES:
+        return int(value)
+    if mode != ccxt.TICK_SIZE:
+        return None
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else None
