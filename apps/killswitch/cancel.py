@@ -48,7 +48,8 @@ class AccountResult:
     label: str
     cancelled: int = 0
     still_open: int = 0
-    balances: dict[str, str] = field(default_factory=dict)
+    balances: dict[str, str] = field(default_factory=dict)  # asset: total held
+    free: dict[str, str] = field(default_factory=dict)  # asset: of that total, not held by an order
     problems: list[str] = field(default_factory=list)
     recorded: int = 0  # of the cancelled orders, those that were ours (written and announced as cancelled)
     cancel_ms: int = 0
@@ -199,7 +200,10 @@ async def _settle_rows(target: AccountTarget, result: AccountResult, symbol: str
 
 async def _account_balances(result: AccountResult, exchange: port.AsyncExchange) -> None:
     try:
-        result.balances = {asset: str(amount) for asset, amount in (await exchange.balances()).held().items()}
+        balances = await exchange.balances()
+        held = balances.held()
+        result.balances = {asset: str(amount) for asset, amount in held.items()}
+        result.free = {asset: str(balances.free.get(asset, 0)) for asset in held}
     except Exception as exc:
         result.problem("balances", exc)
 

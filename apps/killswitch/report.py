@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from apps.alerts.models import Alert
 from apps.alerts.services import alert_raise
 from apps.audit.models import AuditEntry
 from apps.audit.services import record
+from apps.core.display import number_text, to_decimal
+from apps.core.words import KILL_STEPS, word
 from apps.events.services import publish
 from apps.killswitch.models import KillRun
 
@@ -84,18 +87,44 @@ def run_state(run: KillRun) -> dict[str, Any]:
         "still_open_text": run.still_open_text,
         "result": result_line(run),
         "steps": [
-            {"name": s["name"], "ms": s["ms"], "at_ms": s.get("at_ms"), "detail": s.get("detail", "")}
+            {
+                "name": s["name"],
+                "label": word(KILL_STEPS, s["name"]),
+                "ms": s["ms"],
+                "at_ms": s.get("at_ms"),
+                "detail": s.get("detail", ""),
+            }
             for s in run.steps
         ],
-        "balances": [
-            {
-                "account": info.get("label", account),
-                "reached": info.get("reached", True),
-                "total": info.get("total", {}),
-            }
-            for account, info in run.balances_after.items()
-        ],
+        "balances": balances_table(run),
     }
+
+
+def balances_table(run: KillRun) -> list[dict[str, Any]]:
+    """The balances each account held after the kill, by account and asset, written for people.
+
+    Each account: its label, whether it answered, and a row per asset held with its free, used (held by an
+    order) and total amounts. Runs from before the free amounts were kept show the total alone.
+    """
+    accounts = []
+    for info in sorted(run.balances_after.values(), key=lambda info: str(info.get("label", ""))):
+        totals: dict[str, Any] = info.get("total") or {}
+        free: dict[str, Any] = info.get("free") or {}
+        rows = []
+        for asset, total in sorted(totals.items()):
+            held, spare = to_decimal(total), to_decimal(free.get(asset))
+            used = held - spare if held is not None and spare is not None else None
+            rows.append(
+                {
+                    "asset": asset,
+                    "free": number_text(spare) if spare is not None else "",
+                    "used": number_text(max(used, Decimal(0))) if used is not None else "",
+                    "total": number_text(total),
+                }
+            )
+        label = str(info.get("label") or "(account without a name)")
+        accounts.append({"account": label, "reached": info.get("reached", True), "assets": rows})
+    return accounts
 
 
 def _message(run: KillRun, n_bots: int, n_accounts: int) -> str:

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from apps.bots.fleet import GRACE_S
 from apps.bots.models import Bot
+from apps.core.words import counted
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -60,14 +61,15 @@ def bots_revoke(pv: vault.ProcessVault, bots: Iterable[Bot]) -> Revoked:
         outcomes = list(pool.map(lambda bot: bot_revoke(pv, bot), chosen))
     problems = [p for o in outcomes for p in o.problems]
     tokens = [o.revocation for o in outcomes]
-    detail = f"{tokens.count('revoked')} bot token(s) revoked"
+    detail = f"{counted(tokens.count('revoked'), 'bot token')} revoked"
     if tokens.count("gone"):
         detail += f", {tokens.count('gone')} already revoked or expired"
     if tokens.count("refused"):
-        detail += f", {tokens.count('refused')} accessor(s) refused (not the bot's token)"
-    detail += f"; {sum(o.secret_ids for o in outcomes)} unused SecretID(s) destroyed"
+        detail += f", {counted(tokens.count('refused'), 'token')} refused (not the bot's own)"
+    # A SecretID is what a starting worker logs in to Vault with: to people, an unused bot credential.
+    detail += f"; {counted(sum(o.secret_ids for o in outcomes), 'unused bot credential')} destroyed"
     failed = sum(1 for o in outcomes if o.problems)
-    detail += f"; {failed} bot(s) not fully revoked" if failed else ""
+    detail += f"; {counted(failed, 'bot')} not fully revoked" if failed else ""
     return Revoked(detail, problems, {b.vault_token_accessor for b in chosen})
 
 
@@ -79,7 +81,7 @@ def bot_revoke(pv: vault.ProcessVault, bot: Bot, *, secret_ids: bool = True) -> 
     if secret_ids and bot.mode == Bot.Mode.LIVE:
         error = _secret_ids_destroy(pv, bot, outcome)
         if error is not None:
-            outcome.problems.append(f"revoke: SecretIDs of bot #{bot.pk} not destroyed: {error}"[:300])
+            outcome.problems.append(f"revoke: unused credentials of bot #{bot.pk} not destroyed: {error}"[:300])
     return outcome
 
 

@@ -373,6 +373,7 @@ def _report(
         run.balances_after[str(target.account.pk)] = {
             "label": target.account.label,
             "total": answer.balances if answer else {},
+            "free": answer.free if answer else {},
             "reached": reached,
             "still_open": answer.still_open if reached and answer else None,
         }

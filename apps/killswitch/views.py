@@ -20,7 +20,7 @@ from apps.events.models import Event
 from apps.events.selectors import event_cursor
 from apps.killswitch.breaker_rules import DEFAULTS, breaker_rule_update_from_input, rules_for_page
 from apps.killswitch.models import BreakerRule, BreakerTrip, KillRun
-from apps.killswitch.report import result_line, run_state
+from apps.killswitch.report import balances_table, result_line, run_state
 from apps.killswitch.selectors import bots_to_restart
 from apps.killswitch.services import ResumeOutcome, ResumeRefused, active_runs, kill_press, trading_resume
 
@@ -85,7 +85,7 @@ def run_detail_view(request: HttpRequest, run_id: int) -> HttpResponse:
     # The feed starts just before the run's first event, so a page opened mid-run still lists every step.
     first = Event.objects.filter(kind=Event.Kind.KILL_SWITCH, payload__run=run.pk).aggregate(first=Min("seq"))["first"]
     cursor = first - 1 if first is not None else event_cursor()
-    context = {"run": run, "cursor": cursor, "result": result_line(run)}
+    context = {"run": run, "cursor": cursor, "result": result_line(run), "balances": balances_table(run)}
     return render(request, "killswitch/run.html", context)
 
 

@@ -4,6 +4,7 @@
 // true final state without a reload. The socket only says "something happened": the figures always come
 // from the server's report (state URL), and a slow poll covers a socket that is down.
 
+import { timeNode, word } from "./format.js";
 import { followLive } from "./live-socket.js";
 
 const root = document.querySelector("[data-kill-report]");
@@ -30,9 +31,10 @@ function start(root) {
     return node;
   }
 
-  function cell(row, value) {
+  function cell(row, value, label) {
     const td = document.createElement("td");
     td.textContent = value;
+    if (label) td.dataset.label = label; // the cell's column on a phone, where the table is cards
     row.append(td);
     return td;
   }
@@ -62,7 +64,7 @@ function start(root) {
       steps.replaceChildren(
         ...state.steps.map((step) => {
           const row = document.createElement("tr");
-          cell(row, step.name);
+          cell(row, step.label || word("killStep", step.name));
           cell(row, `${step.ms} ms`);
           cell(row, step.at_ms == null ? "" : `+${step.at_ms} ms`);
           cell(row, step.detail);
@@ -84,25 +86,33 @@ function start(root) {
     }
     const balances = document.getElementById("run-balances");
     if (balances && state.balances.length) {
-      balances.replaceChildren(
-        ...state.balances.map((b) => {
-          const row = document.createElement("tr");
-          cell(row, b.account);
-          if (b.reached === false) {
-            const td = cell(row, "not reached: open orders and balances unknown");
-            td.className = "error";
-          } else {
-            const held = Object.entries(b.total).map(([asset, amount]) => `${asset} ${amount}`);
-            cell(row, held.length ? held.join(", ") : "none held");
-          }
-          return row;
-        }),
-      );
+      // As the server renders it: a row per account and asset (free, used by orders, total).
+      balances.replaceChildren(...state.balances.flatMap(balanceRows));
     }
     if (state.finished) {
       finished = true;
       root.dataset.finished = "1";
     }
+  }
+
+  function balanceRows(b) {
+    const row = document.createElement("tr");
+    cell(row, b.account, "Account");
+    if (b.reached === false || !b.assets.length) {
+      const td = cell(row, b.reached === false ? "not reached: open orders and balances unknown" : "none held");
+      td.colSpan = 4;
+      if (b.reached === false) td.className = "error";
+      return [row];
+    }
+    return b.assets.map((a, i) => {
+      const line = i === 0 ? row : document.createElement("tr");
+      if (i > 0) cell(line, b.account, "Account");
+      cell(line, a.asset, "Asset");
+      cell(line, a.free || "—", "Free").className = "num";
+      cell(line, a.used || "—", "Used by orders").className = "num";
+      cell(line, a.total, "Total").className = "num";
+      return line;
+    });
   }
 
   async function refresh() {
@@ -133,16 +143,13 @@ function start(root) {
     const item = document.createElement("li");
     item.className = "event alert";
     item.dataset.seq = String(event.seq);
-    const time = document.createElement("time");
-    time.dateTime = event.at;
-    time.textContent = new Date(event.at).toLocaleTimeString();
-    item.append(time, ` ${line}`);
+    item.append(timeNode(event.at), ` ${line}`);
     list.prepend(item);
   }
 
   function line(data) {
     if (data.stage === "started") return `Kill switch started: ${data.reason || ""}`.trim();
-    if (data.stage === "progress") return `Kill switch: ${data.step} (${data.ms} ms) ${data.detail || ""}`.trim();
+    if (data.stage === "progress") return `Kill switch: ${word("killStep", data.step)} (${data.ms} ms)${data.detail ? `: ${data.detail}` : ""}`;
     if (data.stage === "finished") return data.message || `Kill switch ${data.detail || "finished"}`;
     return `Kill switch ${data.stage || ""}`.trim();
   }

@@ -24,4 +24,4 @@ def test_the_dashboard_renders_kill_events_with_a_result_a_step_or_neither(
     assert response.status_code == 200
     page = response.content.decode()
     assert "Kill switch done in 3.1 s — 8 orders cancelled" in page
-    assert "Kill switch: 8 orders cancelled" in page and "Kill switch started" in page
+    assert "Kill switch: Cancel orders on the exchanges: 8 orders cancelled" in page and "Kill switch started" in page

@@ -126,6 +126,8 @@ def test_a_kill_cancels_every_order_on_five_accounts_and_the_gate_refuses_all(
     assert all(open_orders(sandbox, t) == [] for t in team)
     assert run.finished_at is not None and run.duration_ms is not None
     assert len(run.balances_after) == 5 and all(v["total"].get("USDT") for v in run.balances_after.values())
+    # Every order cancelled: nothing is held by an order any more, all of it is free.
+    assert all(v["free"] == v["total"] for v in run.balances_after.values())
     assert Alert.objects.filter(kind="kill_switch", severity=Alert.Severity.CRITICAL).count() == 1
     assert set(Bot.objects.values_list("desired_state", flat=True)) == {Bot.Desired.STOPPED}
 

@@ -191,7 +191,7 @@ def test_a_kill_leaves_no_order_no_worker_and_no_token_and_a_mid_tick_worker_ord
             assert not any(alive(pid) for pid in pids.values())
             # Every bot token is revoked.
             revoke = step(run, "revoke")
-            revoked = int(revoke.split(" bot token(s) revoked")[0])
+            revoked = int(revoke.split(" bot token")[0])
             gone = int(revoke.split(" already revoked")[0].rsplit(", ", 1)[-1]) if "already revoked" in revoke else 0
             assert revoked + gone == len(bots) and revoked >= 1, revoke
             for bot in bots:
@@ -241,7 +241,7 @@ def test_with_redis_stopped_a_kill_revokes_bot_tokens_from_the_database_and_dest
             run = kill_execute(run_id=run.pk, process_vault=control_vault)
 
         assert run.status == KillRun.Status.DONE, run.problems
-        assert step(run, "revoke") == "1 bot token(s) revoked; 1 unused SecretID(s) destroyed"
+        assert step(run, "revoke") == "1 bot token revoked; 1 unused bot credential destroyed"
         with pytest.raises(vault.VaultError):
             root_vault.token_lookup_accessor(login.accessor)
         with pytest.raises(vault.VaultForbidden):
@@ -271,7 +271,7 @@ def test_a_kill_refuses_to_revoke_an_accessor_that_is_not_the_bots_own(
         run = kill_execute(run_id=run.pk, process_vault=control_vault)
         assert run.status == KillRun.Status.FAILED
         assert any("is not its own" in p for p in run.problems), run.problems
-        assert "1 accessor(s) refused" in step(run, "revoke")
+        assert "1 token refused (not the bot's own)" in step(run, "revoke")
         assert root_vault.token_lookup_accessor(other_login.accessor)["meta"]["role_name"] == other.vault_role
     finally:
         for bot in (target, other):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -82,7 +83,15 @@ def test_the_report_state_is_for_every_verified_role_and_has_the_true_figures(
         assert (body["orders_cancelled"], body["paper_orders_cancelled"], body["still_open_text"]) == (8, 3, "0")
         assert body["result"] == "done in 8.5 s — 8 orders cancelled (3 paper), 0 open, 2 workers stopped"
         assert [s["name"] for s in body["steps"]] == ["stop", "cancel", "verify"]
-        assert body["balances"] == [{"account": "Main", "reached": True, "total": {"USDT": "100"}}]
+        # A run from before the free amounts were kept: its totals alone, written for people.
+        assert body["balances"] == [
+            {"account": "Main", "reached": True, "assets": [{"asset": "USDT", "free": "", "used": "", "total": "100"}]}
+        ]
+        assert [s["label"] for s in body["steps"]] == [
+            "Stop bot workers",
+            "Cancel orders on the exchanges",
+            "Check that no order is left open",
+        ]
         page = client.get(f"/killswitch/runs/{run.pk}/").content.decode()
         assert "8500 ms (from the click to verified)" in page and "2 workers, 8100 ms after the click" in page
         assert "Kill switch done in 8.5 s — 8 orders cancelled (3 paper), 0 open, 2 workers stopped" in page
@@ -93,6 +102,30 @@ def test_the_report_state_is_for_every_verified_role_and_has_the_true_figures(
     assert half.get(url).status_code == 302 and "json" not in half.get(url).get("Content-Type", "")
     assert clients["viewer"].get("/killswitch/runs/987654/state/").status_code == 404
     assert clients["viewer"].post(url).status_code == 405
+
+
+def test_the_balances_after_are_a_table_of_account_asset_free_used_and_total(
+    logged_in: Callable[[str], tuple[Client, Person]], bots: list[Bot]
+) -> None:
+    run = finished_run()
+    KillRun.objects.filter(pk=run.pk).update(
+        balances_after={
+            "3f2a9c1e-0000-4000-8000-000000000001": {
+                "label": "Main",
+                "total": {"BTC": "1.50000000", "USDT": "12345.6"},
+                "free": {"BTC": "1.00000000", "USDT": "12345.6"},
+                "reached": True,
+            }
+        }
+    )
+    client, _ = logged_in("viewer")
+    page = client.get(f"/killswitch/runs/{run.pk}/").content.decode()
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split('id="run-balances"')[1].split("</tbody>")[0])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    assert cells == [["Main", "BTC", "1", "0.5", "1.5"], ["Main", "USDT", "12,345.6", "0", "12,345.6"]]
+    assert "3f2a9c1e" not in page and "{" not in page.split('id="run-balances"')[1].split("</tbody>")[0]
+    body = client.get(f"/killswitch/runs/{run.pk}/state/").json()
+    assert body["balances"][0]["assets"][0] == {"asset": "BTC", "free": "1", "used": "0.5", "total": "1.5"}
 
 
 def test_a_running_report_says_so_and_an_unknown_count_is_never_zero(

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.bots.models import Bot
 from apps.killswitch.models import KillRun
+from apps.killswitch.report import balances_table
 from apps.killswitch.runner import kill_execute
 from apps.killswitch.services import kill_press
 
@@ -73,11 +74,12 @@ def report_text(run: KillRun) -> str:
     lines += [f"  {step['name']:<9} {step['ms']:>6} ms  {step['detail']}" for step in run.steps]
     paper = f" ({run.paper_orders_cancelled} paper)" if run.paper_orders_cancelled else ""
     lines += [f"Orders cancelled: {run.orders_cancelled}{paper}", f"Orders still open: {run.still_open_text}"]
-    for account_id, info in sorted(run.balances_after.items()):
-        label = info.get("label", account_id)
-        if info.get("reached") is False:
+    for account in balances_table(run):
+        label = account["account"]
+        if account["reached"] is False:
             lines.append(f"NOT REACHED: {label}: its open orders are unknown; check it on the exchange by hand")
         else:
-            lines.append(f"Balances of {label}: {info.get('total', {})}")
+            held = ", ".join(f"{row['asset']} {row['total']}" for row in account["assets"]) or "none held"
+            lines.append(f"Balances of {label}: {held}")
     lines += [f"PROBLEM: {p}" for p in run.problems]
     return "\n".join(lines) + "\n"
