@@ -17,6 +17,7 @@ from apps.accounts.decorators import require_step_up, safe_next
 from apps.accounts.forms import CodeForm, LoginForm, RoleForm, UserCreateForm
 from apps.accounts.models import User, UserSession
 from apps.audit.services import record
+from apps.core.display import moment_text
 from apps.core.exceptions import ApplicationError
 from apps.core.otp import is_verified
 
@@ -38,7 +39,7 @@ def _locked_out(request: HttpRequest, user: User) -> HttpResponse:
 
 def _code_error(result: services.OtpResult, hint: str) -> str:
     if result.outcome is services.OtpOutcome.THROTTLED and result.retry_at:
-        return f"Too many attempts. Wait until {result.retry_at:%H:%M:%S} UTC and try again."
+        return f"Too many attempts. Wait until {moment_text(result.retry_at)} and try again."
     return f"That code is not valid. {hint}"
 
 

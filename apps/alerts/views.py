@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
@@ -19,6 +18,7 @@ from apps.alerts import webhook as services
 from apps.alerts.forms import AlertAcknowledgeForm, AlertWebhookForm
 from apps.alerts.models import ACK_NOTE_MAX, Alert
 from apps.alerts.services import AlertNotFoundError, alert_acknowledge, alert_acknowledge_many
+from apps.core.display import moment_text
 from apps.core.exceptions import ApplicationError
 from apps.core.input_validation import InputError, parse_id
 
@@ -121,7 +121,7 @@ def alert_acknowledge_view(request: HttpRequest, alert_id: int) -> HttpResponse:
         messages.success(request, f"Alert #{alert.pk} acknowledged.")
     else:
         who = alert.acknowledged_by.get_username() if alert.acknowledged_by else "someone"
-        when = timezone.localtime(alert.acknowledged_at).strftime("%Y-%m-%d %H:%M:%S") if alert.acknowledged_at else ""
+        when = moment_text(alert.acknowledged_at) if alert.acknowledged_at else "an unknown time"
         messages.info(request, f"Alert #{alert.pk} was already acknowledged by {who} at {when}; that stays.")
     return redirect("alerts:list")
 

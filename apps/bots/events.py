@@ -8,7 +8,9 @@ from apps.events.services import publish
 
 def bot_state(bot_id: int) -> None:
     row = (
-        Bot.objects.filter(pk=bot_id).values("name", "desired_state", "observed_state", "halted", "halt_reason").first()
+        Bot.objects.filter(pk=bot_id)
+        .values("name", "desired_state", "observed_state", "halted", "halt_kind", "halt_reason")
+        .first()
     )
     if row is not None:
         publish(kind="bot_state", bot_id=bot_id, data=dict(row))

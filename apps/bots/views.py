@@ -21,6 +21,7 @@ from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
 from apps.core.input_validation import InputError, parse_id
 from apps.events.selectors import event_cursor
+from apps.exchanges.selectors import market_decimals
 from apps.killswitch.halt_clear import CLEAR_PERM, bot_halt_clear, halt_conditions
 from apps.strategies import REGISTRY
 from apps.trading import logs as bot_logs
@@ -60,10 +61,14 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         log_level = bot_logs.bot_log_level_parse(request.GET.get("level"))
     except InputError as exc:
         return _bad_request(request, exc.message)
+    activity = trading_selectors.bot_activity(bot)
+    # Its symbols and any it held before an edit: the tables show figures at each market's decimals.
+    symbols = [*bot.symbols, *(p.symbol for p in activity["positions"])]
     context = {
         "bot": bot,
         "strategy": REGISTRY[bot.strategy],
-        **trading_selectors.bot_activity(bot),
+        **activity,
+        "market_decimals": market_decimals((bot.account.exchange_id, symbol) for symbol in symbols),
         "cursor": event_cursor(),
         "can_operate": request.user.has_perm(OPERATE),
         "can_live": request.user.has_perm(LIVE),

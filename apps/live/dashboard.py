@@ -11,6 +11,7 @@ from apps.alerts.selectors import alert_visible
 from apps.bots.halts import global_halt_state, halt_of
 from apps.bots.models import Bot
 from apps.events.selectors import event_cursor
+from apps.exchanges.selectors import market_decimals
 from apps.killswitch.models import KillRun
 from apps.killswitch.report import result_line
 from apps.killswitch.selectors import bots_to_restart
@@ -27,8 +28,13 @@ def dashboard_context(user: User) -> dict[str, Any]:
     feed = [e for e in recent if e.kind in ("order_new", "order_update", "fill", "gate_refusal", "kill_switch")][-30:]
     alerts = [a for a in Alert.objects.order_by("-created_at")[:50] if alert_visible(user, a)][:10]
     halt = global_halt_state()
+    rows = bot_rows()
     return {
-        "rows": bot_rows(),
+        "rows": rows,
+        # The decimals of the fleet's markets (where this process knows them), for the feed's figures.
+        "market_decimals": market_decimals(
+            (row["bot"].account.exchange_id, symbol) for row in rows for symbol in row["bot"].symbols
+        ),
         "feed": list(reversed(feed)),
         "alerts": alerts,
         "cursor": last,

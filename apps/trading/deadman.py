@@ -38,6 +38,7 @@ from django.db import close_old_connections, connection
 
 from apps.alerts.services import alert_raise
 from apps.bots.models import Bot
+from apps.core.display import moment_text
 from apps.exchanges import port
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def alert_after(*, refresh_s: float, timeout_s: float) -> int:
 
 
 def _clock(epoch: float | None) -> str:
-    return "?" if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).strftime("%H:%M:%S UTC")
+    return "?" if epoch is None else moment_text(datetime.fromtimestamp(epoch, tz=UTC))
 
 
 @dataclass(eq=False)

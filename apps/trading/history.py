@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Model, Q, QuerySet, Sum
 
 from apps.bots.models import Bot
+from apps.core.words import ORDER_STATUSES
 from apps.trading.ledger import split_symbol
 from apps.trading.models import Fill, Order, Position
 
@@ -230,7 +231,7 @@ class OrderTotals:
 
 def order_totals(filters: TradeFilters) -> OrderTotals:
     qs = orders_matching(filters)
-    labels = dict(Order.Status.choices)
+    labels = ORDER_STATUSES
     placed: dict[str, Decimal] = defaultdict(lambda: ZERO)
     by_status: dict[str, int] = defaultdict(int)
     for row in qs.values("symbol", "status").annotate(notional=Sum("notional"), n=Count("id")).order_by():

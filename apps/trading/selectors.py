@@ -12,6 +12,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from apps.bots.models import Bot
+from apps.core.display import moment_text, moment_with_ago
 from apps.trading import deadman
 from apps.trading.ledger import capital_basis, ledger_for, quote_of
 from apps.trading.models import Fill, GateRefusal, Order, Position
@@ -40,7 +41,7 @@ def bot_rows(*, archived: bool = False) -> list[dict[str, Any]]:
     for bot in Bot.objects.select_related("account").filter(archived_at__isnull=not archived).order_by("name"):
         age = (now - bot.last_heartbeat).total_seconds() if bot.last_heartbeat else None
         stale = age is None or age > max(3 * bot.tick_interval_s, 30)
-        rows.append({"bot": bot, "pnl": bot_pnl(bot), "heartbeat_age": age, "stale": stale})
+        rows.append({"bot": bot, "pnl": bot_pnl(bot), "unit": quote_of(bot), "heartbeat_age": age, "stale": stale})
     return rows
 
 
@@ -86,17 +87,17 @@ def bot_deadman(bot: Bot) -> dict[str, Any]:
     timeout = report.get("timeout_s")
     if last is not None and isinstance(timeout, int | float):
         expires = last + timedelta(seconds=float(timeout))
-    last_text = f"{last:%H:%M:%S} UTC ({max(0, round(now - last.timestamp()))} s ago)" if last else ""
+    last_text = moment_with_ago(last) if last else ""
     if state == deadman.State.UNAVAILABLE:
         summary = f"Unavailable: {exchange} offers no dead-man's switch; if the console dies, the orders stay."
         return {"state": state, "summary": summary, "alarm": False}
     if state == deadman.State.DISARMED:
         updated = at("updated_at")
-        when = f" at {updated:%H:%M:%S} UTC" if updated else ""
+        when = f" at {moment_text(updated)}" if updated else ""
         return {"state": state, "summary": f"Disarmed{when} (the bot was stopped).", "alarm": False}
     if expires is not None and expires.timestamp() <= now:
         summary = (
-            f"Lapsed at {expires:%H:%M:%S} UTC (last refresh {last_text}): {exchange} has cancelled "
+            f"Lapsed at {moment_text(expires)} (last refresh {last_text}): {exchange} has cancelled "
             "the open orders it covered, unless a new worker re-armed it since."
         )
         return {"state": "lapsed", "summary": summary, "alarm": True}
@@ -104,7 +105,7 @@ def bot_deadman(bot: Bot) -> dict[str, Any]:
         failing = f"Refresh failing ({report.get('failures')} in a row: {report.get('error') or 'error'})"
         if expires is None:
             return {"state": state, "summary": f"{failing}; not armed.", "alarm": True}
-        return {"state": state, "summary": f"{failing}; armed until {expires:%H:%M:%S} UTC.", "alarm": True}
+        return {"state": state, "summary": f"{failing}; armed until {moment_text(expires)}.", "alarm": True}
     summary = (
         f"Armed: {exchange} cancels the open orders if the console stops refreshing it for "
         f"{float(timeout or 0):g} s. Last refresh {last_text}."

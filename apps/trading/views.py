@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,9 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.selectors import acting_user
 from apps.audit.services import record
+from apps.core.display import currency_places, number_text
+from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.selectors import market_decimals
 from apps.trading import history
 from apps.trading.forms import OrderFilterForm, TradeFilterForm
 from apps.trading.ledger import split_symbol
@@ -73,7 +76,7 @@ def _history(request: HttpRequest, kind: Kind) -> HttpResponse:
         context["money"] = {
             "volume": _money(totals.volume),
             "fees": _money(totals.fees),
-            "realized": _money(totals.realized),
+            "realized": totals.realized,  # gains and losses: the page signs and words them
         }
     else:
         page = history.orders_page(filters, before=before, after=after)
@@ -82,7 +85,7 @@ def _history(request: HttpRequest, kind: Kind) -> HttpResponse:
         context["money"] = {"placed": _money(order_totals.placed)}
     context.update(
         page=page,
-        rows=[_display(row) for row in page.rows],
+        rows=_displayed(page.rows),
         newer_query=form.query(after=page.newer_cursor) if page.newer_cursor is not None else None,
         older_query=form.query(before=page.older_cursor) if page.older_cursor is not None else None,
         first_query=form.query() if before is not None or after is not None else None,
@@ -91,28 +94,33 @@ def _history(request: HttpRequest, kind: Kind) -> HttpResponse:
     return render(request, kind.template, context)
 
 
-def plain(value: Decimal | None) -> str:
-    """A stored amount as written by people: 12.5, not 12.500000000000 or 1.25E+1."""
-    return "" if value is None else format(value.normalize(), "f")
+def _displayed(rows: Sequence[Fill | Order]) -> list[dict[str, Any]]:
+    """The page's rows with their figures written for people, at their markets' decimals where known."""
+    orders = [row.order if isinstance(row, Fill) else row for row in rows]
+    exchanges = dict(
+        ExchangeAccount.objects.filter(pk__in={o.account_id for o in orders}).values_list("pk", "exchange_id")
+    )
+    decimals = market_decimals((exchanges.get(o.account_id, ""), o.symbol) for o in orders)
+    return [_display(row, decimals.get(order.symbol, (None, None))) for row, order in zip(rows, orders, strict=True)]
 
 
-def _display(row: Fill | Order) -> dict[str, Any]:
-    """A row with its figures written plainly and the currencies they are in (price and volume in the
+def _display(row: Fill | Order, places: tuple[int | None, int | None]) -> dict[str, Any]:
+    """A row with its figures written for people and the currencies they are in (price and volume in the
     quote, amounts in the base)."""
     order = row.order if isinstance(row, Fill) else row
     base, quote = split_symbol(order.symbol)
+    amount_places, price_places = places
     shown: dict[str, Any] = {"row": row, "order": order, "base": base, "quote": quote}
+    shown.update(price=number_text(row.price, price_places), amount=number_text(row.amount, amount_places))
     if isinstance(row, Fill):
-        shown.update(price=plain(row.price), amount=plain(row.amount), fee=plain(row.fee))
-        shown["volume"] = plain(row.price * row.amount)
+        shown.update(fee=number_text(row.fee), volume=number_text(row.price * row.amount, currency_places(quote)))
     else:
-        shown.update(price=plain(row.price), amount=plain(row.amount), filled=plain(row.filled))
-        shown["average"] = plain(row.average)
+        shown.update(filled=number_text(row.filled, amount_places), average=number_text(row.average, price_places))
     return shown
 
 
 def _money(amounts: list[tuple[str, Decimal]] | None) -> list[tuple[str, str]] | None:
-    return None if amounts is None else [(unit, plain(amount)) for unit, amount in amounts]
+    return None if amounts is None else [(unit, number_text(amount, currency_places(unit))) for unit, amount in amounts]
 
 
 @never_cache

@@ -8,6 +8,8 @@
 // permission rule as the socket), so the page keeps one socket and the tables miss nothing a reconnect
 // catches up on.
 
+import { amountText, decimalsOf, numberText, pnlNode, priceText, timeNode, word } from "./format.js";
+
 const OPEN = new Set(["new", "open", "partially_filled"]);
 const MAX_ROWS = 50;
 const MAX_WARNINGS = 3;
@@ -20,6 +22,8 @@ function start(root) {
   const bot = root.dataset.bot;
   const eventsUrl = root.dataset.eventsUrl;
   let cursor = Number(root.dataset.after || 0);
+  const decimals = decimalsOf(root);
+  const unit = root.querySelector("[data-unit]")?.dataset.unit || "";
   let busy = false;
   let again = false;
 
@@ -64,22 +68,24 @@ function start(root) {
       const d = e.data;
       // The server may already have rendered it (an event published while the page was being built).
       if (!hasRow("fills", "trade", d.trade_id)) {
-        const row = prepend("fills", [clock(e.at), d.symbol, d.side, num(d.price), num(d.amount), `${num(d.fee ?? "0")} ${d.fee_currency || ""}`.trim()]);
+        const fee = `${numberText(d.fee ?? "0")} ${d.fee_currency || ""}`.trim();
+        const row = prepend("fills", [timeNode(e.at), d.symbol, word("side", d.side), price(d.price, d), amount(d.amount, d), fee]);
         if (row && d.trade_id != null) row.dataset.trade = String(d.trade_id);
+        numeric(row, 3, 4, 5);
       }
       positionRow(d);
     },
     gate_refusal: (e) => {
       const d = e.data;
       if (hasRow("refusals", "refusal", d.id)) return;
-      const row = prepend("refusals", [clock(e.at), d.symbol, d.side, d.message], "refused");
+      const row = prepend("refusals", [timeNode(e.at), d.symbol, d.side, d.message], "refused");
       if (row && d.id != null) row.dataset.refusal = String(d.id);
       warn(e);
     },
     bot_log: (e) => logLines(e.data.lines || []),
     pnl: (e) => {
-      setText(root.querySelector("[data-field=pnl-realized]"), money(e.data.realized));
-      setText(root.querySelector("[data-field=pnl-unrealized]"), money(e.data.unrealized));
+      root.querySelector("[data-field=pnl-realized]")?.replaceChildren(pnlNode(e.data.realized, unit));
+      root.querySelector("[data-field=pnl-unrealized]")?.replaceChildren(pnlNode(e.data.unrealized, unit));
       root.querySelector("[data-field=pnl-note]")?.remove();
     },
   };
@@ -96,7 +102,8 @@ function start(root) {
       return;
     }
     if (!row) {
-      row = makeRow([clock(e.at), d.symbol, d.side, d.price == null ? "market" : num(d.price), num(d.amount), "", ""]);
+      row = makeRow([timeNode(e.at), d.symbol, word("side", d.side), d.price == null ? "market" : price(d.price, d), amount(d.amount, d), "", ""]);
+      numeric(row, 3, 4, 5);
       row.dataset.order = String(d.id);
       row.cells[5].dataset.field = "filled";
       row.cells[6].dataset.field = "status";
@@ -104,8 +111,8 @@ function start(root) {
       body.prepend(row);
       trim(body, 100);
     }
-    setText(row.querySelector("[data-field=filled]"), num(d.filled));
-    setText(row.querySelector("[data-field=status]"), d.status);
+    setText(row.querySelector("[data-field=filled]"), amount(d.filled, d));
+    setText(row.querySelector("[data-field=status]"), word("orderStatus", d.status));
   }
 
   function positionRow(d) {
@@ -116,14 +123,16 @@ function start(root) {
       row = makeRow([d.symbol, "", "", "", "", ""]);
       row.dataset.symbol = d.symbol;
       ["symbol", "held", "entry", "last", "realized", "unrealized"].forEach((f, i) => (row.cells[i].dataset.field = f));
+      numeric(row, 1, 2, 3, 4, 5);
       body.querySelector("tr.empty")?.remove();
       body.append(row);
     }
-    setText(row.querySelector("[data-field=held]"), num(d.position));
-    setText(row.querySelector("[data-field=entry]"), d.position_average_entry == null ? "—" : num(d.position_average_entry));
-    setText(row.querySelector("[data-field=last]"), d.position_last_price == null ? "—" : num(d.position_last_price));
-    setText(row.querySelector("[data-field=realized]"), money(d.position_realized));
-    setText(row.querySelector("[data-field=unrealized]"), money(d.position_unrealized));
+    const quote = String(d.symbol).split("/")[1]?.split(":")[0] || "";
+    setText(row.querySelector("[data-field=held]"), amount(d.position, d));
+    setText(row.querySelector("[data-field=entry]"), d.position_average_entry == null ? "—" : price(d.position_average_entry, d));
+    setText(row.querySelector("[data-field=last]"), d.position_last_price == null ? "—" : price(d.position_last_price, d));
+    row.querySelector("[data-field=realized]")?.replaceChildren(pnlNode(d.position_realized, quote));
+    row.querySelector("[data-field=unrealized]")?.replaceChildren(pnlNode(d.position_unrealized, quote));
   }
 
   function logLines(lines) {
@@ -140,11 +149,7 @@ function start(root) {
       item.className = `log-line level-${level.toLowerCase().replace(/[^a-z]/g, "")}`;
       if (line.id != null) item.dataset.line = String(line.id);
       item.dataset.level = level;
-      const time = document.createElement("time");
-      time.dateTime = line.at;
-      time.title = `${new Date(line.at).toISOString().slice(0, 19).replace("T", " ")} UTC`;
-      time.textContent = clock(line.at);
-      item.append(time, " ", span("level", level), " ", span("logger", line.logger), " ", span("msg", line.message));
+      item.append(timeNode(line.at), " ", span("level", level), " ", span("logger", line.logger), " ", span("msg", line.message));
       list.prepend(item);
     }
     while (list.querySelectorAll("li[data-line]").length > MAX_LOG_LINES) list.lastElementChild.remove();
@@ -165,10 +170,7 @@ function start(root) {
     item.dataset.at = e.at;
     if (e.data.id != null) item.dataset.refusal = String(e.data.id);
     const small = document.createElement("small");
-    const time = document.createElement("time");
-    time.dateTime = e.at;
-    time.textContent = clock(e.at);
-    small.append(`(${e.data.side} ${e.data.symbol}, `, time, ")");
+    small.append(`(${e.data.side} ${e.data.symbol}, `, timeNode(e.at), ")");
     item.append(`${e.data.message} `, small);
     list.prepend(item);
     while (list.children.length > MAX_WARNINGS) list.lastElementChild.remove();
@@ -207,7 +209,8 @@ function start(root) {
     const row = document.createElement("tr");
     for (const value of cells) {
       const cell = document.createElement("td");
-      cell.textContent = value == null ? "" : String(value); // text only: event data is never HTML
+      if (value instanceof Node) cell.append(value); // a node this file built (a <time>)
+      else cell.textContent = value == null ? "" : String(value); // text only: event data is never HTML
       row.append(cell);
     }
     return row;
@@ -229,22 +232,16 @@ function start(root) {
     if (node) node.textContent = value == null ? "" : String(value);
   }
 
-  function num(value) {
-    // At most 8 decimal places, as the server renders quantities and prices (an average entry can have 12).
-    if (value == null) return "";
-    const text = String(value);
-    const dot = text.indexOf(".");
-    if (dot < 0 || text.length - dot - 1 <= 8) return text;
-    return Number(text).toFixed(8).replace(/\.?0+$/, "");
+  function amount(value, d) {
+    return amountText(value, d.symbol, decimals);
   }
 
-  function money(value) {
-    return value == null ? "" : Number(value).toFixed(2);
+  function price(value, d) {
+    return priceText(value, d.symbol, decimals);
   }
 
-  function clock(at) {
-    // The server renders times in UTC (H:i:s); new rows match them.
-    return new Date(at).toISOString().slice(11, 19);
+  function numeric(row, ...indexes) {
+    indexes.forEach((i) => row?.cells[i]?.classList.add("num"));
   }
 
   new MutationObserver(pull).observe(root, { attributes: true, attributeFilter: ["data-after"] });

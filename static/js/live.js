@@ -2,6 +2,7 @@
 // The page is complete without this file; it only keeps it current. Every event carries a sequence
 // number: after a reconnect the page fetches what it missed, so nothing is lost when a socket drops.
 
+import { amountText, botState, decimalsOf, pnlNode, priceText, timeNode, word } from "./format.js";
 import { followLive } from "./live-socket.js";
 
 const root = document.querySelector("[data-live]");
@@ -11,6 +12,7 @@ function start(root) {
   const bot = root.dataset.bot || "";
   const eventsUrl = root.dataset.eventsUrl;
   const status = document.getElementById("live-status");
+  const decimals = decimalsOf(root);
 
   function setStatus(text, state) {
     if (!status) return;
@@ -25,12 +27,12 @@ function start(root) {
   }
 
   const handlers = {
-    order_new: (e) => feed(e, `${e.data.side.toUpperCase()} ${e.data.amount} ${e.data.symbol}` +
-      (e.data.price ? ` @ ${e.data.price}` : " at market") + (e.data.paper ? " (paper)" : ""), "order"),
-    order_update: (e) => feed(e, `Order ${e.data.client_order_id}: ${e.data.status.replace("_", " ")}` +
-      (Number(e.data.filled) > 0 ? `, filled ${e.data.filled}` : ""), "order"),
-    fill: (e) => feed(e, `FILL ${e.data.side.toUpperCase()} ${e.data.amount} ${e.data.symbol} @ ${e.data.price}`, "fill"),
-    gate_refusal: (e) => feed(e, `Refused ${e.data.side} ${e.data.symbol}: ${e.data.message}`, "refusal"),
+    order_new: (e) => feed(e, `${word("side", e.data.side)} ${amount(e.data)} ${e.data.symbol}` +
+      (e.data.price ? ` at ${price(e.data)}` : " at market") + (e.data.paper ? " (paper)" : ""), "order"),
+    order_update: (e) => feed(e, `Order ${e.data.client_order_id}: ${word("orderStatus", e.data.status).toLowerCase()}` +
+      (Number(e.data.filled) > 0 ? `, filled ${amountText(e.data.filled, e.data.symbol, decimals)}` : ""), "order"),
+    fill: (e) => feed(e, `Fill: ${e.data.side === "sell" ? "sold" : "bought"} ${amount(e.data)} ${e.data.symbol} at ${price(e.data)}`, "fill"),
+    gate_refusal: (e) => feed(e, `Order gate refused ${e.data.side} ${e.data.symbol}: ${e.data.message}`, "refusal"),
     alert: (e) => {
       const list = document.getElementById("alerts");
       if (!list) return;
@@ -41,25 +43,43 @@ function start(root) {
       list.prepend(item);
     },
     // The finished event names the result ("Kill switch done in 3.1 s — 8 orders cancelled, 0 open, …").
-    kill_switch: (e) => feed(e, e.data.message || `Kill switch ${e.data.stage || ""}: ${e.data.step || ""} ${e.data.detail || ""}`.trim(), "alert"),
+    kill_switch: (e) => feed(e, killLine(e.data), "alert"),
     bot_state: (e) => {
       const row = botRow(e.bot);
       if (!row) return;
       const cell = row.querySelector("[data-field=state]");
-      if (cell) cell.textContent = e.data.halted ? `${e.data.observed_state} (halted)` : e.data.observed_state;
+      if (cell) cell.textContent = botState(e.data.observed_state, e.data.desired_state, e.data.halted, e.data.halt_kind);
       row.dataset.desired = e.data.desired_state;
     },
     heartbeat: (e) => {
       const row = botRow(e.bot);
-      if (row) row.dataset.heartbeat = e.at;
+      if (!row) return;
+      row.dataset.heartbeat = e.at;
+      row.querySelector("[data-field=heartbeat]")?.replaceChildren(timeNode(e.at));
       tickAges();
     },
     pnl: (e) => {
       const row = botRow(e.bot);
       const cell = row && row.querySelector("[data-field=pnl]");
-      if (cell) cell.textContent = Number(e.data.total).toFixed(2);
+      if (cell) cell.replaceChildren(pnlNode(e.data.total, row.dataset.unit));
     },
   };
+
+  function amount(d) {
+    return amountText(d.amount, d.symbol, decimals);
+  }
+
+  function price(d) {
+    return priceText(d.price, d.symbol, decimals);
+  }
+
+  // As templates/live/_event.html writes a kill-switch event.
+  function killLine(d) {
+    if (d.message) return d.message;
+    if (d.step) return `Kill switch: ${word("killStep", d.step)}` + (d.detail ? `: ${d.detail}` : "");
+    if (d.detail) return `Kill switch: ${d.detail}`;
+    return `Kill switch ${d.stage || ""}`.trim();
+  }
 
   function botRow(id) {
     return id == null ? null : document.querySelector(`[data-bot-row="${id}"]`);
@@ -72,9 +92,7 @@ function start(root) {
     const item = document.createElement("li");
     item.className = `event ${kind}`;
     item.dataset.seq = String(event.seq);
-    const time = document.createElement("time");
-    time.dateTime = event.at;
-    time.textContent = new Date(event.at).toLocaleTimeString();
+    const time = timeNode(event.at);
     const row = botRow(event.bot);
     const who = row ? ` [${row.dataset.name}]` : "";
     item.append(time, ` ${text}${who}`);
@@ -87,8 +105,8 @@ function start(root) {
     document.querySelectorAll("[data-bot-row]").forEach((row) => {
       const cell = row.querySelector("[data-field=heartbeat]");
       if (!cell || !row.dataset.heartbeat) return;
+      // The text is a <time> that format.js keeps current; only the stale mark is decided here.
       const age = Math.max(0, Math.round((now - Date.parse(row.dataset.heartbeat)) / 1000));
-      cell.textContent = `${age} s ago`;
       const stale = row.dataset.desired === "running" && age > Math.max(3 * Number(row.dataset.interval || 5), 30);
       cell.classList.toggle("stale", stale);
     });

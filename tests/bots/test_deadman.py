@@ -302,7 +302,7 @@ def test_the_bot_page_shows_whether_the_switch_is_armed_and_its_last_refresh(
     deadman.report_state(bot.pk, state="armed", last_refresh=now - 4, **common)
     text = page()
     assert 'data-deadman="armed"' in text and "Armed: sandbox cancels the open orders" in text
-    assert f"Last refresh {time.strftime('%H:%M:%S', time.gmtime(now - 4))} UTC" in text
+    assert f"Last refresh {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - 4))} UTC (" in text
 
     deadman.report_state(bot.pk, state="failing", last_refresh=now - 30, **{**common, "failures": 2}, error="Timeout")
     assert "Refresh failing (2 in a row: Timeout); armed until" in page()

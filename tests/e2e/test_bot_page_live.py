@@ -97,8 +97,8 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
             as_worker(functools.partial(place_order, bot=bot, intent=intent, exchange=client))
         # The three resting buys appear, newest first, each in its own row.
         expect(orders.locator("tr[data-order]")).to_have_count(3)
-        expect(orders.locator("tr[data-order]").nth(0)).to_contain_text("29000")
-        expect(orders.locator("tr[data-order]").nth(2)).to_contain_text("29900")
+        expect(orders.locator("tr[data-order]").nth(0)).to_contain_text("29,000")
+        expect(orders.locator("tr[data-order]").nth(2)).to_contain_text("29,900")
         expect(orders).not_to_contain_text("None.")
         expect(orders.locator("[data-field=status]").nth(0)).to_have_text("open")
         assert Order.objects.filter(bot=bot, status="open").count() == 3
@@ -110,7 +110,7 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
         assert filled.status == "filled"
         expect(orders.locator(f'tr[data-order="{filled.pk}"]')).to_have_count(0)
         expect(orders.locator("tr[data-order]")).to_have_count(2)
-        expect(page.locator("#fills tr").first).to_contain_text("29900")
+        expect(page.locator("#fills tr").first).to_contain_text("29,900")
         held = Position.objects.get(bot=bot, symbol="BTC/USDT").base_quantity  # 0.01 less the fee in BTC
         assert Decimal("0.009") < held < Decimal("0.01")
         expect(page.locator('#positions tr[data-symbol="BTC/USDT"] [data-field=held]')).to_have_text(
@@ -121,7 +121,8 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
         as_worker(lambda: trading_events.heartbeat(bot.pk, equity=None))
         expect(page.locator("[data-field=pnl-note]")).to_have_count(0)
         unrealized = Position.objects.get(bot=bot, symbol="BTC/USDT").unrealized_pnl
-        expect(page.locator("[data-field=pnl-unrealized]")).to_have_text(f"{unrealized:.2f}")
+        loss = f"\u2212{-unrealized:.2f} USDT (loss)" if unrealized < 0 else f"+{unrealized:.2f} USDT (gain)"
+        expect(page.locator("[data-field=pnl-unrealized]")).to_have_text(loss)
 
         # Too large an order: the gate refuses it and the page warns at the top.
         big = OrderIntent("BTC/USDT", "buy", "limit", Decimal("0.05"), Decimal("29990"), "page-big")

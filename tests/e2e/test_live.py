@@ -7,6 +7,7 @@ shows it is reconnecting, and events published meanwhile appear once it is back 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,10 +155,12 @@ def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     try:
         intent = OrderIntent("BTC/USDT", "buy", "limit", Decimal("0.01"), Decimal("29900"), "live-1")
         as_worker(lambda: place_order(bot=bot, intent=intent, exchange=client))
-        expect(page.locator("#feed")).to_contain_text("BUY 0.01 BTC/USDT @ 29900")
+        expect(page.locator("#feed")).to_contain_text(re.compile(r"Buy 0\.01(000)? BTC/USDT at 29,900"))
         sandbox.admin.set_price("BTC/USDT", "29800")  # crosses the resting buy
         as_worker(lambda: orders_sync(bot=bot, exchange=client))
-        expect(page.locator("#feed li.fill")).to_contain_text("FILL BUY 0.01 BTC/USDT @ 29900")
+        expect(page.locator("#feed li.fill")).to_contain_text(
+            re.compile(r"Fill: bought 0\.01(000)? BTC/USDT at 29,900")
+        )
     finally:
         sandbox.admin.release_price("BTC/USDT")
 

@@ -22,6 +22,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
+from apps.core.display import money_text
 from apps.exchanges.models import ExchangeAccount
 from apps.trading import history
 from apps.trading.models import Fill, Order, Position
@@ -297,10 +298,6 @@ def test_a_page_is_a_keyset_query_without_offset(logged_in: LoggedIn, book: Book
 # -- totals ------------------------------------------------------------------------------------------
 
 
-def _plain(amount: Decimal) -> str:
-    return format(amount.normalize(), "f")
-
-
 def _money(amounts: dict[str, Decimal]) -> list[tuple[str, Decimal]]:
     return sorted(amounts.items())
 
@@ -321,9 +318,12 @@ def test_totals_cover_every_matching_fill_with_their_currencies(logged_in: Logge
 
     page = client.get(f"/trades/?bot={book.alpha.pk}").content.decode()
     for unit, amount in [*volume.items(), *fees.items()]:
-        assert f"{_plain(amount)} {unit}" in page
+        assert money_text(amount, unit) in page
     realized = re.search(r'<dd id="total-realized">(.*?)</dd>', page)
-    assert realized and realized[1] == '<span class="money">0.01 BTC</span>, <span class="money">12.5 USDT</span>'
+    assert realized and realized[1] == (
+        '<span class="pnl gain">+0.01 BTC <span class="pnl-word">(gain)</span></span>, '
+        '<span class="pnl gain">+12.50 USDT <span class="pnl-word">(gain)</span></span>'
+    )
     # Every bot: beta's loss is in the realized PnL of the fleet.
     fleet = history.fill_totals(history.TradeFilters())
     assert fleet.realized == [("BTC", Decimal("0.01")), ("USDT", Decimal("9.5"))]
@@ -349,7 +349,7 @@ def test_order_totals_count_statuses_and_placed_notional(logged_in: LoggedIn, bo
     counted = dict(totals.by_status)
     assert counted["Filled"] == sum(o.status == "filled" for o in sells) and sum(counted.values()) == len(sells)
     page = client.get("/trades/orders/?side=sell").content.decode()
-    assert f"{_plain(placed['USDT'])} USDT" in page
+    assert money_text(placed["USDT"], "USDT") in page
 
 
 # -- export ------------------------------------------------------------------------------------------
