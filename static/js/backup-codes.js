@@ -1,11 +1,13 @@
 // Backup codes, shown once: save them as a text file or print them. Nothing leaves the browser.
+import { momentText } from "./format.js";
+
 const list = document.getElementById("backup-codes");
 const tools = document.getElementById("backup-code-tools");
 if (list && tools) {
   const codes = Array.from(list.querySelectorAll("code"), (c) => c.textContent.trim());
   const text = [
     "botconsole backup codes",
-    `for ${list.dataset.user || "your account"}, made ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    `for ${list.dataset.user || "your account"}, made ${momentText(Date.now())}`,
     "Each code works once, in place of an authenticator code.",
     "",
     ...codes,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
@@ -34,7 +34,8 @@ from tests.keys import Key
 from tests.people import make_person
 
 SHOTS = Path(os.environ.get("SCREEN_SHOTS", "/tmp/shots-screens"))  # noqa: S108 - screenshots, not in git
-WIDE, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
+WIDE = ViewportSize(width=1366, height=900)
+PHONE = ViewportSize(width=390, height=844)
 TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+ (s|min|h|d) ago|in \d+ (s|min|h|d))\)$")
 
 
