@@ -100,7 +100,7 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
         expect(orders.locator("tr[data-order]").nth(0)).to_contain_text("29,000")
         expect(orders.locator("tr[data-order]").nth(2)).to_contain_text("29,900")
         expect(orders).not_to_contain_text("None.")
-        expect(orders.locator("[data-field=status]").nth(0)).to_have_text("open")
+        expect(orders.locator("[data-field=status]").nth(0)).to_have_text("Open")
         assert Order.objects.filter(bot=bot, status="open").count() == 3
 
         # The price crosses the highest buy: it fills and leaves the table for the fills and positions.
