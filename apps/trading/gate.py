@@ -27,6 +27,7 @@ from apps.strategies.base import OrderIntent
 from apps.trading import events
 from apps.trading.ids import client_order_id
 from apps.trading.ledger import Breach, ledger_for, loss_breach
+from apps.trading.marketdata import market_price
 from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
 from apps.trading.paper import paper_place
 from apps.trading.sync import order_apply_exchange
@@ -200,12 +201,12 @@ def gate_check(*, bot: Bot, intent: OrderIntent, price: Decimal | None) -> GateD
         return GateDecision(True, notional=intent.amount * price if price is not None else None)
 
 
-def _reference_price(intent: OrderIntent, exchange: port.Exchange, price: Decimal | None) -> Decimal | None:
+def _reference_price(bot: Bot, intent: OrderIntent, exchange: port.Exchange, price: Decimal | None) -> Decimal | None:
     if intent.type == Order.Type.LIMIT:
         return intent.price
     if price is not None:
         return price
-    return exchange.price(intent.symbol)
+    return market_price(bot=bot, exchange=exchange, symbol=intent.symbol)
 
 
 def _send_live(order: Order, intent: OrderIntent, exchange: port.Exchange) -> None:
@@ -245,7 +246,7 @@ def place_order(*, bot: Bot, intent: OrderIntent, exchange: port.Exchange, price
     existing = Order.objects.filter(client_order_id=cid).first()
     if existing is not None:
         return existing
-    reference = _reference_price(intent, exchange, price) if _invalid(intent, Decimal(1)) is None else None
+    reference = _reference_price(bot, intent, exchange, price) if _invalid(intent, Decimal(1)) is None else None
     with transaction.atomic():
         decision = gate_check(bot=bot, intent=intent, price=reference)
         if decision.allowed:
