@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from apps.sandbox import admin_routes, fault_inject, fault_routes, routes, ws
+from apps.sandbox import admin_routes, fault_inject, fault_routes, listing_routes, routes, ws
 from apps.sandbox.context import SANDBOX, Sandbox
 from apps.sandbox.symbols import SYMBOLS
 
@@ -71,6 +71,7 @@ def build_app(sandbox: Sandbox) -> web.Application:
     )
     app[SANDBOX] = sandbox
     routes.setup(app)
+    listing_routes.setup(app)
     admin_routes.setup(app)
     fault_routes.setup(app)
     ws.setup(app)
