@@ -116,7 +116,7 @@ def tick_run(*, bot: Bot, exchange: port.Exchange) -> TickResult:
     # Heartbeat and state with update() (never save(): it would overwrite a halt set meanwhile), then the
     # next generation.
     Bot.objects.filter(pk=bot.pk).update(last_heartbeat=timezone.now(), strategy_state=state)
-    events.heartbeat(bot.pk, equity=result.equity)
+    events.heartbeat(bot.pk, equity=result.equity, prices=prices)
     BotLedger.objects.filter(pk=ledger.pk, generation=result.generation).update(generation=F("generation") + 1)
     return result
 
