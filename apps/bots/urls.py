@@ -7,6 +7,7 @@ app_name = "bots"
 urlpatterns = [
     path("", views.bot_list_view, name="list"),
     path("new/", views.bot_create_view, name="create"),
+    path("market/", views.bot_market_view, name="market"),
     path("fleet/", views.bot_fleet_action_view, name="fleet_action"),
     path("<int:bot_id>/", views.bot_detail_view, name="detail"),
     path("<int:bot_id>/edit/", views.bot_edit_view, name="edit"),
