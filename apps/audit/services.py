@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import math
-import queue
 import re
-import threading
-from collections.abc import Generator, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.http import HttpRequest
 
-from apps.audit.chain import GENESIS_HASH, EntryText, json_parse, json_str, json_value
+from apps.audit.chain import GENESIS_HASH, EntryText
 from apps.audit.context import Via, current_via, via_of
 from apps.audit.models import AuditEntry
+from apps.audit.verify import ChainReport, chain_verify
 from apps.core.text import json_safe
 
 # pg_advisory_xact_lock key that serializes appends: one linear chain, whatever the writers.
@@ -181,132 +176,11 @@ def _append(params: list[Any]) -> tuple[int, datetime, str, str]:
     return row[0], row[1], row[2], row[3]
 
 
-@dataclass(frozen=True)
-class ChainReport:
-    ok: bool
-    checked: int
-    last_seq: int
-    last_hash: str
-    broken_seq: int | None = None
-    reason: str = ""
-
-
-# What the verifier reads of each entry, in this order, a page at a time: created_at as entry_hash
-# writes it (UTC, ISO 8601, microseconds; a test holds the two equal), data as PostgreSQL prints the jsonb.
-_ENTRY_PAGE_SQL = (
-    "SELECT seq, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), "
-    "actor_user_id, actor, ip, otp_verified, action, target_type, target_id, data::text, prev_hash, hash "
-    "FROM audit_auditentry WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
-)
-
-
-def verify_entries(
-    rows: Iterable[tuple[Any, ...]], *, start_seq: int = 1, prev_hash: str = GENESIS_HASH
-) -> ChainReport:
-    """Walk rows of _ENTRY_PAGE_SQL's columns (data as JSON text) in seq order; stop at the first break.
-
-    By default from #1; from a later entry with `start_seq` and the hash of the entry before it.
-    Each hash is recomputed from the stored fields: the text `entry_hash` hashes, built from its
-    pieces without a dict and a sort per row (apps.audit.chain.EntryText; a test holds them equal).
-    """
-    expected_seq, checked = start_seq, 0
-    sha256, loads, as_str, as_value = hashlib.sha256, json_parse, json_str, json_value
-    for (
-        seq,
-        created_at,
-        actor_user_id,
-        actor,
-        ip,
-        otp_verified,
-        action,
-        target_type,
-        target_id,
-        data,
-        stored_prev,
-        stored_hash,
-    ) in rows:
-        if seq != expected_seq:
-            reason = f"entry #{expected_seq} is missing" if seq > expected_seq else f"entry #{seq} is out of order"
-            return ChainReport(False, checked, expected_seq - 1, prev_hash, expected_seq, reason)
-        if stored_prev != prev_hash:
-            reason = "its prev_hash does not match the entry before it"
-            return ChainReport(False, checked, seq - 1, prev_hash, seq, reason)
-        text = (
-            f'{{"action":{as_str(action)},"actor":{as_str(actor)},'
-            f'"actor_user_id":{"null" if actor_user_id is None else actor_user_id},'
-            f'"created_at":"{created_at}",'
-            f'"data":{"{}" if data == "{}" else as_value(loads(data))},'
-            f'"ip":{"null" if ip is None else as_str(ip)},'
-            f'"otp_verified":{"true" if otp_verified is True else "false"},'
-            f'"prev_hash":{as_str(stored_prev)},"seq":{seq},'
-            f'"target_id":{as_str(target_id)},"target_type":{as_str(target_type)}}}'
-        )
-        if sha256(text.encode()).hexdigest() != stored_hash:
-            return ChainReport(False, checked, seq - 1, prev_hash, seq, "its content does not match its hash")
-        prev_hash, expected_seq, checked = stored_hash, seq + 1, checked + 1
-    return ChainReport(True, checked, expected_seq - 1, prev_hash)
-
-
-def _entry_pages(*, after_seq: int, upto_seq: int, page_size: int) -> Generator[list[tuple[Any, ...]]]:
-    """Entries after `after_seq` up to `upto_seq` in seq order, `page_size` at a time (keyset pages: each one
-    indexed range read, however long the log).
-
-    The next page is read while the caller checks this one: by a thread, on this thread's connection (so in
-    the caller's transaction, seeing what it sees), which nothing else uses meanwhile. The database and the
-    network then work while Python hashes.
-    """
-    db = connections[DEFAULT_DB_ALIAS]
-    pages: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def hand_over(item: list[tuple[Any, ...]] | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                pages.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            with db.cursor() as cursor:
-                after = after_seq
-                while after < upto_seq:
-                    cursor.execute(_ENTRY_PAGE_SQL, [after, upto_seq, page_size])
-                    rows = cursor.fetchall()
-                    if not rows or not hand_over(rows):
-                        break
-                    after = rows[-1][0]
-        except BaseException as exc:  # handed to the caller, raised there
-            hand_over(exc)
-        finally:
-            hand_over(None)
-
-    db.ensure_connection()
-    db.inc_thread_sharing()
-    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
-    reader.start()
-    try:
-        while (item := pages.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
-        db.dec_thread_sharing()
-
-
 def audit_verify_chain(*, chunk_size: int = 5000, after_seq: int = 0, after_hash: str = GENESIS_HASH) -> ChainReport:
     """Verify the chain from #1 (or from after a known entry) up to the last entry when it starts; the
     report names the first broken seq."""
     upto = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-    pages = _entry_pages(after_seq=after_seq, upto_seq=upto, page_size=chunk_size)
-    try:
-        return verify_entries(itertools.chain.from_iterable(pages), start_seq=after_seq + 1, prev_hash=after_hash)
-    finally:
-        pages.close()  # a break found early: the reader stops now, not when garbage is collected
+    return chain_verify(upto=upto, chunk_size=chunk_size, after_seq=after_seq, after_hash=after_hash)
 
 
 def audit_export_start(*, actor: AbstractBaseUser, filters: Any, fmt: str, request: HttpRequest | None = None) -> int:

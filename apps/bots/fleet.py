@@ -44,18 +44,21 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from apps.audit.services import record
 from apps.bots import events as bot_events
+from apps.bots.halts import global_halt_active
 from apps.bots.identities import bot_identity_issue, bot_identity_revoke
 from apps.bots.models import Bot, FleetHost
+from apps.bots.wakeup import Wakeup
 from apps.bots.zygote import ForkedProcess, Template, TemplateError, child_subreaper
 from apps.bots.zygote import worker_argv as celery_worker_argv
 from apps.vault import client as vault
@@ -71,6 +74,9 @@ HEALTHY_AFTER_S = 60.0
 REPORT_EVERY_S = 10.0
 TOKEN_RENEW_EVERY_S = 3600.0
 WORKER_MODES = ("spawn", "fork")
+# Halts after which a worker gets SIGKILL at once (see Fleet._kill_now); a breaker's halt stops it gracefully.
+KILL_HALTS = (Bot.HaltKind.EMERGENCY, Bot.HaltKind.KILL)
+KILL_FINISH_THREADS = 8
 # A template not ready this long after its start (it preloads in a few seconds) is killed and started again.
 TEMPLATE_READY_S = 120.0
 # Credentials a bot worker must never inherit from the supervisor's own environment.
@@ -84,6 +90,11 @@ WITHHELD_ENV = (
     "SANDBOX_API_SECRET",
     "BOT_ID",
 )
+
+
+def killed_by_halt(bot: Bot, *, halted_all: bool) -> bool:
+    """Whether a bot's worker is stopped without a grace period: the kill switch or an emergency stop."""
+    return halted_all or (bot.halted and bot.halt_kind in KILL_HALTS)
 
 
 def backoff_s(failures: int) -> float:
@@ -162,10 +173,14 @@ class Fleet:
             self._keep_template()
         bots = {bot.pk: bot for bot in Bot.objects.select_related("account").filter(host=self.host_label)}
         now = time.monotonic()
+        halted_all = bool(self.workers) and global_halt_active()
+        killed: list[tuple[Worker, Bot]] = []
         for bot_id, worker in list(self.workers.items()):
             bot = bots.get(bot_id)
             if worker.stop_deadline is not None:
                 self._continue_stop(worker, bot or Bot.objects.filter(pk=bot_id).first(), now)
+            elif bot is not None and not self.wants_worker(bot) and killed_by_halt(bot, halted_all=halted_all):
+                killed.append((worker, bot))
             elif bot is None or not self.wants_worker(bot):
                 elsewhere = Bot.objects.filter(pk=bot_id).first() if bot is None else None
                 reason = "moved to another host" if elsewhere else ("deleted" if bot is None else "stopped")
@@ -184,6 +199,8 @@ class Fleet:
             if pending is not None and now < pending.next_start:
                 continue
             self.start(bot, restart=pending is not None)
+        if killed:
+            self._kill_now(killed, halted_all=halted_all)
 
     def _keep_template(self) -> None:
         """Start the template if there is none or it died (running workers do not depend on it)."""
@@ -424,6 +441,32 @@ class Fleet:
             bot_events.bot_state(bot.pk)
         self._signal(worker, signal.SIGTERM)
 
+    def _kill_now(self, killed: list[tuple[Worker, Bot]], *, halted_all: bool) -> None:
+        """Workers of halted bots: SIGKILL all at once, then reap them, then take their identities away.
+
+        A kill or emergency stop gives no grace period. The order gate refuses these bots' orders
+        already (the halt is committed), so a tick cut short loses nothing the kill does not clean up
+        (it cancels what is open on the exchange after the workers are gone), and a worker that exits
+        on its own would spend a second of CPU on its shutdown while the kill needs that CPU for its
+        cancels. SIGKILL costs the machine nothing, and the secrets go with the process.
+        """
+        for worker, bot in killed:
+            worker.stop_reason = "kill switch" if halted_all else f"halted ({bot.get_halt_kind_display().lower()})"
+            worker.stop_deadline = time.monotonic()
+            self._signal(worker, signal.SIGKILL)
+        for worker, _ in killed:
+            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                worker.proc.wait(timeout=5)
+
+        def finish(item: tuple[Worker, Bot]) -> None:
+            try:
+                self._finish_stop(*item)
+            finally:
+                connection.close()  # this thread's own database connection
+
+        with ThreadPoolExecutor(max_workers=min(KILL_FINISH_THREADS, len(killed))) as pool:
+            list(pool.map(finish, killed))
+
     def _continue_stop(self, worker: Worker, bot: Bot | None, now: float) -> None:
         if worker.proc.poll() is None:
             if worker.stop_deadline is not None and now >= worker.stop_deadline:
@@ -518,6 +561,7 @@ class Fleet:
         """Reconcile every poll_s seconds until `stop` is set (or a signal unwinds us)."""
         stop = stop or threading.Event()
         last_renew = time.monotonic()
+        wakeup = Wakeup()
         try:
             while not stop.is_set():
                 try:
@@ -528,6 +572,8 @@ class Fleet:
                     with contextlib.suppress(vault.VaultError):
                         self.process_vault.token_renew_self()
                     last_renew = time.monotonic()
-                stop.wait(poll_s)
+                if not stop.is_set():
+                    wakeup.wait(poll_s, stop)  # at once when a halt commits
         finally:
+            wakeup.close()
             self.shutdown()

@@ -23,6 +23,7 @@ from apps.alerts.services import alert_raise
 from apps.audit.services import record
 from apps.bots.events import bot_state
 from apps.bots.models import Bot, TradingHalt
+from apps.bots.wakeup import halt_notify
 from apps.core.text import json_safe, reason_clean
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def global_halt_set(*, reason: str, actor: AbstractBaseUser | str) -> TradingHal
         halt.active = True
         halt.since = halt.since if was_active and halt.since else timezone.now()
         halt.save()
+        halt_notify("all")  # the fleet supervisors stop their workers at once, on commit
         try:
             with transaction.atomic():  # a savepoint: the halt commits even if its audit entry cannot
                 record(
@@ -148,6 +150,7 @@ def bot_halt(
         )
         bot.halted, bot.halt_reason, bot.desired_state = True, text, Bot.Desired.STOPPED
         if changed:
+            halt_notify(f"bot {bot.pk}")
             audit = {"reason": reason, "message": message, "kind": kind, "by": who, "figures": figures}
             _savepoint(
                 "audit entry", bot, lambda: record(actor=actor_of(bot), action="bot.halted", target=bot, data=audit)

@@ -36,6 +36,7 @@ from apps.audit.services import record
 from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
 from apps.bots.services import bot_start
+from apps.bots.wakeup import halt_notify
 from apps.core.exceptions import ApplicationError
 from apps.core.text import reason_changed, reason_clean, resume_reason_problem
 from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
@@ -117,6 +118,7 @@ def _halt(*, actor: Actor, reason: str, bot: Bot | None) -> list[int]:
             halt_data={"reason": "emergency_stop", "stop_reason": halt_reason},
         )
         Bot.objects.filter(pk=bot.pk).update(desired_state=Bot.Desired.STOPPED)
+        halt_notify(f"bot {bot.pk}")  # its fleet supervisor stops the worker at once, on commit
         return stopped
 
 

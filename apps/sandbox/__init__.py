@@ -15,6 +15,7 @@ Run it with the settings module of this package, which needs no database and no 
     DJANGO_SETTINGS_MODULE=apps.sandbox.settings ./.venv/bin/python manage.py runsandbox --port 8765
 
 (The project's settings work too; the command never opens the database.) Test control is under
-`/_sandbox/` (apps.sandbox.admin_routes, client apps.sandbox.admin); ccxt clients are pointed at
-it with apps.sandbox.ccxt_config.point_at_sandbox.
+`/_sandbox/` (apps.sandbox.admin_routes, client apps.sandbox.admin), fault switches included
+(slow, failing, throttled or dropped answers, a skewed clock: apps.sandbox.faults); ccxt clients are
+pointed at it with apps.sandbox.ccxt_config.point_at_sandbox.
 """

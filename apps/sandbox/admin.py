@@ -5,6 +5,17 @@
     admin.set_price("BTC/USDT", "59000")
     assert admin.order_count().total == 0
 
+Fault switches (each one is described in apps.sandbox.faults; all off until set):
+
+    admin.delay_requests(1500, path_prefix="/api/v3/order")     # every order request handled 1.5 s late
+    admin.fail_requests(status=503, count=3)                     # the next 3 REST requests answer 503
+    admin.timeout_after_accept(count=1, hold_ms=20_000)          # next order placed, its answer held 20 s
+    admin.rate_limit_burst(seconds=5, api_key=key.api_key)       # 429 + Retry-After for 5 s, one key only
+    admin.drop_websockets("user", refuse_s=3)                    # user-data websockets closed, refused 3 s
+    admin.set_clock_offset(-2000)                                # the exchange's clock 2 s behind
+    assert admin.faults().count("error") == 3
+    admin.clear_faults()                                         # all off (counts stay until reset())
+
 Standard library only, and it ignores proxy variables: the sandbox is always on loopback.
 """
 
@@ -15,7 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote, urlencode
 
 
@@ -83,6 +94,31 @@ class OrderCount:
 
     def for_key(self, api_key: str) -> int:
         return self.by_key.get(api_key, 0)
+
+
+class Scope(TypedDict, total=False):
+    """Which REST requests a fault applies to, and for how long (apps.sandbox.faults)."""
+
+    path_prefix: str
+    method: str
+    api_key: str
+    count: int
+    seconds: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class FaultsView:
+    active: dict[str, dict[str, Any]]  # the switches on now, with their settings and what is left
+    counts: dict[str, int]  # answers each fault changed since the last reset
+    log: list[dict[str, Any]]  # the last 1,000 faulted requests, oldest first
+    dropped: int | None = None  # websockets closed, for drop_websockets
+
+    def count(self, fault: str) -> int:
+        return self.counts.get(fault, 0)
+
+    def logged(self, fault: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.log if entry["fault"] == fault]
 
 
 def market_id(symbol: str) -> str:
@@ -236,3 +272,44 @@ class SandboxAdmin:
     def release_price(self, symbol: str) -> PriceState:
         """Let the random walk move the symbol again."""
         return _price(self._call("POST", f"/prices/{market_id(symbol)}/release"))
+
+    # -- faults (each described in apps.sandbox.faults) -----------------------------------
+
+    def faults(self) -> FaultsView:
+        return FaultsView(**self._call("GET", "/faults"))
+
+    def set_fault(self, name: str, **settings: Any) -> FaultsView:
+        """Set fault `name` (replacing its settings); settings given as None are left out."""
+        body = {key: value for key, value in settings.items() if value is not None}
+        return FaultsView(**self._call("POST", f"/faults/{quote(name)}", body))
+
+    def clear_faults(self, name: str | None = None) -> FaultsView:
+        """Turn one fault off, or all of them; the counts and the log stay until reset()."""
+        return FaultsView(**self._call("DELETE", "/faults" if name is None else f"/faults/{quote(name)}"))
+
+    def delay_requests(self, ms: int, **scope: Unpack[Scope]) -> FaultsView:
+        """Handle every matching REST request `ms` late (until cleared, or for count/seconds)."""
+        return self.set_fault("delay", ms=ms, **scope)
+
+    def fail_requests(self, status: int = 503, *, body: str | None = None, **scope: Unpack[Scope]) -> FaultsView:
+        """Answer matching REST requests with `status` (500/502/503) without handling them; needs count,
+        seconds or fraction. body "json" (Binance's, the default but for 502) or "html" (a gateway's page)."""
+        return self.set_fault("error", status=status, body=body, **scope)
+
+    def timeout_after_accept(
+        self, count: int = 1, *, hold_ms: int = 30_000, drop: bool = False, api_key: str | None = None
+    ) -> FaultsView:
+        """Place the next `count` accepted orders, then hold their answers `hold_ms` (or drop the connection)."""
+        return self.set_fault("timeout_after_accept", count=count, hold_ms=hold_ms, drop=drop, api_key=api_key)
+
+    def rate_limit_burst(self, *, retry_after_s: int | None = None, **scope: Unpack[Scope]) -> FaultsView:
+        """Answer matching REST requests 429 (-1003, Retry-After); needs count, seconds or fraction."""
+        return self.set_fault("rate_limit", retry_after_s=retry_after_s, **scope)
+
+    def drop_websockets(self, kind: str = "all", *, refuse_s: int = 0, abrupt: bool = False) -> FaultsView:
+        """Close the open websockets of `kind` ("all", "market", "user") now; refuse new ones `refuse_s`."""
+        return self.set_fault("websockets", kind=kind, refuse_s=refuse_s, abrupt=abrupt)
+
+    def set_clock_offset(self, ms: int) -> FaultsView:
+        """Run the exchange's clock (timestamp checks, serverTime) `ms` ahead, or behind when negative."""
+        return self.set_fault("clock_offset", ms=ms)

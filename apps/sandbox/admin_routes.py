@@ -1,5 +1,7 @@
 """Test control under `/_sandbox/`: keys, balances, prices, rate limits, countdowns, counters.
 
+The fault switches have their own routes under `/_sandbox/faults` (apps.sandbox.fault_routes).
+
 Loopback peers only, whatever address the server listens on: these routes mint keys and
 money, so they must never be reachable from another machine. `apps.sandbox.admin` is the
 client.
@@ -152,7 +154,7 @@ def price_view(sandbox: Sandbox, symbol: str) -> dict[str, Any]:
 async def health(request: web.Request) -> web.Response:
     sandbox = sandbox_of(request)
     return web.json_response(
-        {"ok": True, "server_time": sandbox.now(), "seed": sandbox.options.seed, "symbols": sorted(SYMBOLS)}
+        {"ok": True, "server_time": sandbox.server_now(), "seed": sandbox.options.seed, "symbols": sorted(SYMBOLS)}
     )
 
 

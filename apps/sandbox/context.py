@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from apps.sandbox.engine import Engine
+from apps.sandbox.faults import Faults
 from apps.sandbox.feed import Feed
 from apps.sandbox.hub import Hub
 from apps.sandbox.state import DEFAULT_RATE_LIMIT, ExchangeState, KeySpec
@@ -37,13 +38,19 @@ class Sandbox:
         self.feed = Feed(options.seed, now)
         self.hub = Hub(self.feed, clock)
         self.engine = Engine(self.state, self.feed, clock, self.hub)
+        self.faults = Faults(options.seed)
 
     def now(self) -> int:
         return self.clock()
 
+    def server_now(self) -> int:
+        """The clock signed requests are checked against and serverTime reports: `now` plus the clock_offset fault."""
+        return self.clock() + self.faults.clock_offset_ms
+
     def reset(self) -> None:
-        """Back to how the process started: the command-line keys only, fresh balances and prices."""
+        """Back to how the process started: the command-line keys only, fresh balances and prices, no faults."""
         self.hub.terminate_user_streams()
+        self.faults.reset()
         now = self.clock()
         self.state.reset(now)
         self.feed.reset(now)

@@ -40,10 +40,19 @@ def dumps(payload: Any) -> str:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, peer: str | None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        combined: bool,
+        peer: str | None,
+        market: bool = True,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
         self.combined = combined
         self.peer = peer
+        self.market = market  # market streams (/ws, /stream), else the WebSocket API (user data)
+        self.transport = transport
         self.streams: set[str] = set()
         self.user_subscriptions: dict[int, str] = {}  # subscriptionId -> api key
         self.next_subscription_id = 0
@@ -60,6 +69,11 @@ class Connection:
             self.closing = asyncio.get_running_loop().create_task(
                 self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too slow: the send queue overflowed")
             )
+
+    def abort(self) -> None:
+        """Cut the connection without a close frame (the client sees 1006)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     async def pump(self) -> None:
         while True:

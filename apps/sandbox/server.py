@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from apps.sandbox import admin_routes, routes, ws
+from apps.sandbox import admin_routes, fault_inject, fault_routes, listing_routes, routes, ws
 from apps.sandbox.context import SANDBOX, Sandbox
 from apps.sandbox.symbols import SYMBOLS
 
@@ -65,10 +65,15 @@ async def drive_countdowns(sandbox: Sandbox) -> None:
 
 
 def build_app(sandbox: Sandbox) -> web.Application:
-    app = web.Application(middlewares=[admin_routes.admin_guard, routes.binance_errors, routes.rate_limited])
+    # Faults act before Binance's own error handling: a faulted answer is the gateway's, not the API's.
+    app = web.Application(
+        middlewares=[admin_routes.admin_guard, fault_inject.inject, routes.binance_errors, routes.rate_limited]
+    )
     app[SANDBOX] = sandbox
     routes.setup(app)
+    listing_routes.setup(app)
     admin_routes.setup(app)
+    fault_routes.setup(app)
     ws.setup(app)
 
     async def background(app: web.Application) -> AsyncIterator[None]:

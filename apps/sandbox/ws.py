@@ -30,12 +30,14 @@ logger = logging.getLogger(__name__)
 TextHandler = Callable[[Sandbox, Connection, str], Awaitable[None]]
 
 
-async def _serve(request: web.Request, combined: bool, market: bool, on_text: TextHandler) -> web.WebSocketResponse:
+async def _serve(request: web.Request, combined: bool, market: bool, on_text: TextHandler) -> web.StreamResponse:
     """Run one websocket: its writer task, and `on_text` for each text frame."""
     sandbox: Sandbox = request.app[SANDBOX]
+    if sandbox.faults.refuses_websocket("market" if market else "user", request.path):
+        return web.Response(status=503, text="503 Service Unavailable (sandbox fault: websockets refused)")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
     await ws.prepare(request)
-    conn = Connection(ws, combined, request.remote)
+    conn = Connection(ws, combined, request.remote, market, request.transport)
     sandbox.hub.connections.add(conn)
     pump = asyncio.get_running_loop().create_task(conn.pump())
     try:
@@ -111,11 +113,11 @@ async def _market_control(sandbox: Sandbox, conn: Connection, text: str) -> None
         conn.send({"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": request_id})
 
 
-async def market_streams(request: web.Request) -> web.WebSocketResponse:
+async def market_streams(request: web.Request) -> web.StreamResponse:
     return await _serve(request, combined=False, market=True, on_text=_market_control)
 
 
-async def combined_streams(request: web.Request) -> web.WebSocketResponse:
+async def combined_streams(request: web.Request) -> web.StreamResponse:
     return await _serve(request, combined=True, market=True, on_text=_market_control)
 
 
@@ -130,7 +132,7 @@ def _params(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dispatch(sandbox: Sandbox, conn: Connection, method: Any, params: dict[str, Any]) -> Any:
-    now = sandbox.now()
+    now = sandbox.server_now()
     if method == "ping":
         return {}
     if method == "time":
@@ -197,7 +199,7 @@ async def _ws_api_request(sandbox: Sandbox, conn: Connection, text: str) -> None
     conn.send({"id": request_id, "status": 200, "result": result})
 
 
-async def ws_api(request: web.Request) -> web.WebSocketResponse:
+async def ws_api(request: web.Request) -> web.StreamResponse:
     return await _serve(request, combined=False, market=False, on_text=_ws_api_request)
 
 

@@ -1,9 +1,25 @@
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
-from apps.strategies.base import PRICE_MAX, Decision, Footprint, MarketView, OrderIntent, Param, Size, Strategy
+from apps.strategies.base import (
+    MIN_MARGIN,
+    PRICE_MAX,
+    ZERO,
+    Decision,
+    Footprint,
+    MarketRules,
+    MarketView,
+    OrderIntent,
+    Param,
+    Size,
+    Strategy,
+    on_step,
+)
+
+# DCA buys are sized in whole quote units; decide() rounds the base amount to this.
+BUY_AMOUNT_STEP = Decimal("0.00001")
 
 
 class DcaStrategy(Strategy):
@@ -21,6 +37,7 @@ class DcaStrategy(Strategy):
             Decimal("50"),
             min=Decimal("1"),
             max=PRICE_MAX,
+            measure="quote",
         ),
         Param("every_ticks", "int", "Buy every", "Ticks between buys.", 10, min=1, max=100000),
         Param(
@@ -33,6 +50,20 @@ class DcaStrategy(Strategy):
             max=Decimal("1000"),
         ),
     )
+
+    @classmethod
+    def suggest(cls, price: Decimal, market: MarketRules | None) -> dict[str, Any]:
+        # A buy worth what the market takes, with a margin (and at least one of decide()'s amount steps), in whole
+        # quote units.
+        values = cls.defaults()
+        least = BUY_AMOUNT_STEP * price
+        if market is not None:
+            least = max(
+                least, (market.min_notional or ZERO) * MIN_MARGIN, (market.min_amount or ZERO) * price * MIN_MARGIN
+            )
+        quote = max(values["quote_per_buy"], on_step(least, Decimal(1), ROUND_UP))
+        values["quote_per_buy"] = cls.param("quote_per_buy").bounded(quote)
+        return values
 
     @classmethod
     def footprint(cls, values: dict[str, Any]) -> Footprint:
@@ -54,7 +85,7 @@ class DcaStrategy(Strategy):
                 )
                 return decision
         if ticks % self.values["every_ticks"] == 1 or self.values["every_ticks"] == 1:
-            amount = (self.values["quote_per_buy"] / view.price).quantize(Decimal("0.00001"))
+            amount = (self.values["quote_per_buy"] / view.price).quantize(BUY_AMOUNT_STEP)
             if amount > 0 and amount * view.price <= view.quote_free:
                 decision.intents.append(OrderIntent(view.symbol, "buy", "market", amount, None, f"dca-buy-{ticks}"))
         return decision

@@ -12,6 +12,8 @@ the port (`port.MarketStream`), and writes into Valkey, per host, venue and symb
 each with the time it was written and a short TTL. A tick reads its price and its closes with `market_price`
 and `market_closes`: from the cache when the entry is fresh (younger than about two tick intervals), else by
 REST through the bot's own client, as before the feed existed, logging that fallback once a minute per symbol.
+The order gate values a market order at `market_price`, and the paper simulator fills at `market_touch`'s
+bid and ask, so a paper fleet's fills cost the exchange no request either.
 A stale entry is never used: when the feed dies or its stream goes quiet, the bots still tick, at the old
 cost. Market data is public: the feed holds no key and gets no secret.
 """
@@ -144,6 +146,20 @@ def market_price(*, bot: Bot, exchange: port.Exchange, symbol: str) -> Decimal:
             why = "entry has no price"
     _fallback("price", exchange.exchange_id, symbol, why)
     return exchange.price(symbol)
+
+
+def market_touch(*, bot: Bot, exchange: port.Exchange, symbol: str) -> tuple[Decimal, Decimal]:
+    """The best bid and ask for this bot (a paper fill's prices): the host's feed when fresh, else REST."""
+    ticker, why = cached_ticker(
+        host=bot.host, venue=exchange.exchange_id, symbol=symbol, max_age=max_age_s(bot.tick_interval_s)
+    )
+    if ticker is not None:
+        try:
+            return ticker.touch
+        except port.ExchangeError:
+            why = "entry has no bid or ask"
+    _fallback("bid/ask", exchange.exchange_id, symbol, why)
+    return exchange.ticker(symbol).touch
 
 
 def market_closes(*, bot: Bot, exchange: port.Exchange, symbol: str, limit: int) -> tuple[Decimal, ...]:

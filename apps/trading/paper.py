@@ -19,6 +19,7 @@ from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.trading import events
 from apps.trading.ledger import fill_record, ledger_for, split_symbol
+from apps.trading.marketdata import market_touch
 from apps.trading.models import ZERO, Order, Position
 
 FEE_RATE = Decimal("0.001")
@@ -77,7 +78,7 @@ def _crossing_price(order: Order, bid: Decimal, ask: Decimal) -> Decimal | None:
 def paper_place(*, order: Order, exchange: port.Exchange, market_price: Decimal | None = None) -> Order:
     """Accept a paper order (called by the gate's place_order only): fill it now if it is marketable."""
     order.exchange_order_id = f"paper-{order.pk}"
-    bid, ask = exchange.ticker(order.symbol).touch
+    bid, ask = market_touch(bot=order.bot, exchange=exchange, symbol=order.symbol)
     price = _crossing_price(order, bid, ask)
     problem = _affordable(order, price if price is not None else order.price or market_price or ask)
     if problem is not None:
@@ -97,7 +98,10 @@ def paper_match(*, bot: Bot, exchange: port.Exchange) -> int:
     resting = Order.objects.filter(bot=bot, paper=True, status__in=Order.OPEN_STATUSES).select_related("bot")
     listed_orders = list(resting.order_by("created_at", "id"))
     # Read before any row is locked: a kill's cancel never waits for the market data.
-    touches = {symbol: exchange.ticker(symbol).touch for symbol in dict.fromkeys(o.symbol for o in listed_orders)}
+    touches = {
+        symbol: market_touch(bot=bot, exchange=exchange, symbol=symbol)
+        for symbol in dict.fromkeys(o.symbol for o in listed_orders)
+    }
     for listed in listed_orders:
         with transaction.atomic():
             # Locked and read again: a kill may have cancelled it since the list was read (paper_cancel_open).

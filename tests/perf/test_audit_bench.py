@@ -24,7 +24,8 @@ from django.db import connection, connections
 
 from apps.audit.chain import GENESIS_HASH, EntryText
 from apps.audit.models import AuditEntry
-from apps.audit.services import _ENTRY_PAGE_SQL, audit_verify_chain, record
+from apps.audit.services import audit_verify_chain, record
+from apps.audit.verify import _ENTRY_PAGE_SQL
 
 pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
 Report = Callable[[str, dict[str, str]], None]

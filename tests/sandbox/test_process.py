@@ -136,8 +136,14 @@ def test_a_reset_keeps_only_the_command_line_key_with_fresh_balances(tmp_path: P
         assert running.admin.order_count().total == 1
         restrictions = exchange.sapi_get_account_apirestrictions()
         assert (restrictions["enableSpotAndMarginTrading"], restrictions["enableWithdrawals"]) == (True, False)
+        running.admin.set_clock_offset(-5000)
+        running.admin.fail_requests(502, count=5)
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            exchange.fetch_balance()
 
         running.admin.reset()
+        faults = running.admin.faults()
+        assert (faults.active, faults.counts, faults.log) == ({}, {}, [])  # every fault off, the counts gone
 
         balance = make_binance(running, api_key, secret).fetch_balance()
         assert (balance["USDT"]["total"], balance["BTC"]["total"]) == (10000, 1)

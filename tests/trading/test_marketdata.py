@@ -5,8 +5,8 @@ paper bot workers. REST reads are counted in the sandbox's access log (method an
 ticker and klines requests are what a tick polls when it reads the exchange itself.
 
 The bots trade nothing: ma_cross with a 1000-candle slow window never has the 1001 closes it needs, so a
-tick reads its price and closes and stops there (a placed or resting paper order reads the exchange's book
-top in apps/trading/paper.py, which is not the feed's concern).
+tick reads its price and closes and stops there. A paper order's fill and a market order's reference price
+read the feed too (the last test).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from apps.bots.fleet import Fleet
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
+from apps.strategies.base import OrderIntent
 from apps.trading import marketdata
-from apps.trading.models import Position
+from apps.trading.gate import place_order
+from apps.trading.models import Order, Position
 from apps.vault import client as vault
 from tests.bots.conftest import account  # noqa: F401
 from tests.fleet_support import fleet_vault, worker_env  # noqa: F401
@@ -254,4 +256,35 @@ def test_a_fresh_entry_is_used_and_a_stale_or_short_one_is_not(
     valkey.delete(ticker_key)
     assert abs(marketdata.market_price(bot=bot, exchange=exchange, symbol=SYMBOL) - real) < real / 10
     assert rest_reads(sandbox) - before == 4
+    exchange.close()
+
+
+@pytest.mark.django_db
+def test_paper_fills_and_the_gates_price_read_the_shared_feed_not_the_exchange(
+    account: Callable[[str], tuple[ExchangeAccount, Key]],  # noqa: F811
+    sandbox: Any,
+    valkey: redis.Redis,
+) -> None:
+    """A market order's reference price and a paper order's fill price come from the fresh feed entry."""
+    acct, _ = account("Market data paper")
+    bot = quiet_bot(acct, "md-paper")  # wanted running (the gate refuses a stopped bot); no supervisor here
+    exchange = port.Exchange(exchange_id=VENUE)
+    entry = {"bid": "100", "ask": "101", "last": "100.5", "at": time.time()}
+    valkey.set(marketdata.ticker_key(bot.host, VENUE, SYMBOL), json.dumps(entry), ex=30)
+    before = rest_reads(sandbox)
+    buy = OrderIntent(SYMBOL, "buy", "market", Decimal("0.01"), None, "md-paper-buy")
+    order = place_order(bot=bot, intent=buy, exchange=exchange)
+    assert order.status == Order.Status.FILLED and order.average == Decimal("101")  # the feed's ask
+    rest = OrderIntent(SYMBOL, "sell", "limit", Decimal("0.005"), Decimal("100"), "md-paper-sell")
+    resting = place_order(bot=bot, intent=rest, exchange=exchange)
+    assert resting.status == Order.Status.FILLED and resting.average == Decimal("100")  # the bid crossed it
+    assert rest_reads(sandbox) - before == 0
+    # Without a fresh entry the same code reads the exchange's book (REST): the fill is near the real price.
+    valkey.delete(marketdata.ticker_key(bot.host, VENUE, SYMBOL))
+    real = sandbox.admin.price(SYMBOL).price
+    again = place_order(
+        bot=bot, intent=OrderIntent(SYMBOL, "buy", "market", Decimal("0.001"), None, "md-2"), exchange=exchange
+    )
+    assert again.average is not None and abs(again.average - real) < real / 10
+    assert rest_reads(sandbox) - before >= 2  # the gate's price and the fill's bid/ask
     exchange.close()
