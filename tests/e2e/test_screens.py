@@ -203,6 +203,9 @@ def test_every_main_screen_reads_one_way_at_a_desk_and_on_a_phone_light_and_dark
         page.emulate_media(color_scheme="dark")
         for name, path in (("dashboard", "/"), ("bot-page", f"/bots/{bot.pk}/"), ("trades", "/trades/")):
             page.goto(f"{base}{path}")
+            if name != "trades":
+                live()
+                page.wait_for_timeout(300)  # the charts draw what they fetched
             assert dark_background(page) < 0.1, f"{name}: the background is not dark"
             for label, size in (("1366", WIDE), ("390", PHONE)):
                 page.set_viewport_size(size)
