@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, Response, expect
 
 from apps.bots.models import Bot
+from apps.core.display import pnl_text
 from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
@@ -180,7 +181,8 @@ def test_the_charts_draw_the_sandbox_and_grow_with_each_order_fill_and_tick(
         total = position.realized_pnl + position.unrealized_pnl
         expect(page.locator(fleet)).to_have_attribute("data-last", f"{total:.2f}")
         assert count(page, fleet, "live-updates") > before
-        expect(page.locator(f'tr[data-bot-row="{bot.pk}"] [data-field=pnl]')).to_have_text(f"{total:.2f}")
+        # The fleet table writes it as every page writes a gain or loss: signed, with its unit and word.
+        expect(page.locator(f'tr[data-bot-row="{bot.pk}"] [data-field=pnl]')).to_have_text(pnl_text(total, "USDT"))
         shoot(page, "dashboard", fleet)
         go_dark(page, "dashboard", fleet)
         assert not refused, refused
