@@ -40,6 +40,9 @@ def test_the_async_path_retries_a_rate_limit_too_and_then_succeeds(
     sandbox: Any, new_key: Callable[..., Key], settings: Any
 ) -> None:
     settings.EXCHANGE_RETRIES = 3
+    # The sandbox's per-minute limiter asks for the rest of its minute (Retry-After ~59 s); the port waits at most
+    # this long before asking again.
+    settings.EXCHANGE_RETRY_AFTER_MAX_S = 1
     key = new_key()
     key.raw_ccxt(sandbox.url).create_order(SYMBOL, "limit", "buy", 0.001, 30000)
     lifted = threading.Event()
