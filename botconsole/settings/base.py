@@ -264,6 +264,10 @@ EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 EXCHANGE_RETRIES = env.int("EXCHANGE_RETRIES", default=3)
 # After a 429 the port waits the exchange's Retry-After before asking again, but never longer than this per retry.
 EXCHANGE_RETRY_AFTER_MAX_S = env.float("EXCHANGE_RETRY_AFTER_MAX_S", default=10.0)
+# The kill asks an account's exchange that is unavailable (429, 5xx, timeouts, not reached; each call already
+# retried by the port) to list and cancel again for this long from the account's first failure, then reports
+# the account not done (its open orders unknown).
+KILL_CANCEL_PATIENCE_S = env.float("KILL_CANCEL_PATIENCE_S", default=10.0)
 # Dead-man's switch: a live bot's worker sets the exchange's cancel-all countdown to DEADMAN_TIMEOUT_S
 # every DEADMAN_REFRESH_S; if the console dies, the exchange cancels the open orders itself.
 DEADMAN_REFRESH_S = env.float("DEADMAN_REFRESH_S", default=15.0)
