@@ -14,6 +14,8 @@ worker's first tick, and the exchange refuses a double (the gate adopts the orde
 Processes of a supervisor that is still alive (another one of the same fleet, or this one) are never touched.
 
 Linux only (/proc), like PR_SET_PDEATHSIG; the supervisor sees its own user's processes, which its workers are.
+Only the environment of a process whose command line is one a supervisor starts is read (never, say, a database
+server's).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 FLEET_MARK_ENV = "BOTCONSOLE_FLEET_SUPERVISOR"
 KILL_WAIT_S = 5.0
 _QUEUE_RE = re.compile(rb"-Q bot\.(\d+)(?:\s|$)")
+# What the command line of a process a supervisor starts shows: only those have their environment read.
+_STARTED_RE = re.compile(rb"-Q bot\.\d+(?:\s|$)|botconsole bot worker template|apps\.bots\.zygote|runmarketdata")
 
 
 def fleet_id(*, database: str, host_label: str) -> str:
@@ -100,11 +104,14 @@ def leftovers_find(fleet: str) -> Found:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         pid = int(entry.name)
+        cmdline = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ")
+        if not _STARTED_RE.search(cmdline):
+            continue  # not one of ours: its environment (maybe secrets) is none of our business
         mark = _mark_of(pid, fleet)
         started = start_ticks(pid)
         if mark is None or started is None:
             continue
-        queue = _QUEUE_RE.search(_read(f"/proc/{pid}/cmdline").replace(b"\0", b" "))
+        queue = _QUEUE_RE.search(cmdline)
         bot_id = int(queue.group(1)) if queue else None
         supervisor_pid, supervisor_start = mark
         if supervisor_start is not None and start_ticks(supervisor_pid) == supervisor_start:

@@ -30,6 +30,7 @@ import pytest
 from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
 from apps.trading.models import Fill, Order
+from launcher.embedded import stop_process_group
 from tests.fleet_support import alive, wait_until
 from tests.harness import Harness
 from tests.processes import process_env
@@ -171,13 +172,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM, as systemd or Ctrl-C: the supervisor stops its workers in order, then exits."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process_group(self.proc, signal.SIGTERM, timeout=60)
 
 
 def kill_leftovers(var_dir: Path) -> None:
