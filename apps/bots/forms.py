@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.db import models
 
 from apps.bots import models as bot_models
+from apps.bots.form_help import SYMBOL, market_texts, param_field_name, suggested_values
 from apps.bots.models import DEFAULT_HOST, Bot
 from apps.bots.selectors import host_labels
 from apps.core.exceptions import ApplicationError
@@ -19,12 +20,12 @@ from apps.core.input_validation import PlainDecimalField, PlainIntegerField, Tex
 from apps.exchanges import port
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.port import ExchangeError
-from apps.exchanges.selectors import exchange_symbols
+from apps.exchanges.selectors import MarketQuote, exchange_symbols
 from apps.strategies import REGISTRY
 from apps.strategies.base import Param, ParamError, Size, Strategy, plain
+from apps.trading.preview import LIMIT_FIELDS
 from apps.trading.tick import MAX_CANDLES
 
-PARAM_PREFIX = "param_"
 BASE_FIELDS = [
     "name",
     "account",
@@ -41,8 +42,6 @@ BASE_FIELDS = [
     "host",
 ]
 MAX_SYMBOLS = 20
-# A unified spot symbol as ccxt writes it: BASE/QUOTE in capitals and digits (e.g. 1000SHIB/USDT).
-SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
 _ZERO = Decimal(0)
 # Each number of the form: (lowest, highest, lowest excluded, unit). Money is in the quote currency.
 NUMBER_RANGES: dict[str, tuple[Decimal | int, Decimal | int, bool, str]] = {
@@ -97,6 +96,51 @@ def _number_field(name: str, model_field: forms.Field) -> forms.Field:
     return PlainIntegerField(lo=int(lo), hi=int(hi), unit=unit, **common)
 
 
+def parse_symbols(raw: str) -> list[str]:
+    """The symbols field as a list (upper case, without repeats); ValidationError saying what is wrong."""
+    symbols = list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
+    if not symbols:
+        raise forms.ValidationError("Give at least one symbol.")
+    if len(symbols) > MAX_SYMBOLS:
+        raise forms.ValidationError(f"Give at most {MAX_SYMBOLS} symbols (a bot should trade a few markets).")
+    malformed = [s for s in symbols if not SYMBOL.fullmatch(s)]
+    if malformed:
+        shown = ", ".join(s[:25] for s in malformed[:3])
+        raise forms.ValidationError(f"Write each symbol as BASE/QUOTE in letters and digits, e.g. BTC/USDT ({shown}).")
+    return symbols
+
+
+def _automatic(param: Param, value: Any) -> bool:
+    """Whether a strategy value was filled in by the form rather than typed: empty, or still the static default
+    (which a market-fitted value replaces)."""
+    if param.kind == "choice":
+        return value in (None, "")
+    return value in (None, "") or str(value) == plain(param.default)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    field: forms.BoundField
+    measure: str
+    hint: str  # the market beside it ("" when unknown)
+
+
+@dataclass(frozen=True)
+class StrategySection:
+    strategy: type[Strategy]
+    active: bool
+    rows: list[ParamRow]
+
+
+class StrategyParamsForm(forms.Form):
+    """One strategy's parameters as the bot form shows them for a strategy not chosen: rendered, never validated."""
+
+    def __init__(self, *, strategy: type[Strategy], initial: dict[str, Any]) -> None:
+        super().__init__(initial=initial)
+        for param in strategy.params:
+            self.fields[param_field_name(strategy, param)] = _param_field(param)
+
+
 class BotForm(forms.ModelForm):  # type: ignore[type-arg]
     symbols = TextField(
         help_text=f"Comma-separated, as the exchange lists them, e.g. BTC/USDT, ETH/USDT (at most {MAX_SYMBOLS}).",
@@ -126,15 +170,21 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, strategy: type[Strategy], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.strategy = strategy
+        self.strategy_values: dict[str, Any] | None = None  # the parameters, once they are clean
+        self.market: MarketQuote | None = None
+        self.market_error = ""
+        self.suggested = suggested_values(None)
+        # As stored before this form (clean() sets the instance's strategy and parameters).
+        self.stored_strategy = self.instance.strategy if self.instance.pk else None
+        self.stored_params: dict[str, Any] = dict(self.instance.params) if self.instance.pk else {}
         for name in NUMBER_RANGES:
             self.fields[name] = _number_field(name, self.fields[name])
-        current = self.instance.params if self.instance.pk and self.instance.strategy == strategy.key else {}
         for param in strategy.params:
             field = _param_field(param)
-            if param.name in current:
-                field.initial = current[param.name]
-            self.fields[PARAM_PREFIX + param.name] = field
-        if self.instance.pk:
+            if strategy.key == self.stored_strategy and param.name in self.stored_params:
+                field.initial = self.stored_params[param.name]
+            self.fields[param_field_name(strategy, param)] = field
+        if self.instance.pk and "symbols" not in (kwargs.get("initial") or {}):
             self.initial["symbols"] = ", ".join(self.instance.symbols)
         self.fields["account"].empty_label = None  # type: ignore[attr-defined]
         self.fields["host"] = forms.ChoiceField(
@@ -144,26 +194,95 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
             help_text="The fleet supervisor (machine) that runs this bot's worker; change it only while stopped.",
         )
 
-    def param_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in self.fields if name.startswith(PARAM_PREFIX)]
-
     def base_fields_bound(self) -> list[forms.BoundField]:
-        return [self[name] for name in self.fields if not name.startswith(PARAM_PREFIX)]
+        return [self[name] for name in BASE_FIELDS]
+
+    def apply_market(self, quote: MarketQuote | None, error: str = "") -> None:
+        """Show the market beside the fields and fit the values nobody typed to it (call before rendering)."""
+        self.market, self.market_error = quote, error
+        self.suggested = suggested_values(quote)
+        if self.strategy.key == self.stored_strategy:
+            return  # the bot's own parameters: never replaced
+        for param in self.strategy.params:
+            name = param_field_name(self.strategy, param)
+            self.fields[name].widget.attrs["data-suggested"] = self.suggested[name]
+            if not self.is_bound and _automatic(param, self.initial.get(name)):
+                self.initial.pop(name, None)
+                self.fields[name].initial = self.suggested[name]
+
+    @property
+    def market_summary(self) -> str:
+        return self.market_hint("summary")
+
+    def market_hint(self, measure: str) -> str:
+        if self.market is None:
+            return self.market_error if measure == "summary" else ""
+        return market_texts(self.market).get(measure, "")
+
+    def sections(self) -> list[StrategySection]:
+        """Every strategy's parameters: the chosen one's are this form's (validated); the others' are shown
+        hidden with what was typed in them, so that switching strategy (in the page, or by a submit without
+        script) keeps every value."""
+        sections = []
+        for strategy in REGISTRY.values():
+            if strategy is self.strategy:
+                fields = [self[param_field_name(strategy, p)] for p in strategy.params]
+            else:
+                fields = self._other_fields(strategy)
+            rows = [
+                ParamRow(field, p.measure, self.market_hint(p.measure) if p.measure else "")
+                for field, p in zip(fields, strategy.params, strict=True)
+            ]
+            sections.append(StrategySection(strategy, strategy is self.strategy, rows))
+        return sections
+
+    def _other_fields(self, strategy: type[Strategy]) -> list[forms.BoundField]:
+        source = self.data if self.is_bound else self.initial
+        stored = self.stored_params if strategy.key == self.stored_strategy else None
+        initial: dict[str, Any] = {}
+        for param in strategy.params:
+            name = param_field_name(strategy, param)
+            if stored is not None and name not in source:
+                initial[name] = stored.get(param.name, param.default)
+            elif stored is None and _automatic(param, source.get(name)):
+                initial[name] = self.suggested[name]
+            else:
+                initial[name] = source.get(name)
+        side = StrategyParamsForm(strategy=strategy, initial=initial)
+        if stored is None:
+            for name, field in side.fields.items():
+                field.widget.attrs["data-suggested"] = self.suggested[name]
+        return [side[name] for name in side.fields]
+
+    def preview_bot(self) -> Bot | None:
+        """The bot these values describe, unsaved, for the first tick's preview (after is_valid()); None when
+        the account, the symbols or the parameters are not usable. Limits left invalid are None (not checked)."""
+        data = getattr(self, "cleaned_data", {})
+        if self.strategy_values is None or data.get("account") is None or self.has_error("symbols"):
+            return None
+        if not data.get("symbols"):
+            return None
+        bot = Bot(
+            account=data["account"],
+            symbols=data["symbols"],
+            strategy=self.strategy.key,
+            params=self.strategy.to_json(self.strategy_values),
+            mode=self.instance.mode,
+            halted=self.instance.halted,
+            host=data.get("host") or self.instance.host or DEFAULT_HOST,
+        )
+        for name in ("tick_interval_s", "paper_balance"):  # the model's default when left invalid
+            if data.get(name) is not None:
+                setattr(bot, name, data[name])
+        for name in LIMIT_FIELDS:
+            setattr(bot, name, data.get(name))
+        return bot
 
     def clean_symbols(self) -> list[str]:
-        raw: str = self.cleaned_data["symbols"]
-        symbols = list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
-        if not symbols:
-            raise forms.ValidationError("Give at least one symbol.")
-        if len(symbols) > MAX_SYMBOLS:
-            raise forms.ValidationError(f"Give at most {MAX_SYMBOLS} symbols (a bot should trade a few markets).")
-        malformed = [s for s in symbols if not SYMBOL.fullmatch(s)]
-        if malformed:
-            shown = ", ".join(s[:25] for s in malformed[:3])
-            raise forms.ValidationError(
-                f"Write each symbol as BASE/QUOTE in letters and digits, e.g. BTC/USDT ({shown})."
-            )
-        return symbols
+        return parse_symbols(self.cleaned_data["symbols"])
+
+    def _field(self, param: str) -> str:
+        return param_field_name(self.strategy, self.strategy.param(param))
 
     def clean_host(self) -> str:
         bot = self.instance
@@ -187,13 +306,14 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
             unknown = [s for s in symbols if s not in known]
             if unknown:
                 self.add_error("symbols", f"Not listed on {account.exchange_id}: {', '.join(unknown)}.")
-        raw = {p.name: data.get(PARAM_PREFIX + p.name) for p in self.strategy.params}
+        raw = {p.name: data.get(self._field(p.name)) for p in self.strategy.params}
         if all(v is not None for v in raw.values()):
             try:
                 values = self.strategy.clean(raw)
             except ParamError as exc:
-                self.add_error(PARAM_PREFIX + exc.field if exc.field else None, exc.message)
+                self.add_error(self._field(exc.field) if exc.field else None, exc.message)
             else:
+                self.strategy_values = values
                 self.instance.params = self.strategy.to_json(values)
                 if account is not None and symbols and not self.has_error("symbols"):
                     self._check_against_limits(values, account, symbols, data)
@@ -217,7 +337,7 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
             if message not in errors.setdefault(field, []):
                 errors[field].append(message)
 
-        size_field = PARAM_PREFIX + footprint.param
+        size_field = self._field(footprint.param)
         checks = [
             (size, data.get(limit), label)
             for size, limit, label in (
@@ -246,18 +366,18 @@ class BotForm(forms.ModelForm):  # type: ignore[type-arg]
                     refuse(size_field, f"{text} is above the {label} {plain(limit)} {quote}.")
         max_open = data.get("max_open_orders")
         if max_open is not None and footprint.resting_orders > max_open and not tightening("max_open_orders"):
-            field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
+            field = self._field(footprint.resting_param) if footprint.resting_param else NON_FIELD_ERRORS
             refuse(field, f"{footprint.resting_what}, more than the max open orders {max_open}.")
         per_minute = data.get("max_orders_per_minute")
         if per_minute is not None and footprint.resting_orders > per_minute and not tightening("max_orders_per_minute"):
             # Its first tick proposes an order on every level: the gate would refuse (and audit) the rest, tick
             # after tick, until the minute's window lets them through.
-            field = PARAM_PREFIX + footprint.resting_param if footprint.resting_param else NON_FIELD_ERRORS
+            field = self._field(footprint.resting_param) if footprint.resting_param else NON_FIELD_ERRORS
             refuse(field, f"{footprint.resting_what}, more than the max orders per minute {per_minute}.")
         slow = values.get("slow")
         if isinstance(slow, int) and slow + 1 > MAX_CANDLES:
             refuse(
-                PARAM_PREFIX + "slow",
+                self._field("slow"),
                 f"A slow window of {slow} needs {slow + 1} candles; a tick reads at most {MAX_CANDLES}, so the bot "
                 "would never trade.",
             )
@@ -325,12 +445,12 @@ def _size_text(size: Size, base: str, quote: str, market_price: Decimal | None) 
     return f"{what} {plain(size.base)} {base} x {plain(price)} {quote} ({note}) = {_money(size.value(price))} {quote}"
 
 
-def strategy_from(request_data: Any, default: str = "grid") -> type[Strategy]:
-    """The strategy `?strategy=` names (the default when absent); UnknownStrategyError for any other value."""
-    key = request_data.get("strategy")
-    if key is None:
+def strategy_from(request_data: Any, default: str = "grid", *, key: str = "strategy") -> type[Strategy]:
+    """The strategy `request_data[key]` names (the default when absent); UnknownStrategyError for any other value."""
+    name = request_data.get(key)
+    if name is None:
         return REGISTRY[default]
-    strategy = REGISTRY.get(str(key))
+    strategy = REGISTRY.get(str(name))
     if strategy is None:
         raise UnknownStrategyError(f"There is no such strategy. Choose one of: {', '.join(REGISTRY)}.")
     return strategy

@@ -5,31 +5,41 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.accounts.decorators import require_step_up
 from apps.accounts.selectors import acting_user
 from apps.bots import selectors, services
-from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, strategy_from
+from apps.bots.form_help import SYMBOL, first_symbol, market_json
+from apps.bots.forms import BotForm, FlattenOnKillForm, UnknownStrategyError, parse_symbols, strategy_from
 from apps.bots.halt_forms import HaltClearForm
 from apps.bots.halts import halt_of
 from apps.bots.models import Bot
 from apps.core.exceptions import ApplicationError
-from apps.core.input_validation import InputError, parse_id
+from apps.core.input_validation import InputError, parse_id, parse_uuid
 from apps.events.selectors import event_cursor
+from apps.exchanges.models import ExchangeAccount
+from apps.exchanges.port import ExchangeError
+from apps.exchanges.selectors import MarketQuote, UnlistedSymbolError, market_quote
 from apps.killswitch.halt_clear import CLEAR_PERM, bot_halt_clear, halt_conditions
 from apps.strategies import REGISTRY
+from apps.strategies.base import Strategy
 from apps.trading import logs as bot_logs
 from apps.trading import selectors as trading_selectors
+from apps.trading.preview import TickPreview, first_tick_preview
 
 VIEW, OPERATE, LIVE = "accounts.view_console", "accounts.operate_bots", "accounts.enable_live_mode"
 # An edit that waits for the admin's fresh code: {"bot": id, "strategy": key, "data": the submitted fields}.
 # Kept in the session so the admin comes back from step-up to the form as they filled it in (not saved).
 PENDING_EDIT = "bc_bot_edit_pending"
+# What the bot form posts besides its fields: switching strategy without script, and asking for a preview.
+SWITCH, PREVIEW = "switch_strategy", "preview"
+FORM_CONTROLS = ("csrfmiddlewaretoken", "strategy", SWITCH, PREVIEW)
 
 
 @never_cache
@@ -82,16 +92,19 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def bot_create_view(request: HttpRequest) -> HttpResponse:
     try:
-        strategy = strategy_from(request.GET)
-    except UnknownStrategyError as exc:
+        strategy, switching = _chosen_strategy(request, default="grid")
+        initial = _query_initial(request.GET) if request.method == "GET" else None
+    except (UnknownStrategyError, InputError) as exc:
         return _bad_request(request, exc.message)
-    form = BotForm(request.POST or None, strategy=strategy)
-    if request.method == "POST" and form.is_valid():
+    page: dict[str, object] = {"title": "New bot"}
+    if switching:
+        return _form_page(request, BotForm(initial=_typed(request.POST), strategy=strategy), page)
+    form = BotForm(request.POST or None, initial=initial, strategy=strategy)
+    if request.method == "POST" and PREVIEW not in request.POST and form.is_valid():
         bot = services.bot_create(bot=form.save(commit=False), actor=acting_user(request), request=request)
         messages.success(request, f"{bot.name} created (paper mode, stopped).")
         return redirect("bots:detail", bot_id=bot.pk)
-    context = {"form": form, "strategy": strategy, "strategies": REGISTRY.values(), "title": "New bot"}
-    return render(request, "bots/form.html", context, status=400 if form.errors else 200)
+    return _form_page(request, form, page)
 
 
 @never_cache
@@ -103,10 +116,19 @@ def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         messages.error(request, f"{bot.name} is archived: an admin must unarchive it before it can be edited.")
         return redirect("bots:detail", bot_id=bot.pk)
     try:
-        strategy = strategy_from(request.GET, default=bot.strategy)
+        strategy, switching = _chosen_strategy(request, default=bot.strategy)
     except UnknownStrategyError as exc:
         return _bad_request(request, exc.message)
     stored = Bot.objects.get(pk=bot.pk)  # what the page shows besides the form; the form edits `bot`
+    page: dict[str, object] = {
+        "title": f"Edit {stored.name}",
+        "bot": stored,
+        "can_live": request.user.has_perm(LIVE),
+        "live_bot": stored.mode == Bot.Mode.LIVE,
+        "flatten_form": FlattenOnKillForm(initial={"flatten_on_kill": "on" if stored.flatten_on_kill else "off"}),
+    }
+    if switching:
+        return _form_page(request, BotForm(initial=_typed(request.POST), instance=bot, strategy=strategy), page)
     data, restored = request.POST or None, False
     pending = request.session.get(PENDING_EDIT)
     if request.method == "GET" and isinstance(pending, dict) and pending.get("bot") == bot.pk:
@@ -114,8 +136,8 @@ def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         if pending.get("strategy") == strategy.key and isinstance(pending.get("data"), dict):
             data, restored = pending["data"], True
     form = BotForm(data, instance=bot, strategy=strategy)
-    status = 200
-    if request.method == "POST" and form.is_valid():
+    status = None
+    if request.method == "POST" and PREVIEW not in request.POST and form.is_valid():
         try:
             services.bot_update(bot=form.save(commit=False), actor=acting_user(request), request=request)
         except services.StepUpNeededError as exc:
@@ -130,20 +152,115 @@ def bot_edit_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         else:
             messages.success(request, f"{bot.name} saved.")
             return redirect("bots:detail", bot_id=bot.pk)
+    return _form_page(request, form, {**page, "restored": restored}, status=status)
+
+
+def _chosen_strategy(request: HttpRequest, *, default: str) -> tuple[type[Strategy], bool]:
+    """The strategy the form is for, and whether the request only switches to it (the form's strategy buttons,
+    submitted without script: nothing is saved, every value is shown again)."""
+    if request.method == "POST" and SWITCH in request.POST:
+        return strategy_from(request.POST, default, key=SWITCH), True
+    return strategy_from(request.POST if "strategy" in request.POST else request.GET, default), False
+
+
+def _typed(data: QueryDict) -> dict[str, str]:
+    """What a form submitted, as the initial values of the form shown again."""
+    return {name: data.get(name, "") for name in data if name not in FORM_CONTROLS}
+
+
+def _query_initial(query: QueryDict) -> dict[str, object]:
+    """`?account=<id>&symbols=BTC/USDT` fill the new-bot form in (links may say which market); InputError if bad."""
+    initial: dict[str, object] = {}
+    if "account" in query:
+        initial["account"] = parse_uuid(query.get("account"), name="account")
+    if "symbols" in query:
+        try:
+            initial["symbols"] = ", ".join(parse_symbols(query.get("symbols", "")))
+        except ValidationError as exc:
+            raise InputError(" ".join(exc.messages)) from None
+    return initial
+
+
+def _form_page(
+    request: HttpRequest, form: BotForm, page: dict[str, object], *, status: int | None = None
+) -> HttpResponse:
+    """The bot form with the market beside its fields and, when asked, the preview of a first tick."""
+    preview, preview_error = None, ""
+    if form.is_bound and PREVIEW in request.POST:
+        preview, preview_error = _preview(form)
+    form.apply_market(*_market_of(form))
     context = {
         "form": form,
-        "strategy": strategy,
+        "strategy": form.strategy,
         "strategies": REGISTRY.values(),
-        "title": f"Edit {stored.name}",
-        "bot": stored,
-        "restored": restored,
-        "can_live": request.user.has_perm(LIVE),
-        "live_bot": stored.mode == Bot.Mode.LIVE,
-        "flatten_form": FlattenOnKillForm(initial={"flatten_on_kill": "on" if stored.flatten_on_kill else "off"}),
+        "sections": form.sections(),
+        "preview": preview,
+        "preview_error": preview_error,
+        "asked_preview": form.is_bound and PREVIEW in request.POST,
+        **page,
     }
-    if form.errors and status == 200:
-        status = 400
+    if status is None:
+        status = 400 if form.errors and preview is None else 200
     return render(request, "bots/form.html", context, status=status)
+
+
+def _preview(form: BotForm) -> tuple[TickPreview | None, str]:
+    form.is_valid()
+    bot = form.preview_bot()
+    if bot is None or form.strategy_values is None:
+        return None, "Give a valid account, symbols listed on its exchange and valid strategy values to preview."
+    try:
+        return first_tick_preview(bot=bot, strategy=form.strategy, values=form.strategy_values), ""
+    except ExchangeError as exc:
+        return None, f"Could not read the market to preview the first tick: {exc.message}"
+
+
+def _market_of(form: BotForm) -> tuple[MarketQuote | None, str]:
+    """The market of the form's account and first symbol, or None and why not ("" when none is chosen yet)."""
+    accounts = form.fields["account"].queryset  # type: ignore[attr-defined]
+    raw = form["account"].value()
+    try:
+        account_id = parse_uuid(None if raw in (None, "") else str(raw), name="account", required=False)
+    except InputError:
+        return None, ""
+    account = accounts.first() if account_id is None else accounts.filter(pk=account_id).first()
+    symbol = first_symbol(form["symbols"].value())
+    if account is None or symbol is None:
+        return None, ""
+    try:
+        return market_quote(exchange_id=account.exchange_id, symbol=symbol), ""
+    except ExchangeError as exc:
+        return None, f"Market unavailable: {exc.message}"
+
+
+def _json_refusal(message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+@never_cache
+@require_GET
+def bot_market_view(request: HttpRequest) -> JsonResponse:
+    """The bot form's market: price, order rules, the sentences shown beside the fields and fitted values."""
+    if not request.user.has_perm(OPERATE):
+        return _json_refusal("You may not create or edit bots.", status=403)
+    try:
+        account_id = parse_uuid(request.GET.get("account"), name="account")
+    except InputError as exc:
+        return _json_refusal(exc.message)
+    symbol = request.GET.get("symbol", "").strip().upper()
+    if not SYMBOL.fullmatch(symbol):
+        return _json_refusal("`symbol` must be written BASE/QUOTE in letters and digits, e.g. BTC/USDT.")
+    account = ExchangeAccount.objects.filter(pk=account_id).first() if account_id else None
+    if account is None:
+        return _json_refusal("There is no such exchange account.")
+    try:
+        quote = market_quote(exchange_id=account.exchange_id, symbol=symbol)
+    except UnlistedSymbolError as exc:
+        return _json_refusal(exc.message)
+    except ExchangeError as exc:
+        # The exchange, not the request, failed: the form still works, without the market beside it.
+        return JsonResponse({"error": f"Market unavailable: {exc.message}"})
+    return JsonResponse(market_json(quote))
 
 
 def _bad_request(request: HttpRequest, message: str) -> HttpResponse:

@@ -8,6 +8,7 @@ reorder what a reader (or the audit log's reader) sees. Every refusal here carri
 from __future__ import annotations
 
 import re
+import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -192,3 +193,20 @@ def parse_id(raw: str | None, *, name: str, lo: int = 1, hi: int = BIGINT_MAX, r
     if not re.fullmatch(r"[0-9]{1,19}", raw) or not lo <= int(raw) <= hi:
         raise InputError(f"`{name}` must be a whole number from {lo} to {hi} (digits only).")
     return int(raw)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def parse_uuid(raw: str | None, *, name: str, required: bool = True) -> uuid.UUID | None:
+    """A query or form parameter that must be a UUID written the usual way (8-4-4-4-12 hexadecimal digits).
+
+    Raises InputError with a message naming the parameter; None when it is absent and not required.
+    """
+    if raw is None or raw == "":
+        if required:
+            raise InputError(f"`{name}` is missing.")
+        return None
+    if not _UUID.fullmatch(raw):
+        raise InputError(f"`{name}` must be an id such as 0b5cad1e-… (8-4-4-4-12 hexadecimal digits).")
+    return uuid.UUID(raw)

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar
+from decimal import ROUND_UP, Decimal, InvalidOperation
+from typing import Any, ClassVar, Protocol
+
+# Re-exported: strategies and the bot form write and step numbers with these.
+from apps.core.numbers import on_step as on_step
+from apps.core.numbers import plain as plain
 
 # Upper bounds of the parameters (a price or a quote amount; a base amount per order): far beyond any
 # real market, and well inside what the bot's decimal columns and the exchange can take.
 PRICE_MAX = Decimal("1000000000")
 ZERO = Decimal(0)
 AMOUNT_MAX = Decimal("1000000")
+# What a suggested size keeps above the market's minimum order value, so that a small move of the price does not
+# take the order below it.
+MIN_MARGIN = Decimal("1.1")
+# A suggested grid spans the price this far down and up.
+GRID_SPAN = Decimal("0.1")
 
 
 class ParamError(ValueError):
@@ -39,6 +48,17 @@ class Param:
     min: Decimal | int | None = None
     max: Decimal | int | None = None
     choices: tuple[str, ...] = ()
+    # What the number measures, for the hints the form shows beside it: "price" (quote per base unit), "base" (an
+    # amount of the base asset) or "quote" (an amount of the quote currency); "" for anything else.
+    measure: str = ""
+
+    def bounded(self, value: Decimal) -> Decimal:
+        """`value` moved inside this parameter's range (a suggestion must be a value the form accepts)."""
+        if self.min is not None:
+            value = max(value, Decimal(self.min))
+        if self.max is not None:
+            value = min(value, Decimal(self.max))
+        return value
 
     def parse(self, raw: Any) -> Any:
         if self.kind == "choice":
@@ -99,12 +119,30 @@ class Decision:
     state: dict[str, Any] = field(default_factory=dict)  # persisted for the next tick
 
 
-def plain(number: Decimal | int) -> str:
-    """A number as people write it: 40000 (not 4E+4 or 40000.000), 0.001 (not 1E-3)."""
-    if isinstance(number, int):
-        return str(number)
-    text = format(number, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+class MarketRules(Protocol):
+    """What an exchange asks of every order on one market (apps.exchanges.port.Market has these); None: no rule."""
+
+    @property
+    def min_amount(self) -> Decimal | None: ...
+    @property
+    def min_notional(self) -> Decimal | None: ...
+    @property
+    def price_step(self) -> Decimal | None: ...
+    @property
+    def amount_step(self) -> Decimal | None: ...
+
+
+def smallest_amount(price: Decimal, market: MarketRules | None) -> Decimal:
+    """The smallest base amount the market takes at `price` (its minimum amount, and worth its minimum order
+    value with a margin), on its amount step; zero when the market states neither."""
+    need = ZERO
+    if market is not None:
+        if market.min_amount:
+            need = market.min_amount
+        if market.min_notional and price > 0:
+            need = max(need, market.min_notional * MIN_MARGIN / price)
+        need = on_step(need, market.amount_step, ROUND_UP)
+    return need
 
 
 @dataclass(frozen=True)
@@ -165,6 +203,16 @@ class Strategy(ABC):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {p.name: p.default for p in cls.params}
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        return next(p for p in cls.params if p.name == name)
+
+    @classmethod
+    def suggest(cls, price: Decimal, market: MarketRules | None) -> dict[str, Any]:
+        """Values for a new configuration on a market trading at `price` (override): the defaults, fitted to the
+        price and to the market's rules, so the first orders are ones the exchange takes."""
+        return cls.defaults()
 
     @classmethod
     def clean(cls, raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,25 @@
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
-from apps.strategies.base import PRICE_MAX, Decision, Footprint, MarketView, OrderIntent, Param, Size, Strategy
+from apps.strategies.base import (
+    MIN_MARGIN,
+    PRICE_MAX,
+    ZERO,
+    Decision,
+    Footprint,
+    MarketRules,
+    MarketView,
+    OrderIntent,
+    Param,
+    Size,
+    Strategy,
+    on_step,
+)
+
+# DCA buys are sized in whole quote units; decide() rounds the base amount to this.
+BUY_AMOUNT_STEP = Decimal("0.00001")
 
 
 class DcaStrategy(Strategy):
@@ -21,6 +37,7 @@ class DcaStrategy(Strategy):
             Decimal("50"),
             min=Decimal("1"),
             max=PRICE_MAX,
+            measure="quote",
         ),
         Param("every_ticks", "int", "Buy every", "Ticks between buys.", 10, min=1, max=100000),
         Param(
@@ -35,6 +52,20 @@ class DcaStrategy(Strategy):
     )
 
     @classmethod
+    def suggest(cls, price: Decimal, market: MarketRules | None) -> dict[str, Any]:
+        # A buy worth what the market takes, with a margin (and at least one of decide()'s amount steps), in whole
+        # quote units.
+        values = cls.defaults()
+        least = BUY_AMOUNT_STEP * price
+        if market is not None:
+            least = max(
+                least, (market.min_notional or ZERO) * MIN_MARGIN, (market.min_amount or ZERO) * price * MIN_MARGIN
+            )
+        quote = max(values["quote_per_buy"], on_step(least, Decimal(1), ROUND_UP))
+        values["quote_per_buy"] = cls.param("quote_per_buy").bounded(quote)
+        return values
+
+    @classmethod
     def footprint(cls, values: dict[str, Any]) -> Footprint:
         # Market buys of a fixed quote amount; the position grows buy by buy up to the max position, which is what
         # that limit is for: the first buy alone must fit it.
@@ -44,7 +75,9 @@ class DcaStrategy(Strategy):
     def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
         ticks = int(state.get("ticks", 0)) + 1
         decision = Decision(state={**state, "ticks": ticks})
-        if view.base_position > 0 and view.average_entry:
+        # A position smaller than one buy step is fee dust the exchange would not take as an order: selling it
+        # would be refused at every tick, and the bot would never buy again. It is left alone.
+        if view.base_position >= BUY_AMOUNT_STEP and view.average_entry:
             target = view.average_entry * (1 + self.values["take_profit_pct"] / 100)
             if view.price >= target:
                 rounds = int(state.get("rounds", 0))
@@ -54,7 +87,7 @@ class DcaStrategy(Strategy):
                 )
                 return decision
         if ticks % self.values["every_ticks"] == 1 or self.values["every_ticks"] == 1:
-            amount = (self.values["quote_per_buy"] / view.price).quantize(Decimal("0.00001"))
+            amount = (self.values["quote_per_buy"] / view.price).quantize(BUY_AMOUNT_STEP)
             if amount > 0 and amount * view.price <= view.quote_free:
                 decision.intents.append(OrderIntent(view.symbol, "buy", "market", amount, None, f"dca-buy-{ticks}"))
         return decision

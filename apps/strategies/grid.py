@@ -1,22 +1,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from apps.strategies.base import (
     AMOUNT_MAX,
+    GRID_SPAN,
     PRICE_MAX,
     ZERO,
     Decision,
     Footprint,
+    MarketRules,
     MarketView,
     OrderIntent,
     Param,
     ParamError,
     Size,
     Strategy,
+    on_step,
     plain,
+    smallest_amount,
 )
 
 
@@ -38,6 +42,7 @@ class GridStrategy(Strategy):
             Decimal("20000"),
             min=Decimal("0.00000001"),
             max=PRICE_MAX,
+            measure="price",
         ),
         Param(
             "upper",
@@ -47,6 +52,7 @@ class GridStrategy(Strategy):
             Decimal("40000"),
             min=Decimal("0.00000001"),
             max=PRICE_MAX,
+            measure="price",
         ),
         Param("levels", "int", "Levels", "How many price levels between lower and upper.", 10, min=2, max=200),
         Param(
@@ -57,8 +63,23 @@ class GridStrategy(Strategy):
             Decimal("0.001"),
             min=Decimal("0.00000001"),
             max=AMOUNT_MAX,
+            measure="base",
         ),
     )
+
+    @classmethod
+    def suggest(cls, price: Decimal, market: MarketRules | None) -> dict[str, Any]:
+        # The price 10 % either side, on the market's tick (inward, so the range stays inside the span), and orders
+        # the exchange takes even on the lowest level, where an order is worth least.
+        values = cls.defaults()
+        step = market.price_step if market is not None else None
+        lower = cls.param("lower").bounded(on_step(price * (1 - GRID_SPAN), step, ROUND_UP))
+        upper = cls.param("upper").bounded(on_step(price * (1 + GRID_SPAN), step, ROUND_DOWN))
+        if upper > lower:
+            values["lower"], values["upper"] = lower, upper
+            amount = max(values["order_amount"], smallest_amount(lower, market))
+            values["order_amount"] = cls.param("order_amount").bounded(amount)
+        return values
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> None:

@@ -7,12 +7,14 @@ from apps.strategies.base import (
     AMOUNT_MAX,
     Decision,
     Footprint,
+    MarketRules,
     MarketView,
     OrderIntent,
     Param,
     ParamError,
     Size,
     Strategy,
+    smallest_amount,
 )
 
 
@@ -33,8 +35,16 @@ class MaCrossStrategy(Strategy):
             Decimal("0.001"),
             min=Decimal("0.00000001"),
             max=AMOUNT_MAX,
+            measure="base",
         ),
     )
+
+    @classmethod
+    def suggest(cls, price: Decimal, market: MarketRules | None) -> dict[str, Any]:
+        values = cls.defaults()
+        amount = max(values["order_amount"], smallest_amount(price, market))
+        values["order_amount"] = cls.param("order_amount").bounded(amount)
+        return values
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> None:

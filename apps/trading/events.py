@@ -74,8 +74,8 @@ def gate_refusal(refusal: GateRefusal) -> None:
     )
 
 
-def heartbeat(bot_id: int, *, equity: Decimal | None) -> None:
-    """One tick done: heartbeat plus the bot's PnL now."""
+def heartbeat(bot_id: int, *, equity: Decimal | None, prices: dict[str, Decimal] | None = None) -> None:
+    """One tick done: heartbeat plus the bot's PnL now (and the prices it was marked at: the charts' last candle)."""
     positions = Position.objects.filter(bot_id=bot_id)
     realized = sum((p.realized_pnl for p in positions), Decimal(0))
     unrealized = sum((p.unrealized_pnl for p in positions), Decimal(0))
@@ -88,5 +88,6 @@ def heartbeat(bot_id: int, *, equity: Decimal | None) -> None:
             "unrealized": _num(unrealized),
             "total": _num(realized + unrealized),
             "equity": _num(equity),
+            "prices": {symbol: _num(price) for symbol, price in (prices or {}).items()},
         },
     )

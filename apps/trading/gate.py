@@ -69,7 +69,8 @@ def _bot_halt_lock_shared(bot: Bot) -> tuple[bool, str, bool]:
     return bool(row[0]), str(row[1]), row[2] == Bot.Desired.STOPPED
 
 
-def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
+def intent_invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
+    """What makes the intent unplaceable at all (no side, no amount, no price to value it at), or None."""
     if intent.side not in Order.Side.values:
         return f"Unknown side {intent.side!r}."
     if intent.type not in Order.Type.values:
@@ -80,6 +81,42 @@ def _invalid(intent: OrderIntent, price: Decimal | None) -> str | None:
         return "A limit order needs a positive price."
     if price is None or not price.is_finite() or price <= 0:
         return "No reference price to value the order at."
+    return None
+
+
+# The limit rules, as pure functions of what the database said: the bot form's preview of a first tick asks them
+# too, with what that tick would have placed before.
+
+
+def order_notional_breach(*, notional: Decimal, limit: Decimal) -> Breach | None:
+    if notional > limit:
+        return Breach(Reason.ORDER_NOTIONAL, f"Order notional {notional:.2f} exceeds the limit {limit:.2f}.")
+    return None
+
+
+def position_breach(
+    *, intent: OrderIntent, price: Decimal, held: Decimal, pending: Decimal, limit: Decimal
+) -> Breach | None:
+    """`held`: the bot's base position; `pending`: the amount of its resting orders on the intent's side."""
+    sign = 1 if intent.side == Order.Side.BUY else -1
+    after = held + sign * (pending + intent.amount)
+    if abs(after) > abs(held) and abs(after) * price > limit:
+        return Breach(
+            Reason.POSITION_NOTIONAL,
+            f"The position would reach {abs(after) * price:.2f} (with resting orders), beyond the limit {limit:.2f}.",
+        )
+    return None
+
+
+def open_orders_breach(*, open_count: int, limit: int) -> Breach | None:
+    if open_count >= limit:
+        return Breach(Reason.OPEN_ORDERS, f"The bot already has {limit} open orders, its limit.")
+    return None
+
+
+def rate_breach(*, recent: int, limit: int) -> Breach | None:
+    if recent >= limit:
+        return Breach(Reason.RATE, f"{recent} orders in the last minute; the limit is {limit}.")
     return None
 
 
@@ -100,28 +137,22 @@ def _checks(bot: Bot, intent: OrderIntent, price: Decimal, halts: tuple[bool, st
     if breach is not None:
         return breach
     notional = intent.amount * price
-    if notional > bot.max_order_notional:
-        return Breach(
-            Reason.ORDER_NOTIONAL, f"Order notional {notional:.2f} exceeds the limit {bot.max_order_notional:.2f}."
-        )
+    breach = order_notional_breach(notional=notional, limit=bot.max_order_notional)
+    if breach is not None:
+        return breach
     open_orders = Order.objects.filter(bot=bot, status__in=Order.OPEN_STATUSES)
     position = Position.objects.filter(bot=bot, symbol=intent.symbol).first()
     held = position.base_quantity if position else ZERO
     # Worst case: every resting order on the same side fills too.
     pending = open_orders.filter(symbol=intent.symbol, side=intent.side).aggregate(s=Sum("amount"))["s"] or ZERO
-    sign = 1 if intent.side == Order.Side.BUY else -1
-    after = held + sign * (pending + intent.amount)
-    if abs(after) > abs(held) and abs(after) * price > bot.max_position_notional:
-        return Breach(
-            Reason.POSITION_NOTIONAL,
-            f"The position would reach {abs(after) * price:.2f} (with resting orders), beyond the limit "
-            f"{bot.max_position_notional:.2f}.",
-        )
-    if open_orders.count() >= bot.max_open_orders:
-        return Breach(Reason.OPEN_ORDERS, f"The bot already has {bot.max_open_orders} open orders, its limit.")
+    breach = position_breach(intent=intent, price=price, held=held, pending=pending, limit=bot.max_position_notional)
+    breach = breach or open_orders_breach(open_count=open_orders.count(), limit=bot.max_open_orders)
+    if breach is not None:
+        return breach
     recent = Order.objects.filter(bot=bot, created_at__gte=timezone.now() - RATE_WINDOW).count()
-    if recent >= bot.max_orders_per_minute:
-        return Breach(Reason.RATE, f"{recent} orders in the last minute; the limit is {bot.max_orders_per_minute}.")
+    breach = rate_breach(recent=recent, limit=bot.max_orders_per_minute)
+    if breach is not None:
+        return breach
     sizes = list(Order.objects.filter(bot=bot).order_by("-created_at", "-id").values_list("notional", flat=True)[:50])
     if len(sizes) >= ANOMALY_MIN_ORDERS:
         median = Decimal(statistics.median(sizes))
@@ -189,7 +220,7 @@ def gate_check(*, bot: Bot, intent: OrderIntent, price: Decimal | None) -> GateD
         global_active, global_reason = global_halt_lock_shared()
         bot_halted, bot_reason, told_to_stop = _bot_halt_lock_shared(bot)
         bot.halted, bot.halt_reason = bot_halted, bot_reason
-        problem = _invalid(intent, price)
+        problem = intent_invalid(intent, price)
         if problem is not None:
             breach: Breach | None = Breach(Reason.INVALID, problem)
         else:
@@ -246,7 +277,7 @@ def place_order(*, bot: Bot, intent: OrderIntent, exchange: port.Exchange, price
     existing = Order.objects.filter(client_order_id=cid).first()
     if existing is not None:
         return existing
-    reference = _reference_price(bot, intent, exchange, price) if _invalid(intent, Decimal(1)) is None else None
+    reference = _reference_price(bot, intent, exchange, price) if intent_invalid(intent, Decimal(1)) is None else None
     sent: Order | None = None
     try:
         with transaction.atomic():
@@ -339,6 +370,11 @@ __all__ = [
     "OrderRefused",
     "gate_check",
     "global_halt_active",
+    "intent_invalid",
+    "open_orders_breach",
     "order_cancel",
+    "order_notional_breach",
     "place_order",
+    "position_breach",
+    "rate_breach",
 ]

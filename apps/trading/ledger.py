@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db import transaction
@@ -52,6 +52,23 @@ def _apply(position: Position, *, side: str, price: Decimal, amount: Decimal, fe
         if position.base_quantity <= 0:
             position.average_entry = None
     mark(position, price)
+
+
+# What a Position's amounts are stored with (numeric(28, 12)): PostgreSQL rounds half away from zero.
+STORED = Decimal("1e-12")
+_POSITION_AMOUNTS = ("base_quantity", "average_entry", "realized_pnl", "fees_quote", "unrealized_pnl", "last_price")
+
+
+def fill_replay(
+    position: Position, *, side: str, price: Decimal, amount: Decimal, fee: Decimal, fee_currency: str
+) -> None:
+    """Apply one stored fill to a position held in memory exactly as fill_record did, rounding as the database
+    stored it after each fill (nothing is saved): the charts replay a bot's fills with it for its PnL over time."""
+    _apply(position, side=side, price=price, amount=amount, fee=fee, fee_currency=fee_currency)
+    for name in _POSITION_AMOUNTS:
+        value = getattr(position, name)
+        if value is not None:
+            setattr(position, name, value.quantize(STORED, rounding=ROUND_HALF_UP))
 
 
 def mark(position: Position, price: Decimal) -> None:

@@ -56,7 +56,7 @@ class TickResult:
     equity: Decimal | None = None
 
 
-def _closes(bot: Bot, exchange: port.Exchange, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
+def strategy_closes(bot: Bot, exchange: port.Exchange, symbol: str, values: dict[str, Any]) -> tuple[Decimal, ...]:
     # Enough candles for the longest window a strategy asks for (ma_cross's "slow"), plus one.
     wanted = max(MIN_CANDLES, int(values.get("slow", 0)) + 2)
     # The host's shared market-data feed when fresh, else the exchange by REST.
@@ -116,7 +116,7 @@ def tick_run(*, bot: Bot, exchange: port.Exchange) -> TickResult:
     # Heartbeat and state with update() (never save(): it would overwrite a halt set meanwhile), then the
     # next generation.
     Bot.objects.filter(pk=bot.pk).update(last_heartbeat=timezone.now(), strategy_state=state)
-    events.heartbeat(bot.pk, equity=result.equity)
+    events.heartbeat(bot.pk, equity=result.equity, prices=prices)
     BotLedger.objects.filter(pk=ledger.pk, generation=result.generation).update(generation=F("generation") + 1)
     return result
 
@@ -181,7 +181,7 @@ def _decide_and_act(
             if balance is None
             else balance.free.get(quote, ZERO)
         )
-        view = _view(bot, symbol, prices[symbol], _closes(bot, exchange, symbol, values), quote_free)
+        view = _view(bot, symbol, prices[symbol], strategy_closes(bot, exchange, symbol, values), quote_free)
         decision = strategy.decide(view, dict(state.get(symbol) or {}))
         _act(bot, exchange, decision, prices[symbol], result)
         state[symbol] = json.loads(json.dumps(decision.state, cls=DjangoJSONEncoder))

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import permission_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -21,7 +21,9 @@ from django.views.decorators.http import require_GET
 
 from apps.accounts.selectors import acting_user
 from apps.audit.services import record
-from apps.trading import history
+from apps.bots.models import Bot
+from apps.core.input_validation import BIGINT_MAX, InputError
+from apps.trading import charts, history
 from apps.trading.forms import OrderFilterForm, TradeFilterForm
 from apps.trading.ledger import split_symbol
 from apps.trading.models import Fill, Order
@@ -195,3 +197,41 @@ def fills_export_view(request: HttpRequest) -> HttpResponseBase:
 @require_GET
 def orders_export_view(request: HttpRequest) -> HttpResponseBase:
     return _export(request, ORDERS)
+
+
+# -- charts: JSON for static/js/bot-chart.js and static/js/dashboard-chart.js ---------------------------------------
+
+
+def _chart_refusal(request: HttpRequest) -> JsonResponse | None:
+    if not request.user.has_perm(VIEW):
+        return JsonResponse({"error": "You may not view the console."}, status=403)
+    return None
+
+
+@never_cache
+@require_GET
+def bot_chart_view(request: HttpRequest, bot_id: int) -> JsonResponse:
+    """A bot's chart (the bot page's permission): candles of `symbol` per `tf`, its fills, orders, levels, PnL."""
+    if (refused := _chart_refusal(request)) is not None:
+        return refused
+    bot = Bot.objects.select_related("account").filter(pk=bot_id).first() if bot_id <= BIGINT_MAX else None
+    if bot is None:
+        return JsonResponse({"error": "No such bot."}, status=404)
+    try:
+        query = charts.chart_query_parse(bot=bot, params=request.GET)
+    except InputError as exc:
+        return JsonResponse({"error": exc.message}, status=400)
+    return JsonResponse(charts.bot_chart(bot=bot, query=query))
+
+
+@never_cache
+@require_GET
+def fleet_chart_view(request: HttpRequest) -> JsonResponse:
+    """The dashboard's chart: the fleet's PnL and each bot's over `range`."""
+    if (refused := _chart_refusal(request)) is not None:
+        return refused
+    try:
+        range_key = charts.chart_range_parse(request.GET)
+    except InputError as exc:
+        return JsonResponse({"error": exc.message}, status=400)
+    return JsonResponse(charts.fleet_chart(range_key=range_key))

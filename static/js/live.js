@@ -22,6 +22,8 @@ function start(root) {
     root.dataset.after = String(event.seq); // the bot page's own module reads how far the feed is
     const handler = handlers[event.kind];
     if (handler) handler(event);
+    // charts: bot-chart.js and dashboard-chart.js follow the feed through this event (static/js/charts.js)
+    document.dispatchEvent(new CustomEvent("botconsole:live-event", { detail: event }));
   }
 
   const handlers = {

@@ -44,10 +44,10 @@ def grid_form(account: ExchangeAccount, **overrides: str) -> dict[str, str]:
         "daily_loss_limit": "200",
         "max_drawdown_pct": "10",
         "size_anomaly_factor": "10",
-        "param_lower": "20000",
-        "param_upper": "40000",
-        "param_levels": "10",
-        "param_order_amount": "0.001",
+        "grid-lower": "20000",
+        "grid-upper": "40000",
+        "grid-levels": "10",
+        "grid-order_amount": "0.001",
     }
     return {**data, **overrides}
 
@@ -55,9 +55,11 @@ def grid_form(account: ExchangeAccount, **overrides: str) -> dict[str, str]:
 def test_the_form_is_rendered_from_the_strategy_schema(logged_in: Callable[[str], tuple[Client, Person]]) -> None:
     client, _ = logged_in("operator")
     grid = client.get("/bots/new/?strategy=grid").content.decode()
-    assert 'name="param_lower"' in grid and 'name="param_levels"' in grid and "Bottom of the grid" in grid
+    assert 'name="grid-lower"' in grid and 'name="grid-levels"' in grid and "Bottom of the grid" in grid
     dca = client.get("/bots/new/?strategy=dca").content.decode()
-    assert 'name="param_take_profit_pct"' in dca and 'name="param_lower"' not in dca
+    # Every strategy's fields are on the page (switching keeps what was typed); only the chosen one's are shown.
+    assert 'name="dca-take_profit_pct"' in dca and '<fieldset class="strategy-params" data-strategy="dca">' in dca
+    assert '<fieldset class="strategy-params" data-strategy="grid" hidden>' in dca
 
 
 def test_an_operator_creates_a_paper_bot_audited(
@@ -78,8 +80,8 @@ def test_an_operator_creates_a_paper_bot_audited(
     [
         ({"max_order_notional": "-5"}, "Enter a value between 0 and 1000000000"),
         ({"symbols": "BTC/USDT, NOPE/USDT"}, "Not listed on sandbox: NOPE/USDT"),
-        ({"param_lower": "50000", "param_upper": "40000"}, "The upper price must be above the lower price"),
-        ({"param_levels": "1"}, "Enter a value between 2 and 200"),
+        ({"grid-lower": "50000", "grid-upper": "40000"}, "The upper price must be above the lower price"),
+        ({"grid-levels": "1"}, "Enter a value between 2 and 200"),
         ({"name": ""}, "This field is required"),
     ],
 )
@@ -91,7 +93,7 @@ def test_a_bad_form_is_refused_keeps_the_input_and_changes_nothing(
     response = client.post("/bots/new/?strategy=grid", grid_form(account, **overrides))
     body = response.content.decode()
     assert response.status_code == 400 and error in body
-    assert 'value="20000"' in body or overrides.get("param_lower") == "50000"  # the user's input is kept
+    assert 'value="20000"' in body or overrides.get("grid-lower") == "50000"  # the user's input is kept
     assert not Bot.objects.exists() and AuditEntry.objects.count() == audit_before
 
 
@@ -101,7 +103,9 @@ def test_an_edit_is_audited_with_a_before_after_diff(
     client, _ = logged_in("operator")
     client.post("/bots/new/?strategy=grid", grid_form(account))
     bot = Bot.objects.get()
-    response = client.post(f"/bots/{bot.pk}/edit/", grid_form(account, max_order_notional="250", param_levels="12"))
+    response = client.post(
+        f"/bots/{bot.pk}/edit/", grid_form(account, max_order_notional="250", **{"grid-levels": "12"})
+    )
     assert response.status_code == 302
     entry = AuditEntry.objects.get(action="bot.updated")
     assert entry.data["before"]["max_order_notional"] == "500.00000000"

@@ -37,9 +37,9 @@ LIMITS = {
     "size_anomaly_factor": "10",
 }
 PARAMS = {
-    "grid": {"param_lower": "20000", "param_upper": "40000", "param_levels": "10", "param_order_amount": "0.001"},
-    "dca": {"param_quote_per_buy": "50", "param_every_ticks": "10", "param_take_profit_pct": "2"},
-    "ma_cross": {"param_fast": "9", "param_slow": "21", "param_order_amount": "0.001"},
+    "grid": {"grid-lower": "20000", "grid-upper": "40000", "grid-levels": "10", "grid-order_amount": "0.001"},
+    "dca": {"dca-quote_per_buy": "50", "dca-every_ticks": "10", "dca-take_profit_pct": "2"},
+    "ma_cross": {"ma_cross-fast": "9", "ma_cross-slow": "21", "ma_cross-order_amount": "0.001"},
 }
 
 
@@ -82,12 +82,12 @@ REFUSALS = [
     ),
     (
         "grid",
-        {"param_levels": "30"},
+        {"grid-levels": "30"},
         "A grid of 30 levels places up to 30 orders at once, more than the max open orders 20.",
     ),
     (
         "grid",
-        {"param_levels": "40", "max_open_orders": "50"},
+        {"grid-levels": "40", "max_open_orders": "50"},
         "A grid of 40 levels places up to 40 orders at once, more than the max orders per minute 30.",
     ),
     (
@@ -104,7 +104,7 @@ REFUSALS = [
     ),
     (
         "ma_cross",
-        {"param_slow": "1000"},
+        {"ma_cross-slow": "1000"},
         "A slow window of 1000 needs 1001 candles; a tick reads at most 1000, so the bot would never trade.",
     ),
 ]
@@ -131,7 +131,7 @@ def test_a_configuration_that_fits_its_limits_is_saved(
     edge = {
         "grid": {"max_order_notional": "40", "max_position_notional": "300", "max_open_orders": "10"},
         "dca": {"max_order_notional": "50", "max_position_notional": "50"},
-        "ma_cross": {"max_order_notional": "60", "max_position_notional": "60", "param_slow": "999"},
+        "ma_cross": {"max_order_notional": "60", "max_position_notional": "60", "ma_cross-slow": "999"},
     }[strategy]
     response = client.post(f"/bots/new/?strategy={strategy}", form(account, strategy, **edge))
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -176,7 +176,7 @@ def test_the_edit_form_refuses_too_and_changes_nothing(logged_in: LoggedIn, acco
     refused(
         client,
         url,
-        form(account, "grid", param_order_amount="0.01"),
+        form(account, "grid", **{"grid-order_amount": "0.01"}),
         "A full grid (10 levels of 0.01 BTC, 20000 to 40000 USDT) = 3000 USDT is above the max position notional "
         "2000 USDT.",
     )
@@ -184,7 +184,7 @@ def test_the_edit_form_refuses_too_and_changes_nothing(logged_in: LoggedIn, acco
     refused(
         client,
         url,
-        form(account, "grid", max_order_notional="30", param_levels="25"),
+        form(account, "grid", max_order_notional="30", **{"grid-levels": "25"}),
         "A grid of 25 levels places up to 25 orders at once, more than the max open orders 20.",
     )
     # Another strategy with the same limits: the DCA buy is above the max order notional.
@@ -215,7 +215,7 @@ def test_an_edit_that_only_lowers_a_limit_is_saved_but_not_one_that_also_changes
     refused(
         client,
         url,
-        {**lowered, "param_levels": "8"},
+        {**lowered, "grid-levels": "8"},
         "A grid of 8 levels places up to 8 orders at once, more than the max open orders 5.",
     )
     assert model_to_dict(Bot.objects.get()) == before

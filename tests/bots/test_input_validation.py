@@ -46,10 +46,10 @@ def grid_form(acct: ExchangeAccount, **overrides: str) -> dict[str, str]:
         "daily_loss_limit": "200",
         "max_drawdown_pct": "10",
         "size_anomaly_factor": "10",
-        "param_lower": "20000",
-        "param_upper": "40000",
-        "param_levels": "10",
-        "param_order_amount": "0.001",
+        "grid-lower": "20000",
+        "grid-upper": "40000",
+        "grid-levels": "10",
+        "grid-order_amount": "0.001",
     }
     return {**data, **overrides}
 
@@ -77,10 +77,10 @@ HOSTILE = [
     ({"tick_interval_s": "0"}, "Enter a value between 1 and 86400 seconds"),
     ({"max_open_orders": "-1"}, "Enter a value between 1 and 1000"),
     ({"max_orders_per_minute": "100000"}, "Enter a value between 1 and 600"),
-    ({"param_lower": "1e30"}, PLAIN),
-    ({"param_upper": "99999999999"}, "Enter a value between 0.00000001 and 1000000000"),
-    ({"param_levels": "9" * 30}, "Enter a whole number (digits only) between 2 and 200"),
-    ({"param_order_amount": "NaN"}, PLAIN),
+    ({"grid-lower": "1e30"}, PLAIN),
+    ({"grid-upper": "99999999999"}, "Enter a value between 0.00000001 and 1000000000"),
+    ({"grid-levels": "9" * 30}, "Enter a whole number (digits only) between 2 and 200"),
+    ({"grid-order_amount": "NaN"}, PLAIN),
     ({"name": "bad\x00name"}, "Null characters are not allowed"),
     ({"name": "bell\x07"}, "Remove the control character(s) (U+0007)"),
     ({"name": "line\nbreak"}, "Remove the control character(s) (U+000A)"),
@@ -169,7 +169,7 @@ def _query(key: str) -> str:
 def test_a_known_strategy_still_opens_its_form(logged_in: LoggedIn) -> None:
     client, _ = logged_in("operator")
     assert client.get("/bots/new/").status_code == 200
-    assert 'name="param_take_profit_pct"' in client.get("/bots/new/?strategy=dca").content.decode()
+    assert 'name="dca-take_profit_pct"' in client.get("/bots/new/?strategy=dca").content.decode()
 
 
 @pytest.mark.parametrize("bot_id", ["99999999999999999999999", str(2**63), str(2**31)])

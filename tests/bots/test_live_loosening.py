@@ -76,10 +76,10 @@ def form_of(bot: Bot, **overrides: str) -> dict[str, str]:
         "max_drawdown_pct": "10",
         "size_anomaly_factor": "10",
         "host": bot.host,
-        "param_lower": "20000",
-        "param_upper": "40000",
-        "param_levels": "10",
-        "param_order_amount": "0.001",
+        "grid-lower": "20000",
+        "grid-upper": "40000",
+        "grid-levels": "10",
+        "grid-order_amount": "0.001",
     }
     return {**data, **overrides}
 
@@ -102,7 +102,7 @@ LOOSENINGS = [
     ({"size_anomaly_factor": "11"}, "size anomaly factor"),
     ({"symbols": "BTC/USDT, ETH/USDT"}, "new symbols"),
     ({"tick_interval_s": "1"}, "faster ticks"),
-    ({"param_order_amount": "0.002"}, "strategy parameters"),
+    ({"grid-order_amount": "0.002"}, "strategy parameters"),
 ]
 
 

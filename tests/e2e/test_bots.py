@@ -34,7 +34,7 @@ def test_an_operator_configures_and_starts_a_bot(
 
     page.get_by_role("link", name="Bots", exact=True).click()
     page.get_by_role("link", name="New bot").click()
-    page.get_by_role("link", name="DCA with take-profit").click()
+    page.get_by_role("button", name="DCA with take-profit").click()
     expect(page.locator("legend", has_text="DCA with take-profit parameters")).to_be_visible()
     page.locator("input[name=name]").fill("Weekly DCA")
     page.locator("input[name=symbols]").fill("ETH/USDT, FAKE/USDT")
@@ -43,7 +43,7 @@ def test_an_operator_configures_and_starts_a_bot(
         "max_position_notional": "1000",
         "daily_loss_limit": "50",
         "max_drawdown_pct": "5",
-        "param_quote_per_buy": "25",
+        "dca-quote_per_buy": "25",
     }.items():
         page.locator(f"input[name={name}]").fill(value)
     page.get_by_role("button", name="Save").click()

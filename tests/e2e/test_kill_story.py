@@ -114,10 +114,10 @@ def _story(page: Page, base: str, key: Key, sandbox: Any) -> None:
         "max_position_notional": "10000",
         "daily_loss_limit": "5000",
         "max_drawdown_pct": "50",
-        "param_lower": "25000",
-        "param_upper": "35000",
-        "param_levels": "10",
-        "param_order_amount": "0.01",
+        "grid-lower": "25000",
+        "grid-upper": "35000",
+        "grid-levels": "10",
+        "grid-order_amount": "0.01",
     }
     for name, value in fields.items():
         page.locator(f"input[name={name}]").fill(value)

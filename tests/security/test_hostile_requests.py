@@ -304,10 +304,10 @@ def _valid_bodies(accounts: tuple[ExchangeAccount, ExchangeAccount]) -> dict[str
         "max_drawdown_pct": "10",
         "size_anomaly_factor": "10",
         "host": "local",
-        "param_lower": "20000",
-        "param_upper": "40000",
-        "param_levels": "10",
-        "param_order_amount": "0.001",
+        "grid-lower": "20000",
+        "grid-upper": "40000",
+        "grid-levels": "10",
+        "grid-order_amount": "0.001",
     }
     user = {"username": "walk-new-user", "email": "walk@example.com", "role": "viewer"}
     return {"bots/new/": grid, "bots/<int:bot_id>/edit/": grid, "accounts/users/": user}

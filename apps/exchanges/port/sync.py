@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt
+from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
 
 from apps.exchanges.port.errors import (
     ExchangeError,
@@ -58,7 +59,8 @@ class Exchange:
 
     def markets(self, *, reload: bool = False) -> dict[str, Market]:
         raw: dict[str, Any] = call(self._client.load_markets, reload)
-        return {symbol: _market(m) for symbol, m in raw.items()}
+        mode = getattr(self._client, "precisionMode", TICK_SIZE)
+        return {symbol: _market(m, mode) for symbol, m in raw.items()}
 
     def symbols(self) -> set[str]:
         return set(self.markets())
@@ -249,7 +251,17 @@ class Exchange:
                 logger.debug("closing an exchange client failed", exc_info=True)
 
 
-def _market(raw: Mapping[str, Any]) -> Market:
+def _step(precision: Any, mode: int) -> Decimal | None:
+    """A precision as a step (0.01), whichever way the ccxt class counts it; None when it is not a step."""
+    value = dec(precision)
+    if value is None or mode == TICK_SIZE:
+        return value
+    if mode == DECIMAL_PLACES:
+        return Decimal(1).scaleb(-int(value))
+    return None  # significant digits: no fixed step
+
+
+def _market(raw: Mapping[str, Any], mode: int = TICK_SIZE) -> Market:
     precision = raw.get("precision") or {}
     limits = raw.get("limits") or {}
     return Market(
@@ -258,8 +270,8 @@ def _market(raw: Mapping[str, Any]) -> Market:
         quote=str(raw.get("quote") or ""),
         spot=bool(raw.get("spot")),
         active=raw.get("active") is not False,
-        amount_step=dec(precision.get("amount")),
-        price_step=dec(precision.get("price")),
+        amount_step=_step(precision.get("amount"), mode),
+        price_step=_step(precision.get("price"), mode),
         min_amount=dec((limits.get("amount") or {}).get("min")),
         min_notional=dec((limits.get("cost") or {}).get("min")),
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from apps.core.numbers import on_step, plain
 from apps.exchanges.port.errors import ExchangeError
 
 ZERO = Decimal(0)
@@ -144,6 +145,24 @@ class Market:
     price_step: Decimal | None
     min_amount: Decimal | None
     min_notional: Decimal | None
+
+    def as_sent(self, *, amount: Decimal, price: Decimal | None) -> tuple[Decimal, Decimal | None]:
+        """The amount and price as the port's client sends them: the amount cut down to the amount step, the price
+        rounded to the tick (ccxt's amount_to_precision and price_to_precision)."""
+        return on_step(amount, self.amount_step, ROUND_DOWN), None if price is None else on_step(price, self.price_step)
+
+    def order_problem(self, *, amount: Decimal, price: Decimal) -> str | None:
+        """Why the exchange would refuse an order of `amount` (as sent) valued at `price` under the rules it
+        publishes (minimum amount, minimum order value), or None."""
+        if self.min_amount and amount < self.min_amount:
+            return f"{plain(amount)} {self.base} is below {self.symbol}'s minimum amount {plain(self.min_amount)}."
+        value = (amount * price).quantize(Decimal("0.00000001"))
+        if self.min_notional and value < self.min_notional:
+            return (
+                f"Worth {plain(value)} {self.quote}, below {self.symbol}'s minimum order value "
+                f"{plain(self.min_notional)} {self.quote}."
+            )
+        return None
 
 
 @dataclass(frozen=True)
