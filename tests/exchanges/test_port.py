@@ -22,6 +22,7 @@ def test_rate_limiting_is_retried_then_reported_as_unavailable(
     sandbox: Any, new_key: Callable[..., Key], settings: Any
 ) -> None:
     settings.EXCHANGE_RETRIES = 1
+    settings.EXCHANGE_RETRY_AFTER_MAX_S = 1  # the limiter asks for the rest of its minute; wait 1 s of it
     key = new_key()
     sandbox.admin.set_rate_limit(2, api_key=key.api_key)
     exchange = key.exchange()
