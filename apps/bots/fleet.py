@@ -12,6 +12,12 @@ Each supervisor runs the bots whose `host` equals its host label (FLEET_HOST_LAB
 supervisor, sharing the database, the broker and Vault. A supervisor reports its label in
 FleetHost every few seconds; the bot form offers the labels seen.
 
+Every process it starts dies with it (PR_SET_PDEATHSIG: SIGTERM, a warm shutdown that finishes the current tick).
+A supervisor that was killed outright revoked nothing, and one of its workers may still be finishing a tick stuck on
+a slow exchange: before starting anything, a new supervisor stops what its dead predecessor left running (SIGTERM,
+SIGKILL after the grace period) and revokes the tokens those workers held (apps/bots/orphans.py), so that no bot
+ever runs in two workers at once.
+
 A worker that dies is restarted with exponential backoff (1, 2, 4 ... 60 s). A stopped bot's
 worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoked (by the
 accessor the worker reported, kept in the database) and its SecretIDs, role and policy are
@@ -33,7 +39,6 @@ Bots do not depend on it: without it they read the exchange by REST, as before.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import logging
 import os
@@ -58,8 +63,9 @@ from apps.bots import events as bot_events
 from apps.bots.halts import global_halt_active
 from apps.bots.identities import bot_identity_issue, bot_identity_revoke
 from apps.bots.models import Bot, FleetHost
+from apps.bots.orphans import FLEET_MARK_ENV, Leftover, fleet_id, fleet_mark, leftovers_find, leftovers_stop
 from apps.bots.wakeup import Wakeup
-from apps.bots.zygote import ForkedProcess, Template, TemplateError, child_subreaper
+from apps.bots.zygote import ForkedProcess, Template, TemplateError, child_subreaper, die_with_parent
 from apps.bots.zygote import worker_argv as celery_worker_argv
 from apps.vault import client as vault
 
@@ -100,13 +106,6 @@ def killed_by_halt(bot: Bot, *, halted_all: bool) -> bool:
 def backoff_s(failures: int) -> float:
     """1, 2, 4 ... seconds after the 1st, 2nd, 3rd ... consecutive crash, at most 60."""
     return float(min(BACKOFF_MAX_S, 2 ** max(0, failures - 1)))
-
-
-def _die_with_parent() -> None:
-    # If the supervisor is killed outright, its workers get SIGTERM instead of trading on
-    # unsupervised. (The supervisor runs no threads, so preexec_fn is safe.)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -157,10 +156,15 @@ class Fleet:
     _market_data_backoff: Backoff = field(default_factory=Backoff)
     _market_data_started: float = 0.0
     _market_data_log: IO[bytes] | None = None
+    # What a dead supervisor of this fleet left running is stopped before this one starts (apps/bots/orphans.py).
+    _fleet: str = ""
+    _leftovers_cleared: bool = False
 
     def __post_init__(self) -> None:
         if self.worker_mode not in WORKER_MODES:
             raise ValueError(f"FLEET_WORKER_MODE must be one of {WORKER_MODES}, not {self.worker_mode!r}")
+        db = settings.DATABASES["default"]
+        self._fleet = fleet_id(database=f"{db['HOST']}:{db['PORT']}/{db['NAME']}", host_label=self.host_label)
 
     # -- the reconcile loop ----------------------------------------------------------------
 
@@ -168,6 +172,8 @@ class Fleet:
         """One pass: make the set of worker processes match the bots' desired states."""
         close_old_connections()
         self._report_in()
+        if not self._leftovers_cleared:
+            self.clear_leftovers()
         self._keep_market_data()
         if self.worker_mode == "fork":
             self._keep_template()
@@ -269,7 +275,9 @@ class Fleet:
                 stdout=log,
                 stderr=subprocess.STDOUT if log else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                # If the supervisor is killed outright, its children get SIGTERM instead of running on
+                # unsupervised. (The supervisor runs no threads, so preexec_fn is safe.)
+                preexec_fn=die_with_parent(os.getpid()),
             )
         except OSError as exc:
             # The bots read the exchange by REST meanwhile; try again later.
@@ -305,6 +313,55 @@ class Fleet:
             return True
         self._keep_template()
         return self.template is not None and self.template.poll_ready(timeout=timeout)
+
+    # -- what a dead supervisor left behind -----------------------------------------------
+
+    def clear_leftovers(self) -> None:
+        """Stop what a dead supervisor of this fleet left running; revoke the Vault tokens its workers held.
+
+        Once, before this supervisor starts anything: a bot never runs in two workers, not even for the moments a
+        worker of the dead supervisor takes to finish its tick (see apps/bots/orphans.py). Should it fail (the
+        database), the next pass tries again, and no bot starts meanwhile.
+        """
+        found = leftovers_find(self._fleet)
+        if found.elsewhere:
+            logger.error(
+                "fleet: another live supervisor of host label %r runs the workers of bots %s: run one per label",
+                self.host_label,
+                sorted(found.elsewhere),
+            )
+        if found.leftovers:
+            self._stop_leftovers(found.leftovers)
+        # A dead supervisor revoked nothing: any token a worker reported is left over, whether it still ran or not.
+        left = Bot.objects.filter(host=self.host_label).exclude(vault_token_accessor="")
+        for bot in left.exclude(pk__in=[*found.elsewhere, *self.workers]):
+            self.revoke_identity(bot.pk)
+            record(actor=ACTOR, action="bot.orphan_identity_revoked", target=bot, data={"reason": "supervisor died"})
+            logger.warning("bot %s: revoked the Vault token its worker held under a supervisor that died", bot.pk)
+        self._leftovers_cleared = True
+
+    def _stop_leftovers(self, leftovers: list[Leftover]) -> None:
+        workers = [x for x in leftovers if x.bot_id is not None]
+        logger.warning(
+            "fleet: stopping %d process(es) a supervisor that died left running (pids %s)",
+            len(leftovers),
+            ", ".join(str(x.pid) for x in leftovers),
+        )
+        bots = Bot.objects.in_bulk([x.bot_id for x in workers])
+        for bot_id in bots:
+            Bot.objects.filter(pk=bot_id).update(observed_state=Bot.Observed.STOPPING)
+            bot_events.bot_state(bot_id)
+        outcomes = leftovers_stop(leftovers, self.grace_s)
+        for leftover in workers:
+            outcome = outcomes[leftover.pid]
+            log = logger.error if outcome == "still running" else logger.warning
+            log("bot %s: leftover worker (pid %s): %s", leftover.bot_id, leftover.pid, outcome)
+            record(
+                actor=ACTOR,
+                action="bot.worker_orphan_stopped",
+                target=bots.get(leftover.bot_id) or ("bots.bot", leftover.bot_id),
+                data={"pid": leftover.pid, "supervisor_pid": leftover.supervisor_pid, "outcome": outcome},
+            )
 
     def wants_worker(self, bot: Bot) -> bool:
         return bot.host == self.host_label and bot.desired_state == Bot.Desired.RUNNING and not bot.halted
@@ -379,6 +436,8 @@ class Fleet:
     def worker_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in WITHHELD_ENV}
         env["PYTHONUNBUFFERED"] = "1"
+        # Finds it again if this supervisor dies (apps/bots/orphans.py).
+        env[FLEET_MARK_ENV] = fleet_mark(self._fleet)
         return env | dict(extra)
 
     def _spawn(
@@ -405,7 +464,7 @@ class Fleet:
             # Own process group: stopping the worker stops anything it forked, and a Ctrl-C
             # on the terminal reaches the supervisor only, which then stops workers in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(os.getpid()),
         )
         return proc, log
 

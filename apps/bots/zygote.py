@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -177,7 +177,7 @@ class Template:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "apps.bots.zygote", str(theirs.fileno())],
+                [sys.executable, "-m", "apps.bots.zygote", str(theirs.fileno()), str(os.getpid())],
                 env=self.env | {"PYTHONUNBUFFERED": "1"},
                 cwd=BASE_DIR,
                 stdin=subprocess.DEVNULL,
@@ -185,7 +185,7 @@ class Template:
                 stderr=subprocess.STDOUT if self.log else None,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(os.getpid()),
             )
         except BaseException:
             ours.close()
@@ -270,9 +270,20 @@ class Template:
         self.ready = False
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when `parent` (the process starting it) dies, even before the exec.
+
+    PR_SET_PDEATHSIG survives the exec of a program that is not set-user-ID, so the worker keeps it; a parent that died
+    between the fork and the prctl would never signal, hence the check that the child is still its parent's.
+    """
+
+    def preexec() -> None:
+        with contextlib.suppress(Exception):
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent is gone already: do not run unsupervised
+
+    return preexec
 
 
 # -- inside the template process -------------------------------------------------------------
@@ -435,7 +446,8 @@ def worker_argv(bot_id: int) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
-    supervisor = os.getppid()
+    # The supervisor names itself: getppid() alone cannot tell it from init once the supervisor has died.
+    supervisor = int(argv[1]) if len(argv) > 1 else os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:
         return 1

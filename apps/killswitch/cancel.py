@@ -3,7 +3,9 @@ the last worker is gone, flatten where an admin asked for it, read the balances.
 
 All accounts at once in one event loop, through the exchange port's AsyncSession (one HTTP session, markets
 loaded once per exchange). Each account's secret is read from Vault by the control worker and lives only in
-its client for the duration of the run.
+its client for the duration of the run. An exchange that refuses for now (429, 5xx) or times out is asked
+again: the port retries each call, and the kill asks again for up to KILL_CANCEL_PATIENCE_S per account; the
+cancel and verify steps say how many requests the exchange refused or failed and how long cancels were retried.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 from uuid import UUID
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
@@ -33,7 +38,9 @@ from apps.vault import client as vault
 logger = logging.getLogger(__name__)
 VERIFY_ATTEMPTS = 3
 KILL_THREADS = 64
+RETRY_PAUSE_S = 0.5
 StepDone = tuple[str, int, str, datetime]
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +61,9 @@ class AccountResult:
     recorded: int = 0  # of the cancelled orders, those that were ours (written and announced as cancelled)
     cancel_ms: int = 0
     verified: bool = False  # every symbol of the account answered the final check
+    troubles: int = 0  # requests the exchange refused or failed (429, 5xx, timeouts), each retried
+    delayed_s: float = 0.0  # the longest a listing or cancel took because of them, retries included
+    patient_until: float | None = None  # time.monotonic() after which a failing call is not asked again
 
     def problem(self, what: str, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, port.ExchangeError) else f"{type(exc).__name__}: {exc}"
@@ -124,9 +134,9 @@ async def _account_cancel(
 
     async def cancel(symbol: str) -> tuple[str, list[port.RemoteOrder]]:
         try:
-            listed = await exchange.open_orders(symbol)
+            listed = await _patiently(result, exchange, partial(exchange.open_orders, symbol))
             if listed:
-                await exchange.cancel_all(symbol)
+                await _patiently(result, exchange, partial(exchange.cancel_all, symbol))
                 result.cancelled += len(listed)
             return symbol, listed
         except Exception as exc:
@@ -136,9 +146,40 @@ async def _account_cancel(
     # Every symbol of the account at once: one cancel-all each, within the exchange's limits.
     cancelled = await asyncio.gather(*(cancel(symbol) for symbol in target.symbols))
     result.cancel_ms = int((time.monotonic() - started) * 1000)
+    result.troubles = exchange.troubles
     # Written once every symbol of the account is cancelled: the database never delays a cancel.
     await asyncio.gather(*(_record(target, result, symbol, listed) for symbol, listed in cancelled))
     return result, exchange
+
+
+async def _patiently(result: AccountResult, exchange: port.AsyncExchange, fn: Callable[[], Awaitable[T]]) -> T:
+    """`fn()`, asked again while the exchange is unavailable, until KILL_CANCEL_PATIENCE_S after the account's
+    first failure; notes how long the exchange delayed it."""
+    started, troubles = time.monotonic(), exchange.troubles
+    while True:
+        try:
+            value = await fn()
+            break
+        except port.ExchangeUnavailable:
+            now = time.monotonic()
+            if result.patient_until is None:
+                result.patient_until = now + float(settings.KILL_CANCEL_PATIENCE_S)
+            if now >= result.patient_until:
+                raise
+            await asyncio.sleep(RETRY_PAUSE_S)
+    if exchange.troubles > troubles:
+        result.delayed_s = max(result.delayed_s, time.monotonic() - started)
+    return value
+
+
+def exchange_delay_note(results: Iterable[AccountResult], *, troubles_before: int = 0) -> str:
+    """What a step's detail adds when the exchange refused or delayed requests (since `troubles_before`), else ""."""
+    results = list(results)
+    troubles = sum(r.troubles for r in results) - troubles_before
+    if troubles <= 0:
+        return ""
+    delayed = max((r.delayed_s for r in results), default=0.0)
+    return f"; the exchange refused or delayed {troubles} request(s); cancels retried for {delayed:.1f} s"
 
 
 async def _record(target: AccountTarget, result: AccountResult, symbol: str, cancelled: list[port.RemoteOrder]) -> None:
@@ -156,12 +197,12 @@ async def _account_verify(target: AccountTarget, result: AccountResult, exchange
     result.verified = True
     for symbol in target.symbols:
         try:
-            listed = await exchange.open_orders(symbol)
+            listed = await _patiently(result, exchange, partial(exchange.open_orders, symbol))
             for _ in range(VERIFY_ATTEMPTS):
                 if not listed:
                     break
-                await exchange.cancel_all(symbol)
-                before, listed = listed, await exchange.open_orders(symbol)
+                await _patiently(result, exchange, partial(exchange.cancel_all, symbol))
+                before, listed = listed, await _patiently(result, exchange, partial(exchange.open_orders, symbol))
                 left = {o.id for o in listed}
                 gone = [o for o in before if o.id not in left]
                 result.cancelled += len(gone)
@@ -173,6 +214,7 @@ async def _account_verify(target: AccountTarget, result: AccountResult, exchange
             result.problem(f"verify {symbol}", exc)
             result.verified = False
     result.still_open = still_open
+    result.troubles = exchange.troubles
 
 
 def _rows_left_open(account_id: UUID, symbol: str) -> list[Order]:
@@ -264,8 +306,9 @@ async def exchanges_run(
         add_step(
             "cancel",
             int((time.monotonic() - t0) * 1000),
-            f"{cancelled} order(s) cancelled on {len(targets)} account(s)",
+            f"{cancelled} order(s) cancelled on {len(targets)} account(s){exchange_delay_note(results)}",
         )
+        troubles_at_cancel = sum(r.troubles for r in results)
         if cancelled_now is not None:
             try:
                 await asyncio.to_thread(cancelled_now, steps[-1], cancelled)
@@ -277,7 +320,8 @@ async def exchanges_run(
         t1 = time.monotonic()
         live = [(t, r, e) for t, (r, e) in zip(targets, pairs, strict=True) if e is not None]
         await asyncio.gather(*(_account_verify(t, r, e) for t, r, e in live))
-        add_step("verify", int((time.monotonic() - t1) * 1000), _verify_detail(results, gone)[:300])
+        verify_note = exchange_delay_note(results, troubles_before=troubles_at_cancel)
+        add_step("verify", int((time.monotonic() - t1) * 1000), (_verify_detail(results, gone) + verify_note)[:300])
         if any(t.flatten for t in targets):
             t_flatten = time.monotonic()
             await asyncio.gather(*(account_flatten(t.flatten, e) for t, _, e in live))

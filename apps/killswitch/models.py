@@ -2,9 +2,17 @@ from datetime import timedelta
 
 from django.db import models
 
-# A run still "running" this long after it was claimed lost its executor (a control worker killed
-# mid-run): presses no longer join it and a resume no longer waits for it; the poller marks it failed.
+# A run still "running" this long after it was claimed (or last taken over) is given up: presses no longer
+# join it, a resume no longer waits for it, and the poller marks it failed, unverified.
 RUN_ABANDONED_AFTER = timedelta(minutes=10)
+# The executor of a run (a control worker's poller or task, `manage.py killswitch`) renews its lease every
+# RUN_HEARTBEAT_EVERY; a run whose lease is older than RUN_LEASE lost its executor (killed, frozen, cut off
+# from the database) and is taken over by the next poller and executed again from the start: every step is
+# idempotent (what is revoked or cancelled already counts as done). After RUN_MAX_ATTEMPTS executors lost, the
+# run is marked failed instead.
+RUN_HEARTBEAT_EVERY = timedelta(seconds=1)
+RUN_LEASE = timedelta(seconds=5)
+RUN_MAX_ATTEMPTS = 3
 
 
 class KillRun(models.Model):
@@ -47,12 +55,34 @@ class KillRun(models.Model):
     problems = models.JSONField(default=list)
     # The bots this press told to stop (they wanted to run): a resume offers to start them again.
     bots_stopped = models.JSONField(default=list)
+    # The executor's lease: who executes the run (host and pid), its claim (every write of the report is made
+    # under it, so an executor that lost the run changes nothing) and its last heartbeat.
+    executor = models.CharField(max_length=120, blank=True)
+    claim = models.CharField(max_length=32, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Each takeover: {"at", "by", "from", "last_heartbeat", "steps_done", "orders_cancelled", ...}.
+    takeovers = models.JSONField(default=list)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"kill #{self.pk} ({self.scope}, {self.status})"
+
+    @property
+    def takeover_lines(self) -> list[str]:
+        """Each time the run lost its executor and was taken over, in a sentence (the report page shows them)."""
+        lines = []
+        for note in self.takeovers:
+            done = ", ".join(note.get("steps_done") or []) or "none"
+            lines.append(
+                f"Interrupted: the process executing this run ({note.get('from') or 'unknown'}) stopped answering "
+                f"after its last heartbeat at {str(note.get('last_heartbeat', '?'))[11:19]} UTC (steps finished: "
+                f"{done}). Taken over at {str(note.get('at', '?'))[11:19]} UTC by {note.get('by')} and "
+                "executed again from the start."
+            )
+        return lines
 
     @property
     def still_open_text(self) -> str:

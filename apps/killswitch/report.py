@@ -83,6 +83,7 @@ def run_state(run: KillRun) -> dict[str, Any]:
     return {
         **report_summary(run),
         "status_label": run.get_status_display(),
+        "takeovers": run.takeover_lines,
         "finished": run.finished_at is not None,
         "still_open_text": run.still_open_text,
         "result": result_line(run),
@@ -135,6 +136,8 @@ def _message(run: KillRun, n_bots: int, n_accounts: int) -> str:
         f"({run.paper_orders_cancelled} paper), {run.still_open_text} still open, "
         f"{n_bots} bot(s) stopped, {n_accounts} account(s). Reason: {run.reason}"
     )
+    if run.takeovers:
+        message += "\n" + "\n".join(run.takeover_lines)
     if run.problems:
         message += "\nProblems:\n" + "\n".join(f"- {p}" for p in run.problems)
     return message

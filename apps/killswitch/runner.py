@@ -15,19 +15,32 @@ worker has exited, cancels anything found, and only then is "0 still open" a fac
 confirmed gone, or an account does not answer, the count is reported as unknown (KillRun.open_unknown) and
 the run fails. "flatten" appears only when an admin flagged a live bot beforehand (apps.killswitch.flatten).
 Each step in the report has its duration ("ms") and when it ended, counted from the click ("at_ms").
+
+An executor holds its run by a lease (KillRun.claim, heartbeat_at): a thread renews it every second while the run
+executes, and every write of the report is made under the claim. A run whose lease lapsed (its control worker was
+killed, frozen or cut off from the database for RUN_LEASE) is taken over by the next poller (or `manage.py
+killswitch`) and executed again from the start: the cancels, revokes and the stop are idempotent, and the halt
+never depended on the executor. The takeover is audited (killswitch.resumed_after_crash) and the report says
+what the lost executor had finished. An executor that lost its run (it was only frozen) changes nothing any more:
+its writes find no row under its claim, and it publishes no report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from apps.audit.services import record
@@ -41,7 +54,7 @@ from apps.killswitch.cancel import (
     exchanges_run,
 )
 from apps.killswitch.flatten import FlattenSale, flatten_plan, flatten_record
-from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
+from apps.killswitch.models import RUN_ABANDONED_AFTER, RUN_HEARTBEAT_EVERY, RUN_LEASE, RUN_MAX_ATTEMPTS, KillRun
 from apps.killswitch.report import ACTOR, run_finish, run_publish
 from apps.killswitch.revoke import STOP_WAIT_S, bots_revoke, queues_purge, workers_wait
 from apps.trading.paper import paper_cancel_open
@@ -57,12 +70,61 @@ STEP_ORDER = ("revoke", "stop", "purge", "paper", "cancel", "verify", "flatten",
 PAPER_WHY = "Cancelled by the kill switch."
 
 
+def executor_name() -> str:
+    """This process, as a run's report names its executor."""
+    return f"{socket.gethostname()[:80]} pid {os.getpid()}"
+
+
+@dataclass
+class _Lease:
+    """An executor's hold on its run: renewed every RUN_HEARTBEAT_EVERY by a thread, for as long as it executes."""
+
+    run_id: int
+    claim: str
+    lost: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def rows(self) -> QuerySet[KillRun]:
+        """The run, as long as this executor holds it: every write of the report goes through here."""
+        return KillRun.objects.filter(pk=self.run_id, claim=self.claim, status=KillRun.Status.RUNNING)
+
+    def start(self) -> _Lease:
+        self._thread = threading.Thread(target=self._beat, name=f"kill-{self.run_id}-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(RUN_HEARTBEAT_EVERY.total_seconds()):
+                try:
+                    if not self.rows().update(heartbeat_at=timezone.now()):
+                        self.lost.set()
+                        logger.error(
+                            "kill run %s: taken over by another executor; this one stops reporting", self.run_id
+                        )
+                        return
+                except DatabaseError as exc:  # renewed on the next beat, unless the lease lapses meanwhile
+                    logger.warning("kill run %s: lease not renewed (%s)", self.run_id, type(exc).__name__)
+                    close_old_connections()
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 @dataclass
 class _Steps:
     """The run's report as it grows: each step timed and stored (and announced) as it ends."""
 
     run: KillRun
+    lease: _Lease
     problems: list[str] = field(default_factory=list)
+    # What executors that lost this run had counted (orders_cancelled, paper_orders_cancelled, workers_stopped).
+    carried: dict[str, int] = field(default_factory=dict)
     _beside: dict[str, threading.Thread] = field(default_factory=dict)
     _beside_done: set[str] = field(default_factory=set)
     _given_up: set[str] = field(default_factory=set)
@@ -121,6 +183,10 @@ class _Steps:
                 return
         self._beside[name].join(10)  # it has stored its step; only its announcement may remain
 
+    def count(self, **figures: int) -> None:
+        """Store figures of the report at once (the page shows them before the run ends), with those carried over."""
+        self.lease.rows().update(**{name: value + self.carried.get(name, 0) for name, value in figures.items()})
+
     def add(self, name: str, ms: int, detail: str, finished: datetime | None = None) -> None:
         with self._lock:
             at_ms = self._store(name, ms, detail, finished or timezone.now())
@@ -133,7 +199,7 @@ class _Steps:
         steps = [*self.run.steps, {"name": name, "ms": ms, "at_ms": at_ms, "detail": detail}]
         rank = {n: i for i, n in enumerate(STEP_ORDER)}
         self.run.steps = sorted(steps, key=lambda s: rank.get(s["name"], len(rank)))
-        KillRun.objects.filter(pk=self.run.pk).update(steps=self.run.steps)
+        self.lease.rows().update(steps=self.run.steps)
         return at_ms
 
 
@@ -168,6 +234,7 @@ class _Processes:
         self.steps.problems.extend(stopped.problems)
         self.workers_gone = stopped.workers_gone
         self.workers_stopped = stopped.stopped
+        self.steps.count(workers_stopped=stopped.stopped)  # kept should this executor be lost
         return stopped.detail
 
 
@@ -184,9 +251,7 @@ class _Paper:
         done = paper_cancel_open(bot_ids=self.bot_ids, why=PAPER_WHY)
         self.cancelled += len(done)
         # On the report at once (the exchanges' cancel comes after this step and adds to it).
-        KillRun.objects.filter(pk=self.steps.run.pk).update(
-            paper_orders_cancelled=self.cancelled, orders_cancelled=self.cancelled
-        )
+        self.steps.count(paper_orders_cancelled=self.cancelled, orders_cancelled=self.cancelled)
         return f"{len(done)} simulated order(s) cancelled for {len(self.bot_ids)} paper bot(s)"
 
     def verify(self, *, workers_gone: bool) -> str:
@@ -216,21 +281,83 @@ def affected_bots(run: KillRun) -> list[Bot]:
     return list(qs.filter(archived_at__isnull=True))
 
 
-def _claim(run_id: int) -> bool:
-    return bool(
-        KillRun.objects.filter(pk=run_id, status=KillRun.Status.PENDING).update(
-            status=KillRun.Status.RUNNING,
-            started_at=timezone.now(),
-            problems=[],  # e.g. "not queued": moot now
-        )
+def _claim(run_id: int) -> str | None:
+    """Claim a pending run for this process; returns the claim, None if the run is not pending."""
+    claim, now = uuid.uuid4().hex, timezone.now()
+    claimed = KillRun.objects.filter(pk=run_id, status=KillRun.Status.PENDING).update(
+        status=KillRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        claim=claim,
+        executor=executor_name(),
+        attempts=1,
+        problems=[],  # e.g. "not queued": moot now
+    )
+    return claim if claimed else None
+
+
+def _lost(now: datetime) -> QuerySet[KillRun]:
+    """Runs whose executor stopped renewing its lease, not yet given up: to be taken over."""
+    return KillRun.objects.filter(
+        status=KillRun.Status.RUNNING,
+        heartbeat_at__lt=now - RUN_LEASE,
+        started_at__gte=now - RUN_ABANDONED_AFTER,
+        attempts__lt=RUN_MAX_ATTEMPTS,
     )
 
 
+def _take_over(run_id: int) -> str | None:
+    """Take over a run whose executor was lost; returns the new claim, None if the run is not such a run."""
+    now = timezone.now()
+    run = _lost(now).filter(pk=run_id).first()
+    if run is None:
+        return None
+    claim, me = uuid.uuid4().hex, executor_name()
+    note: dict[str, Any] = {
+        "at": now.isoformat(),
+        "by": me,
+        "from": run.executor,
+        "last_heartbeat": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
+        "steps_done": [step["name"] for step in run.steps],
+        "orders_cancelled": run.orders_cancelled,
+        "paper_orders_cancelled": run.paper_orders_cancelled,
+        "workers_stopped": run.workers_stopped,
+    }
+    # Compare and swap on the lost executor's claim and last beat: of two pollers at once, one takes it over.
+    taken = KillRun.objects.filter(
+        pk=run.pk, status=KillRun.Status.RUNNING, claim=run.claim, heartbeat_at=run.heartbeat_at
+    ).update(
+        claim=claim,
+        executor=me,
+        heartbeat_at=now,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        takeovers=[*run.takeovers, note],
+        steps=[],
+        problems=[],
+    )
+    if not taken:
+        return None
+    logger.warning("kill run %s: its executor (%s) was lost; taken over and executed again", run.pk, run.executor)
+    try:
+        record(
+            actor=ACTOR, action="killswitch.resumed_after_crash", target=run, data={**note, "attempt": run.attempts + 1}
+        )
+    except Exception:  # the kill goes on: its report says it was taken over
+        logger.exception("kill run %s: takeover not audited", run.pk)
+    run_publish(run, "taken_over", message=f"Kill switch: the run's executor was lost; {me} takes it over")
+    return claim
+
+
 def kill_execute(*, run_id: int, process_vault: vault.ProcessVault | None = None) -> KillRun:
-    """Execute a pending kill run and return it with its report. A run already claimed is returned as is."""
-    if not _claim(run_id):
+    """Execute a pending kill run, or take over one whose executor was lost, and return it with its report.
+
+    A run another executor holds (its lease renewed) is returned as is.
+    """
+    claim = _claim(run_id) or _take_over(run_id)
+    if claim is None:
         return KillRun.objects.get(pk=run_id)
-    return _execute_claimed(KillRun.objects.get(pk=run_id), process_vault)
+    return _execute_claimed(KillRun.objects.get(pk=run_id), claim, process_vault)
 
 
 def _plan_flatten(run: KillRun, bots: list[Bot], targets: list[AccountTarget], steps: _Steps) -> int:
@@ -265,7 +392,7 @@ def _exchange_steps(
         try:
             name, ms, detail, finished = step
             # The count first: the step's announcement makes the report page read it.
-            KillRun.objects.filter(pk=run.pk).update(orders_cancelled=cancelled + paper_cancelled)
+            steps.count(orders_cancelled=cancelled + paper_cancelled)
             steps.add(name, ms, detail, finished)
         finally:
             connection.close()
@@ -312,9 +439,22 @@ def _record_exchange_steps(
             steps.add(name, 0 if not targets else int((time.monotonic() - started) * 1000), detail)
 
 
-def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> KillRun:
+def _execute_claimed(run: KillRun, claim: str, process_vault: vault.ProcessVault | None) -> KillRun:
+    lease = _Lease(run.pk, claim).start()
+    try:
+        carried = run.takeovers[-1] if run.takeovers else {}
+        figures = ("orders_cancelled", "paper_orders_cancelled", "workers_stopped")
+        steps = _Steps(run=run, lease=lease, carried={name: int(carried.get(name) or 0) for name in figures})
+        _execute_steps(run, steps, process_vault)
+    finally:
+        lease.stop()
+    if lease.lost.is_set():
+        return KillRun.objects.get(pk=run.pk)
+    return run
+
+
+def _execute_steps(run: KillRun, steps: _Steps, process_vault: vault.ProcessVault | None) -> None:
     bots = affected_bots(run)
-    steps = _Steps(run=run)
     pv = process_vault or vault.from_settings()
     processes = _Processes(bots=bots, pv=pv, steps=steps)
     run_publish(run, "started", scope=run.scope, bot=run.bot_id, reason=run.reason)
@@ -337,10 +477,11 @@ def _execute_claimed(run: KillRun, process_vault: vault.ProcessVault | None) -> 
     steps.end_beside("revoke", REVOKE_WAIT_S)
     steps.end_beside("purge", PURGE_WAIT_S)
     steps.end_beside("stop", STOP_WAIT_S + 10)
-    run.workers_stopped = processes.workers_stopped
-    _report(run, targets, results, steps, workers_gone=processes.workers_gone, paper=paper)
-    run_finish(run, len(bots), len(targets))
-    return run
+    run.workers_stopped = processes.workers_stopped + steps.carried["workers_stopped"]
+    if _report(run, targets, results, steps, workers_gone=processes.workers_gone, paper=paper):
+        run_finish(run, len(bots), len(targets))
+    else:
+        logger.error("kill run %s: another executor holds the run now; this report is dropped", run.pk)
 
 
 def _report(
@@ -351,11 +492,12 @@ def _report(
     *,
     workers_gone: bool,
     paper: _Paper,
-) -> None:
+) -> bool:
+    """Write the report, under the executor's claim; False when another executor holds the run now."""
     for result in results:
         steps.problems.extend(result.problems)
-    run.paper_orders_cancelled = paper.cancelled
-    run.orders_cancelled = sum(r.cancelled for r in results) + paper.cancelled
+    run.paper_orders_cancelled = paper.cancelled + steps.carried["paper_orders_cancelled"]
+    run.orders_cancelled = sum(r.cancelled for r in results) + paper.cancelled + steps.carried["orders_cancelled"]
     run.orders_still_open = sum(r.still_open for r in results)
     # "0 still open" only when every account answered a check made after every worker had exited,
     # and the paper bots' orders were checked after that too.
@@ -384,20 +526,19 @@ def _report(
         run.problems.append("verify: open orders unknown (see the verify step); check the exchanges by hand")
     run.status = KillRun.Status.FAILED if run.problems else KillRun.Status.DONE
     run.finished_at = timezone.now()
-    run.save(
-        update_fields=[
-            "status",
-            "finished_at",
-            "orders_cancelled",
-            "paper_orders_cancelled",
-            "workers_stopped",
-            "orders_still_open",
-            "open_unknown",
-            "balances_after",
-            "problems",
-            "steps",
-        ]
+    fields = (
+        "status",
+        "finished_at",
+        "orders_cancelled",
+        "paper_orders_cancelled",
+        "workers_stopped",
+        "orders_still_open",
+        "open_unknown",
+        "balances_after",
+        "problems",
+        "steps",
     )
+    return bool(steps.lease.rows().update(**{name: getattr(run, name) for name in fields}))
 
 
 def _flatten_outcome(sales: list[FlattenSale]) -> tuple[str, list[str]]:
@@ -410,33 +551,52 @@ def _flatten_outcome(sales: list[FlattenSale]) -> tuple[str, list[str]]:
 
 
 def kill_runs_abandon(*, now: datetime | None = None) -> int:
-    """Mark failed the runs still "running" long after they were claimed (their executor died mid-run).
+    """Mark failed the runs given up: still "running" long after their last claim, or lost by too many executors.
 
     Their report is incomplete and nothing is verified: presses no longer join them, a resume no
     longer waits for them (services.active_runs), and the page says what happened.
     """
     now = now or timezone.now()
     abandoned = 0
-    for run in KillRun.objects.filter(status=KillRun.Status.RUNNING, started_at__lt=now - RUN_ABANDONED_AFTER):
-        problem = "the process executing this run stopped before it finished: nothing after its last step is verified"
-        changed = KillRun.objects.filter(pk=run.pk, status=KillRun.Status.RUNNING).update(
-            status=KillRun.Status.FAILED, finished_at=now, open_unknown=True, problems=[*run.problems, problem]
+    given_up = Q(started_at__lt=now - RUN_ABANDONED_AFTER) | Q(
+        heartbeat_at__lt=now - RUN_LEASE, attempts__gte=RUN_MAX_ATTEMPTS
+    )
+    for run in KillRun.objects.filter(given_up, status=KillRun.Status.RUNNING):
+        times = f" {run.attempts} times" if run.attempts > 1 else ""
+        problem = (
+            f"the process executing this run stopped{times} before it finished: nothing after its last step is verified"
+        )
+        # Under the claim it was found with: an executor taking it over meanwhile keeps it.
+        changed = KillRun.objects.filter(pk=run.pk, status=KillRun.Status.RUNNING, claim=run.claim).update(
+            status=KillRun.Status.FAILED,
+            finished_at=now,
+            open_unknown=True,
+            problems=[*run.problems, problem],
+            claim="",
         )
         if changed:
             abandoned += 1
-            record(actor=ACTOR, action="killswitch.abandoned", target=run, data={"started_at": run.started_at})
+            record(
+                actor=ACTOR,
+                action="killswitch.abandoned",
+                target=run,
+                data={"started_at": run.started_at, "attempts": run.attempts},
+            )
     return abandoned
 
 
 def kill_pending() -> int:
-    """Execute every pending run, oldest first; returns how many this call executed."""
+    """Execute every pending run and take over every run whose executor was lost, oldest first.
+
+    Returns how many runs this call executed.
+    """
     kill_runs_abandon()
     executed = 0
-    for run_id in (
-        KillRun.objects.filter(status=KillRun.Status.PENDING).order_by("created_at", "pk").values_list("pk", flat=True)
-    ):
+    runs = KillRun.objects.filter(Q(status=KillRun.Status.PENDING) | Q(pk__in=_lost(timezone.now()).values("pk")))
+    for run_id, status in runs.order_by("created_at", "pk").values_list("pk", "status"):
         close_old_connections()
-        if _claim(run_id):
-            _execute_claimed(KillRun.objects.get(pk=run_id), None)
+        claim = _claim(run_id) if status == KillRun.Status.PENDING else _take_over(run_id)
+        if claim is not None:
+            _execute_claimed(KillRun.objects.get(pk=run_id), claim, None)
             executed += 1
     return executed

@@ -75,7 +75,9 @@ class DcaStrategy(Strategy):
     def decide(self, view: MarketView, state: dict[str, Any]) -> Decision:
         ticks = int(state.get("ticks", 0)) + 1
         decision = Decision(state={**state, "ticks": ticks})
-        if view.base_position > 0 and view.average_entry:
+        # A position smaller than one buy step is fee dust the exchange would not take as an order: selling it
+        # would be refused at every tick, and the bot would never buy again. It is left alone.
+        if view.base_position >= BUY_AMOUNT_STEP and view.average_entry:
             target = view.average_entry * (1 + self.values["take_profit_pct"] / 100)
             if view.price >= target:
                 rounds = int(state.get("rounds", 0))

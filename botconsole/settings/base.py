@@ -147,6 +147,8 @@ CELERY_EVENT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Reconnects after losing the broker where celery's own consumer would exit (see the class).
+CELERY_WORKER_CONSUMER = "apps.core.workers:BrokerLossConsumer"
 CELERY_TIMEZONE = "UTC"
 # Reviews: the control worker snapshots every exchange account's balances at this UTC time, "HH:MM"
 # (cron fields work too: "*/6:00" is every six hours).
@@ -260,6 +262,12 @@ SANDBOX_URL = env("SANDBOX_URL", default="")
 EXCHANGE_KEY_MAX_AGE_DAYS = env.int("EXCHANGE_KEY_MAX_AGE_DAYS", default=90)
 EXCHANGE_TIMEOUT_MS = env.int("EXCHANGE_TIMEOUT_MS", default=10000)
 EXCHANGE_RETRIES = env.int("EXCHANGE_RETRIES", default=3)
+# After a 429 the port waits the exchange's Retry-After before asking again, but never longer than this per retry.
+EXCHANGE_RETRY_AFTER_MAX_S = env.float("EXCHANGE_RETRY_AFTER_MAX_S", default=10.0)
+# The kill asks an account's exchange that is unavailable (429, 5xx, timeouts, not reached; each call already
+# retried by the port) to list and cancel again for this long from the account's first failure, then reports
+# the account not done (its open orders unknown).
+KILL_CANCEL_PATIENCE_S = env.float("KILL_CANCEL_PATIENCE_S", default=10.0)
 # Dead-man's switch: a live bot's worker sets the exchange's cancel-all countdown to DEADMAN_TIMEOUT_S
 # every DEADMAN_REFRESH_S; if the console dies, the exchange cancels the open orders itself.
 DEADMAN_REFRESH_S = env.float("DEADMAN_REFRESH_S", default=15.0)

@@ -39,6 +39,21 @@ function start(root) {
     return td;
   }
 
+  // A box holding a list of sentences, hidden while the list is empty.
+  function items(boxId, listId, lines) {
+    const box = document.getElementById(boxId);
+    const list = document.getElementById(listId);
+    if (!box || !list) return;
+    box.hidden = lines.length === 0;
+    list.replaceChildren(
+      ...lines.map((line) => {
+        const item = document.createElement("li");
+        item.textContent = line;
+        return item;
+      }),
+    );
+  }
+
   function render(state) {
     const result = document.getElementById("run-result");
     if (result) {
@@ -72,18 +87,8 @@ function start(root) {
         }),
       );
     }
-    const problemsBox = document.getElementById("run-problems-box");
-    const problems = document.getElementById("run-problems");
-    if (problemsBox && problems) {
-      problemsBox.hidden = state.problems.length === 0;
-      problems.replaceChildren(
-        ...state.problems.map((p) => {
-          const item = document.createElement("li");
-          item.textContent = p;
-          return item;
-        }),
-      );
-    }
+    items("run-problems-box", "run-problems", state.problems);
+    items("run-takeovers-box", "run-takeovers", state.takeovers || []);
     const balances = document.getElementById("run-balances");
     if (balances && state.balances.length) {
       // As the server renders it: a row per account and asset (free, used by orders, total).
@@ -151,6 +156,7 @@ function start(root) {
     if (data.stage === "started") return `Kill switch started: ${data.reason || ""}`.trim();
     if (data.stage === "progress") return `Kill switch: ${word("killStep", data.step)} (${data.ms} ms)${data.detail ? `: ${data.detail}` : ""}`;
     if (data.stage === "finished") return data.message || `Kill switch ${data.detail || "finished"}`;
+    if (data.stage === "taken_over") return data.message || "Kill switch: the run was taken over";
     return `Kill switch ${data.stage || ""}`.trim();
   }
 

@@ -22,6 +22,7 @@ def test_rate_limiting_is_retried_then_reported_as_unavailable(
     sandbox: Any, new_key: Callable[..., Key], settings: Any
 ) -> None:
     settings.EXCHANGE_RETRIES = 1
+    settings.EXCHANGE_RETRY_AFTER_MAX_S = 1  # the limiter asks for the rest of its minute; wait 1 s of it
     key = new_key()
     sandbox.admin.set_rate_limit(2, api_key=key.api_key)
     exchange = key.exchange()
@@ -40,6 +41,9 @@ def test_the_async_path_retries_a_rate_limit_too_and_then_succeeds(
     sandbox: Any, new_key: Callable[..., Key], settings: Any
 ) -> None:
     settings.EXCHANGE_RETRIES = 3
+    # The sandbox's per-minute limiter asks for the rest of its minute (Retry-After ~59 s); the port waits at most
+    # this long before asking again.
+    settings.EXCHANGE_RETRY_AFTER_MAX_S = 1
     key = new_key()
     key.raw_ccxt(sandbox.url).create_order(SYMBOL, "limit", "buy", 0.001, 30000)
     lifted = threading.Event()

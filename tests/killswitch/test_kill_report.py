@@ -187,6 +187,7 @@ def test_an_account_whose_exchange_does_not_listen_is_unknown_too(
     (trader,) = traders(1)
     rest_orders([trader], 1)
     settings.SANDBOX_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings.KILL_CANCEL_PATIENCE_S = 1  # how long the kill asks again before it gives up on the account
     run = kill_execute(run_id=kill_request(actor="system:test", reason="t").pk, process_vault=control_vault)
     assert run.status == KillRun.Status.FAILED and run.open_unknown
     assert run.still_open_text.startswith("unknown")

@@ -91,6 +91,13 @@ def test_without_a_position_or_an_average_entry_it_never_sells() -> None:
         assert decision.intents == []
 
 
+def test_fee_dust_left_after_a_take_profit_is_not_sold_and_buying_goes_on() -> None:
+    # A take-profit sold what the exchange took; less than one buy step (0.00001) was left by the fees.
+    decision = DCA.decide(view("90000", position="0.000004", entry="25000"), {"ticks": 3, "rounds": 1})
+    assert summary(decision.intents) == [("buy", "market", None, D("0.00056"), "dca-buy-4")]
+    assert decision.state == {"ticks": 4, "rounds": 1}
+
+
 def test_it_keeps_state_it_does_not_know_and_never_cancels() -> None:
     state = {"ticks": 5, "rounds": 2, "note": "kept"}
     decision = DCA.decide(view("25000"), state)

@@ -5,9 +5,12 @@ Everything else talks to an exchange through `Exchange` (synchronous: bot ticks,
 (public market data over the exchange's websocket: the per-host market-data feed). Both speak in the
 project's own values (Decimal amounts, `RemoteOrder`, `RemoteTrade`, `Balances`) and raise the project's
 own errors (`ExchangeError` and its kinds), whose messages carry the exchange's reason but never a URL, a
-signature or a key. Calls that are safe to repeat are retried with backoff on network errors, 5xx and rate
-limits, on the synchronous and the asynchronous path alike; placing an order is retried only because it
-carries a client order id, so a retry is adopted instead of doubled.
+signature or a key. Calls that are safe to repeat are retried with backoff on network errors, timeouts, 5xx
+(a gateway's page or the exchange's own "internal error") and rate limits (waiting the exchange's Retry-After),
+on the synchronous and the asynchronous path alike; a -1021 (clock) is retried once after syncing the time
+difference. Placing an order is never repeated blindly: after an answer that leaves its outcome unknown, the
+order is looked up by its client order id and adopted if it is there, and only sent again (same id) when the
+exchange says it is not; `ExchangeUnavailable` from it means the outcome is still unknown.
 
 A venue is how one exchange id is reached: which ccxt class, how its client is configured, which
 exchange-specific parameters its calls need (the key-permission endpoint, the dead-man's switch). Real

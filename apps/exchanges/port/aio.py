@@ -7,9 +7,9 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import ccxt
@@ -20,6 +20,7 @@ from apps.exchanges.port.values import Balances, RemoteOrder, RemoteTrade
 from apps.exchanges.port.venues import ccxt_client, order_params, venue
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Markets are public: a process keeps each exchange's last loaded markets (in a client that never held a
 # key) so that a kill does not start by fetching and parsing them. Reloaded when older than this, or when
@@ -140,6 +141,19 @@ class AsyncExchange:
         self.exchange_id = exchange_id
         self._client = client
         self._session = session
+        # Requests the exchange refused or failed for a while (429, 5xx, timeouts) that were retried or gave up:
+        # what the kill reports as the exchange's delay.
+        self.troubles = 0
+
+    def _trouble(self) -> None:
+        self.troubles += 1
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        return await acall(fn, *args, on_trouble=self._trouble, **kwargs)
+
+    async def _order_raw(self, symbol: str, client_order_id: str) -> dict[str, Any]:
+        raw: dict[str, Any] = await self._call(self._client.fetch_order, "", symbol, order_params(client_order_id))
+        return raw
 
     def __repr__(self) -> str:
         return f"AsyncExchange({self.exchange_id!r})"
@@ -149,22 +163,21 @@ class AsyncExchange:
         await self._session._load_markets(self._client, self.exchange_id, symbols, refresh)
 
     async def open_orders(self, symbol: str) -> list[RemoteOrder]:
-        raw: list[dict[str, Any]] = await acall(self._client.fetch_open_orders, symbol)
+        raw: list[dict[str, Any]] = await self._call(self._client.fetch_open_orders, symbol)
         return [RemoteOrder.from_ccxt(o) for o in raw]
 
     async def order(self, *, symbol: str, client_order_id: str) -> RemoteOrder:
         """The exchange's order with our client order id. Raises OrderNotFound."""
-        raw: dict[str, Any] = await acall(self._client.fetch_order, "", symbol, order_params(client_order_id))
-        return RemoteOrder.from_ccxt(raw)
+        return RemoteOrder.from_ccxt(await self._order_raw(symbol, client_order_id))
 
     async def cancel_all(self, symbol: str) -> None:
         try:
-            await acall(self._client.cancel_all_orders, symbol)
+            await self._call(self._client.cancel_all_orders, symbol)
         except OrderNotFound:  # nothing open (Binance says so with an error)
             return
 
     async def balances(self) -> Balances:
-        return Balances.from_ccxt(await acall(self._client.fetch_balance))
+        return Balances.from_ccxt(await self._call(self._client.fetch_balance))
 
     async def amount_to_precision(self, symbol: str, amount: Decimal) -> Decimal:
         try:
@@ -173,8 +186,16 @@ class AsyncExchange:
             raise translate(exc) from None
 
     async def market_sell(self, *, symbol: str, amount: Decimal, client_order_id: str) -> RemoteOrder:
+        """Sell at market under our client order id, never twice (as the sync port's place_order)."""
+
+        async def placed() -> dict[str, Any] | None:
+            try:
+                return await self._order_raw(symbol, client_order_id)
+            except OrderNotFound:
+                return None
+
         try:
-            raw: dict[str, Any] = await acall(
+            raw: dict[str, Any] = await self._call(
                 self._client.create_order,
                 symbol,
                 "market",
@@ -182,15 +203,16 @@ class AsyncExchange:
                 float(amount),
                 None,
                 order_params(client_order_id),
+                resolve=placed,
             )
         except OrderRejected as exc:
             if "duplicate" not in exc.message.lower():
                 raise
-            raw = await acall(self._client.fetch_order, "", symbol, order_params(client_order_id))
+            raw = await self._order_raw(symbol, client_order_id)
         return RemoteOrder.from_ccxt(raw)
 
     async def trades(self, symbol: str, *, since_ms: int | None, limit: int = 100) -> list[RemoteTrade]:
-        raw: list[dict[str, Any]] = await acall(self._client.fetch_my_trades, symbol, since_ms, limit)
+        raw: list[dict[str, Any]] = await self._call(self._client.fetch_my_trades, symbol, since_ms, limit)
         return [RemoteTrade.from_ccxt(t) for t in raw]
 
     def milliseconds(self) -> int:

@@ -146,11 +146,25 @@ class Exchange:
         client_order_id: str,
         retries: int | None = None,
     ) -> RemoteOrder:
-        """Place an order under our client order id. A duplicate id means an earlier attempt got through
-        (a retry after a timeout, say): that order is returned instead of a second one."""
+        """Place an order under our client order id, never twice.
+
+        An attempt whose outcome is unknown (timed out, connection dropped, a 5xx answer) may have placed the
+        order: before sending again, the order is looked up by its client order id and adopted if there; it is
+        sent again (same id) only when the exchange says it has no such order. A duplicate id refused means an
+        earlier attempt got through: that order is returned. ExchangeUnavailable: the outcome is still unknown
+        (the caller looks it up later, by the same id)."""
         args = (symbol, type, side, float(amount), float(price) if price is not None else None)
+
+        def placed() -> dict[str, Any] | None:
+            try:
+                return self._order_raw(symbol, client_order_id)
+            except OrderNotFound:
+                return None
+
         try:
-            raw: dict[str, Any] = call(self._client.create_order, *args, order_params(client_order_id), retries=retries)
+            raw: dict[str, Any] = call(
+                self._client.create_order, *args, order_params(client_order_id), retries=retries, resolve=placed
+            )
         except OrderRejected as exc:
             if "duplicate" not in exc.message.lower():
                 raise
@@ -174,8 +188,11 @@ class Exchange:
 
     def order(self, *, symbol: str, client_order_id: str) -> RemoteOrder:
         """The exchange's order with our client order id. Raises OrderNotFound."""
+        return RemoteOrder.from_ccxt(self._order_raw(symbol, client_order_id))
+
+    def _order_raw(self, symbol: str, client_order_id: str) -> dict[str, Any]:
         raw: dict[str, Any] = call(self._client.fetch_order, "", symbol, order_params(client_order_id))
-        return RemoteOrder.from_ccxt(raw)
+        return raw
 
     def open_orders(self, symbol: str | None = None) -> list[RemoteOrder]:
         """Open orders of one symbol, or of every symbol (costs more request weight on most exchanges)."""

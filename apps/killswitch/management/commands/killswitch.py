@@ -71,6 +71,7 @@ def report_text(run: KillRun) -> str:
     ]
     if run.workers_stopped_ms is not None:
         lines.append(f"Workers stopped: {run.workers_stopped}, {run.workers_stopped_ms} ms after the click")
+    lines += run.takeover_lines
     lines += [f"  {step['name']:<9} {step['ms']:>6} ms  {step['detail']}" for step in run.steps]
     paper = f" ({run.paper_orders_cancelled} paper)" if run.paper_orders_cancelled else ""
     lines += [f"Orders cancelled: {run.orders_cancelled}{paper}", f"Orders still open: {run.still_open_text}"]
