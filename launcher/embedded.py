@@ -88,14 +88,9 @@ class EmbeddedServices:
         os.chmod(self.root, 0o711)  # noqa: S103 - traversable (not listable) by the PostgreSQL user  # nosec B103
         self._stop_leftovers()  # before choosing ports, so a leftover does not push us off ours
         ports = self._ports()
-        starters: dict[str, Callable[[], Callable[[], None]]] = {
-            "postgres": lambda: self._start_postgres(ports["postgres"]),
-            "valkey": lambda: self._start_valkey(ports["valkey"]),
-            "openbao": lambda: self._start_openbao(ports["openbao"], ports["openbao_cluster"]),
-        }
         try:
             # Launch all processes first, then wait: the servers boot in parallel.
-            finishers = [starters[name]() for name in self.want]
+            finishers = [self._launch(name, ports) for name in self.want]
             for finish in finishers:
                 finish()
         except MissingPackage as exc:
@@ -105,6 +100,32 @@ class EmbeddedServices:
             self.stop()
             raise
         return dict(self.env)
+
+    def _launch(self, name: str, ports: dict[str, int]) -> Callable[[], None]:
+        """Launch one server on its port; the returned step waits until it is ready."""
+        if name == "postgres":
+            return self._start_postgres(ports["postgres"])
+        if name == "valkey":
+            return self._start_valkey(ports["valkey"])
+        if name == "openbao":
+            return self._start_openbao(ports["openbao"], ports["openbao_cluster"])
+        raise ValueError(f"no embedded server named {name!r}")
+
+    def stop_one(self, name: str) -> None:
+        """Stop one running server, as `stop` would; the others keep running. Its data and port are kept, so
+        `start_one` brings it back as it was (the fault tests stop a server under a running fleet)."""
+        found = [service for service in self.services if service.name == name]
+        if not found:
+            raise LookupError(f"the embedded {name} is not running")
+        for service in found:
+            stop_process_group(service.proc, signal.SIGINT if name == "postgres" else signal.SIGTERM, timeout=30)
+            self.services.remove(service)
+
+    def start_one(self, name: str) -> None:
+        """Start one server again on the port it had (ports.json) and wait until it is ready: OpenBao unsealed
+        and active, PostgreSQL accepting the application's logins, Valkey answering PING."""
+        ports = {key: int(value) for key, value in read_json(self.ports_file).items()}
+        self._launch(name, ports)()
 
     def _stop_leftovers(self) -> None:
         pidfiles = {

@@ -18,10 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -30,7 +29,7 @@ from django.db import connection
 
 from apps.bots.fleet import Fleet
 from apps.vault import client as vault
-from launcher.embedded import stop_process_group
+from launcher.embedded import EmbeddedServices, stop_process_group
 from tests.harness import Harness
 from tests.processes import process_env
 
@@ -146,18 +145,23 @@ class FleetLoop:
 class ControlWorker:
     """`celery -A botconsole worker -Q control` with the control token, as `make run` starts it."""
 
-    def __init__(self, services: Harness, var_dir: Path, sandbox_url: str) -> None:
+    def __init__(
+        self, services: Harness, var_dir: Path, sandbox_url: str, *, wrap: Sequence[str] = (), **overrides: str
+    ) -> None:
         self.log_path = var_dir / "control-worker.log"
         # The circuit breakers have their own tests (tests/killswitch/test_breakers.py); here they would
-        # race the scenario (e.g. the order-rate breaker halting bots while their grids are being placed).
+        # race the scenario (e.g. the order-rate breaker halting bots while their grids are being placed),
+        # unless a test asks for them (`BREAKERS_EVERY_S="1"` in `overrides`, which add to the environment).
         env = process_env(
             services,
             token=services.tokens["control"].token,
             var_dir=var_dir,
             sandbox_url=sandbox_url,
-            BREAKERS_EVERY_S="86400",
+            **{"BREAKERS_EVERY_S": "86400", **overrides},
         )
+        # `wrap`: a command that runs the worker (e.g. in a mount namespace of its own, tests/faults).
         argv = [
+            *wrap,
             sys.executable,
             "-m",
             "celery",
@@ -200,14 +204,15 @@ class ControlWorker:
         stop_process_group(self.proc, signal.SIGTERM, timeout=20)
 
 
-def _valkey(services: Harness) -> Any:
-    embedded = services.services
-    found = [s for s in (embedded.services if embedded is not None else []) if s.name == "valkey"]
-    if embedded is None or not found:
+def embedded(services: Harness, name: str) -> EmbeddedServices:
+    """The session's embedded servers, with `name` ("postgres", "valkey", "openbao") among them."""
+    found = services.services
+    if found is None or not any(s.name == name for s in found.services):
         raise AssertionError(
-            "this test stops Redis for real: it needs the test session's embedded Valkey (REDIS_URL unset)"
+            f"this test stops the embedded {name} for real: it needs the test session's own server "
+            "(DATABASE_URL / REDIS_URL / VAULT_ADDR unset)"
         )
-    return embedded, found[0]
+    return found
 
 
 def _redis_answers() -> bool:
@@ -220,17 +225,13 @@ def _redis_answers() -> bool:
 @contextlib.contextmanager
 def valkey_stopped(services: Harness) -> Iterator[None]:
     """Stop the session's Valkey (its port refuses connections) and always start it again on the same port."""
-    embedded, service = _valkey(services)
-    port = urlparse(settings.REDIS_URL).port
-    assert port is not None
-    stop_process_group(service.proc, signal.SIGTERM, timeout=30)
-    embedded.services.remove(service)
+    servers = embedded(services, "valkey")
+    servers.stop_one("valkey")
     try:
         assert not _redis_answers(), "Valkey still answers after it was stopped"
         yield
     finally:
-        finish = embedded._start_valkey(port)
-        finish()  # waits until it answers PING
+        servers.start_one("valkey")  # waits until it answers PING
         wait_until(_redis_answers, "Valkey to answer again", timeout=30)
 
 
