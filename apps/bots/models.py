@@ -24,6 +24,11 @@ SIZE_ANOMALY_FACTOR_MIN, SIZE_ANOMALY_FACTOR_MAX = Decimal("1"), Decimal("1000")
 MONEY = [MinValueValidator(Decimal("0.00000001")), MaxValueValidator(MONEY_MAX)]
 
 
+def bot_queue(bot_id: int) -> str:
+    """The Celery queue of a bot's worker (its ticks), known without reading the bot."""
+    return f"bot.{bot_id}"
+
+
 class Bot(models.Model):
     """A configured trading bot. Its worker runs on Celery queue `bot.<id>` with its own Vault identity.
 
@@ -122,7 +127,7 @@ class Bot(models.Model):
 
     @property
     def queue(self) -> str:
-        return f"bot.{self.pk}"
+        return bot_queue(self.pk)
 
     @property
     def vault_role(self) -> str:

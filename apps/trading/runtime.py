@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,13 @@ class Runtime:
     # The dead-man's switch thread's own exchange client (same key): never shared with the tick path.
     deadman_exchange: port.Exchange | None = None
     deadman: DeadmanSwitch | None = None
+    # The tick chain's pulse (apps.trading.tasks): when the last tick began or ended (time.monotonic()),
+    # whether one is running, the bot's tick interval as last read, and whether ticks stopped on purpose.
+    last_tick: float = field(default_factory=time.monotonic)
+    ticking: bool = False
+    tick_interval_s: float = 1.0
+    ticks_ended: bool = False
+    tick_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __repr__(self) -> str:  # never show the exchange client (it holds the key) or the token
         return f"Runtime(bot_id={self.bot_id}, token_accessor={self.token_accessor!r})"

@@ -147,6 +147,8 @@ CELERY_EVENT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Reconnects after losing the broker where celery's own consumer would exit (see the class).
+CELERY_WORKER_CONSUMER = "apps.core.workers:BrokerLossConsumer"
 CELERY_TIMEZONE = "UTC"
 # Reviews: the control worker snapshots every exchange account's balances at this UTC time, "HH:MM"
 # (cron fields work too: "*/6:00" is every six hours).
