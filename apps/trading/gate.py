@@ -30,7 +30,7 @@ from apps.trading.ledger import Breach, ledger_for, loss_breach
 from apps.trading.marketdata import market_price
 from apps.trading.models import ZERO, BotLedger, GateRefusal, Order, Position
 from apps.trading.paper import paper_place
-from apps.trading.sync import order_apply_exchange
+from apps.trading.sync import order_apply_exchange, order_unrecorded
 
 logger = logging.getLogger(__name__)
 Reason = GateRefusal.Reason
@@ -278,17 +278,25 @@ def place_order(*, bot: Bot, intent: OrderIntent, exchange: port.Exchange, price
     if existing is not None:
         return existing
     reference = _reference_price(bot, intent, exchange, price) if intent_invalid(intent, Decimal(1)) is None else None
-    with transaction.atomic():
-        decision = gate_check(bot=bot, intent=intent, price=reference)
-        if decision.allowed:
-            assert reference is not None
-            order = _order_create(bot, intent, cid, ledger.generation, reference)
-            if order.paper:
-                paper_place(order=order, exchange=exchange, market_price=reference)
-            else:
-                # The halt row and the bot row stay share-locked until this transaction commits.
-                _send_live(order, intent, exchange)
-            _order_placed(order)
+    sent: Order | None = None
+    try:
+        with transaction.atomic():
+            decision = gate_check(bot=bot, intent=intent, price=reference)
+            if decision.allowed:
+                assert reference is not None
+                order = _order_create(bot, intent, cid, ledger.generation, reference)
+                if order.paper:
+                    paper_place(order=order, exchange=exchange, market_price=reference)
+                else:
+                    # The halt row and the bot row stay share-locked until this transaction commits.
+                    sent = order
+                    _send_live(order, intent, exchange)
+                _order_placed(order)
+    except Exception:
+        if sent is not None:
+            # The exchange may hold it while its row is gone with the transaction: the next sync recovers it.
+            order_unrecorded(sent)
+        raise
     if not decision.allowed:
         raise OrderRefused(decision)
     return order

@@ -1,11 +1,25 @@
-"""Bringing the database's view of a live bot's orders and fills up to date with the exchange."""
+"""Bringing the database's view of a live bot's orders and fills up to date with the exchange.
+
+Also the orders the exchange took but the database lost: the gate sends an order inside the transaction
+that stores its row (so that a halt waits for it), so when the database fails before that transaction
+commits (restarted, unreachable), the order rests on the exchange with no row. The worker that sent it
+remembers it in memory (`order_unrecorded`) and, on its next tick, looks it up by its client order id and
+records it (`orders_sync`), before its strategy decides anything. An order only this worker could have
+sent is recovered; anything else the account holds stays foreign (reconciliation alerts on it).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
+from django.db import transaction
+
+from apps.audit.services import record
+from apps.bots.halts import actor_of
 from apps.bots.models import Bot
 from apps.exchanges import port
 from apps.trading import events
@@ -127,9 +141,74 @@ def _sync_fills(bot: Bot, exchange: port.Exchange, symbol: str, ledger: BotLedge
     return newest
 
 
+# Orders this process sent whose transaction did not commit, by client order id: their fields as the gate
+# made them. Per process (a bot worker runs one bot); never a secret in them.
+_unrecorded: dict[str, dict[str, Any]] = {}
+_unrecorded_lock = threading.Lock()
+_ORDER_FIELDS = (
+    "bot_id",
+    "account_id",
+    "symbol",
+    "side",
+    "type",
+    "amount",
+    "price",
+    "notional",
+    "client_order_id",
+    "intent_tag",
+    "generation",
+    "created_at",
+)
+
+
+def order_unrecorded(order: Order) -> None:
+    """The gate sent `order` (or tried to) and its row was rolled back: recover it on the bot's next sync."""
+    with _unrecorded_lock:
+        _unrecorded[order.client_order_id] = {name: getattr(order, name) for name in _ORDER_FIELDS}
+    logger.warning("bot %s: order %s was sent but not recorded; recovering it", order.bot_id, order.client_order_id)
+
+
+def _recover_unrecorded(bot: Bot, exchange: port.Exchange, result: SyncResult) -> None:
+    with _unrecorded_lock:
+        pending = [dict(f) for f in _unrecorded.values() if f["bot_id"] == bot.pk]
+    for fields in pending:
+        cid = fields["client_order_id"]
+        if not Order.objects.filter(client_order_id=cid).exists():
+            try:
+                remote = exchange.order(symbol=fields["symbol"], client_order_id=cid)
+            except port.OrderNotFound:
+                remote = None  # it never arrived: nothing to record
+            if remote is not None:
+                _record_recovered(bot, fields, remote)
+                result.orders_updated += 1
+        with _unrecorded_lock:
+            _unrecorded.pop(cid, None)
+
+
+def _record_recovered(bot: Bot, fields: dict[str, Any], remote: port.RemoteOrder) -> None:
+    with transaction.atomic():
+        order = Order.objects.create(**fields, paper=False, exchange_order_id=remote.id)
+        order_apply_exchange(order, remote)
+        record(
+            actor=actor_of(bot),
+            action="order.recovered",
+            target=order,
+            data={
+                "bot": bot.pk,
+                "client_order_id": order.client_order_id,
+                "exchange_order_id": order.exchange_order_id,
+                "status": order.status,
+                "note": "the exchange took this order; its row was lost with the database transaction",
+            },
+        )
+        events.order_new(order)
+
+
 def orders_sync(*, bot: Bot, exchange: port.Exchange) -> SyncResult:
-    """Poll the exchange for the bot's open orders and new fills; idempotent (polling twice stores nothing new)."""
+    """Poll the exchange for the bot's open orders and new fills; idempotent (polling twice stores nothing new).
+    First, the orders this process sent whose rows were lost (see the module docstring)."""
     result = SyncResult()
+    _recover_unrecorded(bot, exchange, result)
     ledger = ledger_for(bot)
     symbols = set(bot.symbols) | set(
         Order.objects.filter(bot=bot, paper=False, status__in=Order.OPEN_STATUSES).values_list("symbol", flat=True)
