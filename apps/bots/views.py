@@ -82,6 +82,7 @@ def bot_detail_view(request: HttpRequest, bot_id: int) -> HttpResponse:
         "log_level": log_level or 0,
         "log_levels": bot_logs.LEVELS,
         "log_retention_days": settings.BOT_LOG_RETENTION_DAYS,
+        "start_problem": selectors.bot_start_problem(bot),
     }
     return render(request, "bots/detail.html", context)
 

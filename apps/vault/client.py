@@ -47,7 +47,10 @@ def _errors() -> Iterator[None]:
         yield
     except hvac.exceptions.Forbidden as exc:
         raise VaultForbidden("permission denied by Vault policy") from exc
-    except (hvac.exceptions.VaultDown, requests.ConnectionError, requests.Timeout) as exc:
+    except hvac.exceptions.VaultDown as exc:
+        # What Vault answers (503) while it is sealed: say so, it is what an operator must act on.
+        raise VaultUnavailable("Vault is sealed (it answers 503 until an operator unseals it)") from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
         raise VaultUnavailable(f"Vault is unavailable ({type(exc).__name__})") from exc
     except hvac.exceptions.VaultError as exc:
         raise VaultError(f"Vault error ({type(exc).__name__})") from exc
