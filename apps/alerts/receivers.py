@@ -1,4 +1,5 @@
-"""Alerts raised on what the floors below announce: a lockout (django-axes) and a tampered audit log."""
+"""Alerts raised on what the floors below announce: a lockout (django-axes), a tampered audit log and an audit
+checkpoint that could not be written."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from django.http import HttpRequest
 
 from apps.alerts.services import alert_raise
 from apps.audit.models import AuditVerification
-from apps.audit.signals import tampering_found
+from apps.audit.signals import checkpoint_failed, tampering_found
 from apps.core.net import client_ip
 
 AUDIT_TAMPERED = "audit_tampered"
+AUDIT_CHECKPOINT_FAILED = "audit_checkpoint_failed"
 
 
 @receiver(user_locked_out)
@@ -36,3 +38,10 @@ def alert_on_tampering(
     sender: Any, verification: AuditVerification, message: str, data: dict[str, Any], **kwargs: Any
 ) -> None:
     alert_raise(kind=AUDIT_TAMPERED, severity="critical", target=verification, message=message, data=data)
+
+
+@receiver(checkpoint_failed)
+def alert_on_checkpoint_failure(
+    sender: Any, verification: AuditVerification, message: str, data: dict[str, Any], **kwargs: Any
+) -> None:
+    alert_raise(kind=AUDIT_CHECKPOINT_FAILED, severity="critical", target=verification, message=message, data=data)

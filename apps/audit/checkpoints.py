@@ -18,6 +18,7 @@ Verification then checks that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 from apps.audit.chain import GENESIS_HASH, canonical_time, checkpoint_message
 from apps.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from apps.audit.services import audit_verify_chain
-from apps.audit.signals import tampering_found
+from apps.audit.signals import checkpoint_failed, tampering_found
 from apps.vault import client as vault
 
 logger = logging.getLogger(__name__)
@@ -140,13 +141,26 @@ def checkpoint_file() -> Path:
 
 
 def checkpoint_file_append(path: Path, checkpoint: SignedCheckpoint) -> None:
-    """Append one line and make it durable. The file is only ever opened for appending."""
+    """Append one line and make it durable, or raise OSError leaving the file as it was.
+
+    The file is only ever opened for appending. A disk that fills up part-way through the line takes
+    part of it (a short write) before it refuses the rest: that part is cut off again, so that no torn
+    line sits ahead of the next checkpoint's.
+    """
     created = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, checkpoint.as_line().encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            rest = memoryview(checkpoint.as_line().encode())
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # if even this fails, verification reports the torn line
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
     if created:  # the new directory entry must survive a crash too
@@ -318,8 +332,8 @@ def _store(report: VerifyReport, *, started: datetime, source: str) -> AuditVeri
     )
 
 
-def _store_error(*, scope: str, started: datetime, source: str, error: Exception) -> None:
-    AuditVerification.objects.create(
+def _store_error(*, scope: str, started: datetime, source: str, error: Exception) -> AuditVerification:
+    return AuditVerification.objects.create(
         started_at=started,
         finished_at=timezone.now(),
         scope=scope,
@@ -327,6 +341,35 @@ def _store_error(*, scope: str, started: datetime, source: str, error: Exception
         source=source,
         problems=[{"seq": None, "message": str(error)}],
     )
+
+
+class CheckpointFileError(Exception):
+    """The checkpoint file could not be read or appended to (disk full, read-only, gone): nothing was signed."""
+
+
+def _file_failed(*, path: Path, started: datetime, source: str, error: OSError) -> CheckpointFileError:
+    """Record a checkpoint the file could not take, and announce it (the alerts app raises the alert) unless the
+    previous attempt failed the same way: until a checkpoint succeeds, the log's newest entries are unanchored."""
+    why = error.strerror or str(error)
+    failure = CheckpointFileError(
+        f"no checkpoint signed: the checkpoint file {path} could not be written ({why}); "
+        "the next checkpoint that succeeds covers every entry since the last one"
+    )
+    previous = (
+        AuditVerification.objects.filter(scope=AuditVerification.Scope.CHECKPOINT)
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+    stored = _store_error(scope=AuditVerification.Scope.CHECKPOINT, started=started, source=source, error=failure)
+    logger.error("audit: %s", failure)
+    if previous is None or previous.status != AuditVerification.Status.ERROR or previous.reason != stored.reason:
+        checkpoint_failed.send(
+            sender=AuditVerification,
+            verification=stored,
+            message=f"Audit checkpoint not signed: the checkpoint file could not be written ({why}).",
+            data={"file": str(path), "errno": error.errno, "verification": stored.pk},
+        )
+    return failure
 
 
 def _alert_if_new(report: VerifyReport, stored: AuditVerification) -> None:
@@ -394,7 +437,8 @@ def audit_checkpoint_create(*, source: str, process_vault: vault.ProcessVault | 
     """Sign the last entry, after checking everything since the last checkpoint.
 
     Refuses (and alerts) when that check fails: a checkpoint over a tampered log would vouch
-    for it. Does nothing when no entry was added since the last checkpoint.
+    for it. Does nothing when no entry was added since the last checkpoint. Raises
+    CheckpointFileError (recorded and alerted) when the file cannot take it: nothing is committed then.
     """
     started = timezone.now()
     path = checkpoint_file()
@@ -421,5 +465,7 @@ def audit_checkpoint_create(*, source: str, process_vault: vault.ProcessVault | 
     except vault.VaultError as exc:
         _store_error(scope=AuditVerification.Scope.CHECKPOINT, started=started, source=source, error=exc)
         raise
+    except OSError as exc:  # the file: full disk, read-only, gone (the transaction above rolled back)
+        raise _file_failed(path=path, started=started, source=source, error=exc) from exc
     _finish(report, started=started, source=source)
     return CheckpointResult(report=report, checkpoint=created, created=created is not None)

@@ -9,7 +9,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.http import HttpRequest
 
-from apps.audit.checkpoints import audit_checkpoint_create, audit_verify
+from apps.audit.checkpoints import CheckpointFileError, audit_checkpoint_create, audit_verify
 from apps.audit.services import record
 from apps.core.queueing import enqueue_or_refuse
 from apps.vault.client import VaultError
@@ -36,6 +36,8 @@ def audit_checkpoint_task() -> int | None:
     except VaultError as exc:
         logger.error("audit checkpoint not signed: %s", exc)
         return None
+    except CheckpointFileError:
+        return None  # recorded, logged and alerted; the next one covers these entries
     return result.checkpoint.seq if result.checkpoint else None
 
 

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.audit.checkpoints import audit_checkpoint_create, checkpoint_file
+from apps.audit.checkpoints import CheckpointFileError, audit_checkpoint_create, checkpoint_file
 from apps.vault.client import VaultError
 
 
@@ -17,6 +17,8 @@ class Command(BaseCommand):
             result = audit_checkpoint_create(source="system:manage.py audit_checkpoint")
         except VaultError as exc:
             raise CommandError(f"no checkpoint signed: {exc}") from exc
+        except CheckpointFileError as exc:
+            raise CommandError(str(exc)) from exc
         report = result.report
         if not report.ok:
             raise CommandError(
