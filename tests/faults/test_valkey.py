@@ -10,8 +10,13 @@ once and in order, and the books agree: nothing lost or doubled.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +24,10 @@ from django.test import Client
 
 from apps.bots import events as bot_events
 from apps.events.models import Event
-from tests.faults.support import FaultScenario, LiveSocket, Outage, fault_report, server_stopped
+from launcher.embedded import running, stop_process_group
+from tests.faults import broker_probe
+from tests.faults.support import ROOT, Books, FaultScenario, LiveSocket, Outage, fault_report, server_stopped
+from tests.fleet_support import wait_until
 from tests.harness import Harness
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,6 +36,7 @@ FAULT_TIMEOUT_S = 200.0
 OUTAGE_S = 10.0
 # A bot's ticks may pause for the outage, plus the worker's reconnection and one tick interval or two.
 TICK_GAP_SLACK_S = 6.0
+WITHHELD = ("DJANGO_", "DATABASE_", "REDIS_", "VAULT_")
 
 
 def _tick_gaps(bot_ids: list[int], since: Any) -> dict[int, float]:
@@ -74,3 +83,58 @@ def test_valkey_restarted_workers_reconnect_ticks_resume_and_the_live_feed_misse
     gaps = _tick_gaps([b.pk for b in scenario.bots], since=outage.began)
     assert all(gap <= outage.duration_s + TICK_GAP_SLACK_S for gap in gaps.values()), (outage.duration_s, gaps)
     books.assert_clean()
+
+
+class ProbeWorker:
+    """A worker of tests/faults/broker_probe.py on the broker at `url`, logging to `log`."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        self.log = log
+        argv = [sys.executable, "-m", "celery", "-A", "tests.faults.broker_probe", "worker", "-P", "solo"]
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*argv, "--without-mingle", "--without-gossip", "-l", "INFO"],
+                cwd=ROOT,
+                # Without Django (celery would set it up from DJANGO_SETTINGS_MODULE) and the session's servers.
+                env={**{k: v for k, v in os.environ.items() if not k.startswith(WITHHELD)}, "PROBE_BROKER_URL": url},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, what: str) -> None:
+        wait_until(lambda: needle in self.text(), what, timeout=60)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and "Unrecoverable" not in self.text()
+
+
+def test_a_worker_holding_a_delayed_task_survives_its_broker_going_away(tmp_path: Path) -> None:
+    """What the test above meets only when a worker happens to hold its next tick as Valkey goes, every time: a
+    worker holding a delayed (unacknowledged) message loses its broker. Celery's own consumer then exits
+    ("Unrecoverable error: AttributeError"); the project's (apps.core.workers) reconnects and works on. On a
+    private Valkey (the launcher's), so nothing else is disturbed."""
+    with running(tmp_path / "var", ("valkey",)) as servers:
+        url = servers.env["REDIS_URL"]
+        worker = ProbeWorker(url, tmp_path / "probe-worker.log")
+        try:
+            worker.wait_for("ready.", "the probe worker")
+            broker_probe.app.conf.broker_url = url
+            broker_probe.ping.apply_async(args=(1,), countdown=300)  # held by the worker, unacknowledged
+            worker.wait_for("received", "the worker to hold the delayed task")
+            with Outage("valkey_under_a_held_task") as outage:
+                servers.stop_one("valkey")
+                worker.wait_for("Connection to broker lost", "the worker to notice")
+                time.sleep(1.0)
+                assert worker.alive(), worker.text()[-3000:]
+                servers.start_one("valkey")
+            broker_probe.ping.delay(2)
+            worker.wait_for("PROBE RAN 2", "the worker to run a task after reconnecting")
+            recovery_s = time.monotonic() - outage.ended_mono
+            assert worker.alive(), worker.text()[-3000:]
+        finally:
+            stop_process_group(worker.proc, signal.SIGTERM, timeout=20)
+    fault_report("valkey_under_a_held_task", duration_s=outage.duration_s, books=Books(), recovery_s=recovery_s)
