@@ -51,6 +51,8 @@ function start(root) {
       if (!row) return;
       const cell = row.querySelector("[data-field=state]");
       if (cell) cell.textContent = botState(e.data.observed_state, e.data.desired_state, e.data.halted, e.data.halt_kind);
+      // The bot page's "its worker could not run: ..." holds only while the bot is in error.
+      if (e.data.observed_state !== "error") row.querySelector("#start-problem")?.remove();
       row.dataset.desired = e.data.desired_state;
     },
     heartbeat: (e) => {

@@ -28,7 +28,7 @@ from tests.fleet_support import ControlWorker, fleet_vault, fork_fleet, worker_e
 from tests.harness import Harness
 from tests.keys import Key
 
-FAULT_TIMEOUT_S = 150.0
+FAULT_TIMEOUT_S = 300.0
 HARD_STOP_GRACE_S = 90.0
 
 

@@ -31,6 +31,7 @@ from apps.bots.models import Bot
 from apps.bots.services import bot_start
 from apps.killswitch.models import BreakerRule, BreakerTrip
 from apps.vault import client as vault
+from tests.bots.test_fleet import observed
 from tests.faults.support import FaultScenario, Outage, fault_report, server_stopped, vault_sealed
 from tests.fleet_support import ControlWorker, wait_until
 from tests.harness import Harness
@@ -48,10 +49,6 @@ def _bot_token(fleet: Fleet, services: Harness, bot: Bot) -> vault.ProcessVault:
     secret_id = str(vault.unwrap(services.vault_addr, identity.wrapping_token)["secret_id"])
     login = vault.approle_login(services.vault_addr, identity.role_id, secret_id)
     return vault.ProcessVault(services.vault_addr, login.token)
-
-
-def _observed(bot: Bot) -> str:
-    return str(Bot.objects.values_list("observed_state", flat=True).get(pk=bot.pk))
 
 
 def _tokens_valid(root: vault.ProcessVault, bots: list[Bot]) -> dict[str, int]:
@@ -94,7 +91,7 @@ def test_openbao_sealed_then_restarted_workers_trade_on_new_starts_wait_and_the_
         # Late in the seal (the supervisor retries a failed start after 1, 2, 4 ... s): an operator starts a bot.
         time.sleep(max(0.0, SEAL_S - START_BEFORE_UNSEAL_S - sealed.elapsed_s()))
         bot_start(bot=late, actor="system:test")
-        wait_until(lambda: _observed(late) == Bot.Observed.ERROR, "the bot started while sealed to fail", timeout=30)
+        wait_until(lambda: observed(late) == Bot.Observed.ERROR, "the bot started while sealed to fail", timeout=30)
         page = viewer.get(reverse("bots:detail", args=[late.pk])).content.decode()
         time.sleep(max(0.0, SEAL_S - sealed.elapsed_s()))
     assert body.status_code == 503 and body.json()["down"] == ["vault"] and body.json()["checks"]["vault"] == "sealed"
@@ -107,7 +104,7 @@ def test_openbao_sealed_then_restarted_workers_trade_on_new_starts_wait_and_the_
 
     # Unsealed: the start asked for meanwhile happens by itself, the breaker clears.
     recovered = wait_until(
-        lambda: _observed(late) == Bot.Observed.RUNNING and time.monotonic(), "the late bot to start", timeout=60
+        lambda: observed(late) == Bot.Observed.RUNNING and time.monotonic(), "the late bot to start", timeout=60
     )
     wait_until(
         lambda: BreakerTrip.objects.filter(pk=trip.pk, cleared_at__isnull=False).exists(), "the breaker to clear"

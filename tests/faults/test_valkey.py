@@ -122,7 +122,7 @@ def test_a_worker_holding_a_delayed_task_survives_its_broker_going_away(tmp_path
         worker = ProbeWorker(url, tmp_path / "probe-worker.log")
         try:
             worker.wait_for("ready.", "the probe worker")
-            broker_probe.app.conf.broker_url = url
+            broker_probe.app.conf.update(broker_url=url)
             broker_probe.ping.apply_async(args=(1,), countdown=300)  # held by the worker, unacknowledged
             worker.wait_for("received", "the worker to hold the delayed task")
             with Outage("valkey_under_a_held_task") as outage:
