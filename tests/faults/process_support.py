@@ -31,6 +31,8 @@ from apps.bots.models import Bot
 from apps.exchanges.models import ExchangeAccount
 from apps.trading.models import Fill, Order
 from launcher.embedded import stop_process_group
+from tests.faults.support import Books as fault_books
+from tests.faults.support import fault_report
 from tests.fleet_support import alive, wait_until
 from tests.harness import Harness
 from tests.processes import process_env
@@ -208,9 +210,6 @@ class Books:
     fills_lost: int = 0  # orders whose filled amount on the exchange is not all in Fill rows
     open_now: int = 0
 
-    def line(self) -> str:
-        return f"orders_placed={self.placed} duplicates={self.duplicates} fills_lost={self.fills_lost}"
-
 
 def books(sandbox: Any, api_keys: list[str]) -> Books:
     result = Books()
@@ -253,7 +252,12 @@ class Phases:
 
 
 def fault_line(name: str, *, phases: Phases, books: Books, recovery_s: float) -> str:
-    line = f"fault={name} duration={time.monotonic() - phases.started:.1f} {books.line()} recovery_s={recovery_s:.1f}"
+    """The shared report line (tests/faults/support.py), with this test's whole length as its duration."""
     print(f"{name} phases: {phases}")
-    print(line)
-    return line
+    shared = fault_books(
+        orders_placed=books.placed,
+        duplicates=books.duplicates,
+        orders_lost=len(books.unrecorded),
+        fills_lost=books.fills_lost,
+    )
+    return fault_report(name, duration_s=time.monotonic() - phases.started, books=shared, recovery_s=recovery_s)
