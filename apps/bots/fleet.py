@@ -159,6 +159,8 @@ class Fleet:
     # What a dead supervisor of this fleet left running is stopped before this one starts (apps/bots/orphans.py).
     _fleet: str = ""
     _leftovers_cleared: bool = False
+    # Set once this supervisor listens for halts (before its first pass): a halt committed after it wakes the loop.
+    listening: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if self.worker_mode not in WORKER_MODES:
@@ -621,6 +623,8 @@ class Fleet:
         stop = stop or threading.Event()
         last_renew = time.monotonic()
         wakeup = Wakeup()
+        if wakeup.listen():
+            self.listening.set()
         try:
             while not stop.is_set():
                 try:

@@ -59,6 +59,10 @@ class Wakeup:
         self._conn = conn
         return conn
 
+    def listen(self) -> bool:
+        """Start listening now (else at the first wait); whether the connection is up."""
+        return self._connect() is not None
+
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         """Sleep until a halt is notified (True), the timeout passes or `stop` is set (False)."""
         conn = self._connect()

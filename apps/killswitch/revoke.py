@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -157,7 +157,13 @@ class Stopped:
     stopped: int = 0  # worker processes that were running and the fleet reported stopped
 
 
-def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: Callable[[], set[str]]) -> Stopped:
+def workers_wait(
+    bots: list[Bot],
+    *,
+    pv: vault.ProcessVault,
+    revoked: Callable[[], set[str]],
+    running_at_press: Collection[int] = (),
+) -> Stopped:
     """Wait (at most STOP_WAIT_S) until the fleet reports every affected bot's worker stopped.
 
     Stopping is the fleet supervisor's work (the press set every affected bot to stopped); a worker that
@@ -166,7 +172,7 @@ def workers_wait(bots: list[Bot], *, pv: vault.ProcessVault, revoked: Callable[[
     """
     started = time.monotonic()
     ids = [b.pk for b in bots]
-    had = [b.pk for b in bots if b.observed_state not in STOPPED]
+    had = [b.pk for b in bots if b.observed_state not in STOPPED or b.pk in running_at_press]
     if not had:
         return Stopped(f"no bot worker was running ({len(ids)} bot(s) already stopped)", [], True)
     deadline = started + STOP_WAIT_S

@@ -230,7 +230,10 @@ class _Processes:
         return set(self.revoked)
 
     def stop(self) -> str:
-        stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked_by_then)
+        # The supervisor, woken by the halt, may have stopped some before this run read the bots: those that wanted
+        # to run at the press count as running then.
+        at_press = {int(pk) for pk in self.steps.run.bots_stopped or []}
+        stopped = workers_wait(self.bots, pv=self.pv, revoked=self.revoked_by_then, running_at_press=at_press)
         self.steps.problems.extend(stopped.problems)
         self.workers_gone = stopped.workers_gone
         self.workers_stopped = stopped.stopped

@@ -7,9 +7,10 @@
 // line's last value) on the panel; data-state is loading, ready or error.
 
 import {
-  LIVE_EVENT, bucket, chartOptions, choiceButtons, fetchJson, followScheme, library, money, palette,
+  LIVE_EVENT, bucket, chartOptions, choiceButtons, fetchJson, followScheme, library, palette,
   pnlLine, showNotes,
 } from "./charts.js";
+import { pnlNode } from "./format.js";
 
 const panel = document.getElementById("fleet-chart");
 if (panel) library().then((lib) => start(panel, lib), () => {});
@@ -139,7 +140,8 @@ function start(panel, lib) {
     panel.dataset.liveUpdates = String(liveUpdates);
     const last = fleet.last();
     panel.dataset.last = last ? last.value.toFixed(2) : "";
-    if (legend) legend.textContent = last ? `Fleet PnL now: ${money(last.value)} ${unit}`.trim() : "";
+    // Signed, coloured and worded like every PnL on the page (format.js).
+    if (legend) legend.replaceChildren(...(last ? ["Fleet PnL now: ", pnlNode(String(last.value), unit)] : []));
   }
 
   // -- following the live feed ---------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_an_emergency_stop_kills_the_worker_at_once_without_waiting_for_the_poll
     worker, other = fleet.workers[bot.pk], fleet.workers[calm.pk]
     loop = FleetLoop(fleet, poll_s=SLOW_POLL_S).start()
     try:
+        assert fleet.listening.wait(10), "the supervisor never listened for halts"
         kill_press(actor="system:test", reason="wake test", bot=bot)
         wait_until(lambda: not alive(worker.pid), "the emergency-stopped worker to be gone", timeout=10)
         entry = wait_until(lambda: _worker_stopped(bot), "its stop in the audit log", timeout=10)

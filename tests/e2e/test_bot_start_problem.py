@@ -70,5 +70,5 @@ def test_a_bot_that_could_not_start_says_why_until_it_runs(
         bot_events.bot_state(bot.pk)
 
     as_worker(runs)
-    expect(page.locator("[data-field=state]")).to_have_text("running")
+    expect(page.locator("[data-field=state]")).to_have_text("Running")
     expect(page.locator("#start-problem")).to_have_count(0)

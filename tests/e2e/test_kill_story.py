@@ -11,6 +11,7 @@ and its orders rest on the exchange again.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -258,8 +259,11 @@ def shots(page: Page, name: str, clip: str | None = None) -> None:
 def _worker_pid(bot_id: int) -> int | None:
     import psutil
 
-    for proc in psutil.process_iter(["cmdline"]):
+    # Another test process (make test runs two) may run a bot of the same id on its own database: ours only.
+    ours = os.environ["DATABASE_URL"]
+    for proc in psutil.process_iter(["cmdline", "environ"]):
         cmdline = proc.info.get("cmdline") or []
-        if f"bot.{bot_id}" in cmdline and "worker" in cmdline:
+        environ = proc.info.get("environ") or {}
+        if f"bot.{bot_id}" in cmdline and "worker" in cmdline and environ.get("DATABASE_URL") == ours:
             return int(proc.pid)
     return None

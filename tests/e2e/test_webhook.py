@@ -54,6 +54,6 @@ def test_an_admin_sets_up_the_webhook_and_a_test_alert_arrives_signed(
         assert receiver.verify(delivery, secret)["kind"] == "webhook_test"
 
     page.get_by_role("link", name="Alerts history").click()
-    row = page.locator("tr", has_text="webhook_test")
+    row = page.locator("tr", has_text="Test alert")
     expect(row).to_contain_text("sent")
     assert secret not in page.content()

@@ -190,11 +190,9 @@ def test_a_kill_leaves_no_order_no_worker_and_no_token_and_a_mid_tick_worker_ord
             assert "reported all stopped" in step(run, "stop") and "0 worker processes remain" in step(run, "stop")
             assert not any(alive(pid) for pid in pids.values())
             # Every bot token is revoked.
-            revoke = step(run, "revoke")
-            revoked = int(revoke.split(" bot token")[0])
-            gone = int(revoke.split(" already revoked")[0].rsplit(", ", 1)[-1]) if "already revoked" in revoke else 0
-            # The fleet supervisor, woken by the halt, may have revoked them first: both count as revoked.
-            assert revoked + gone == len(bots), revoke
+            # The fleet supervisor, woken by the halt, may have revoked them (and cleared a bot's accessor) before
+            # the revoke step read them: what counts is that no token answers any more.
+            assert "failed" not in step(run, "revoke"), step(run, "revoke")
             for bot in bots:
                 with pytest.raises(vault.VaultError):
                     root_vault.token_lookup_accessor(accessors[bot.pk])

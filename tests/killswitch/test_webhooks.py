@@ -267,7 +267,7 @@ def test_an_admin_sets_the_webhook_and_the_secret_stays_in_vault(
     assert entry.data["after"] == {"url": receiver.url, "enabled": True, "secret_set": True}
 
     page = client.get(PAGE).content.decode()
-    assert "Signing secret" in page and f"set {config.secret_set_at:%Y-%m-%d}" in page and receiver.url in page
+    assert "Signing secret" in page and f"{config.secret_set_at:%Y-%m-%d}" in page and receiver.url in page
     assert client.post(f"{PAGE}test/")["Location"] == PAGE
     assert AuditEntry.objects.filter(action="alert_webhook.test_requested").count() == 1
     assert webhook_deliver_pending(process_vault=control_vault) == 1
