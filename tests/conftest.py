@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import pytest
 from django.test import Client
@@ -10,6 +10,19 @@ from tests.harness import Harness, harness
 from tests.people import Person, full_login, make_person
 
 pytest_plugins = ["tests.fixtures.sandbox", "tests.keys"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Captured output that holds text UTF-8 cannot carry (a hostile test's lone surrogates) is escaped, so the
+    report travels between `make test`'s two processes (pytest-xdist sends it as UTF-8)."""
+    report = yield
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    return report
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @pytest.fixture(scope="session")
