@@ -113,6 +113,9 @@ def _token_revoke(pv: vault.ProcessVault, bot: Bot, accessor: str, problems: lis
     try:
         info = pv.token_lookup_accessor(accessor)
     except (vault.VaultForbidden, vault.VaultUnavailable) as exc:
+        # Looked up while another run (or the fleet) revokes it, OpenBao may refuse the lookup: gone is done.
+        if _token_gone(pv, accessor):
+            return "gone"
         problems.append(f"revoke: token of bot #{bot.pk} not revoked: {exc}"[:300])
         return ""
     except vault.VaultError:

@@ -259,11 +259,11 @@ def shots(page: Page, name: str, clip: str | None = None) -> None:
 def _worker_pid(bot_id: int) -> int | None:
     import psutil
 
-    # Another test process (make test runs two) may run a bot of the same id on its own database: ours only.
-    ours = os.environ["DATABASE_URL"]
+    # Another test process (make test runs two) may run a bot of the same id on its own servers: ours only.
+    ours = os.environ["VAULT_ADDR"]
     for proc in psutil.process_iter(["cmdline", "environ"]):
         cmdline = proc.info.get("cmdline") or []
         environ = proc.info.get("environ") or {}
-        if f"bot.{bot_id}" in cmdline and "worker" in cmdline and environ.get("DATABASE_URL") == ours:
+        if f"bot.{bot_id}" in cmdline and "worker" in cmdline and environ.get("VAULT_ADDR") == ours:
             return int(proc.pid)
     return None
