@@ -21,7 +21,7 @@ run: $(STAMP)
 # wait on servers and worker processes, so two at once share the 2 cores well. TEST_WORKERS=0 runs one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) browser deploy-tools
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # The browser tests (tests/e2e) drive Debian's Chromium through Playwright; `playwright install`
 # is never used. As root the package is installed; otherwise the user is told to install it.

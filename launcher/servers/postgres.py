@@ -6,6 +6,7 @@ When the launcher runs as root, PostgreSQL (which refuses root) runs as a system
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -24,20 +25,32 @@ from launcher.servers.common import ServiceStartError, Spawn, wait_until
 PG_SYSTEM_USER = "botconsole-pg"
 APP_DB_NAME = "botconsole"
 APP_DB_ROLE = "botconsole"
+USERADD_LOCK = "/run/lock/botconsole-pg-useradd.lock"  # opened with O_NOFOLLOW: a planted link is refused
+USERADD_EXISTS = 9  # useradd's exit status for "user already exists"
 
 
 def pg_system_user() -> str | None:
     """The user PostgreSQL runs as when we are root (created on first use), else None: ourselves."""
     if os.geteuid() != 0:
         return None
+    # Processes starting at once (make test's two pytest processes on a new machine) take turns: two useradds
+    # racing each other left one process holding a uid that no longer existed.
+    lock = os.open(USERADD_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            result = subprocess.run(
+                ["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode not in (0, USERADD_EXISTS):
+                failed = f"useradd {PG_SYSTEM_USER} failed: {result.stderr.strip()}"
+                raise ServiceStartError("PostgreSQL", failed, None) from None
+    finally:
+        os.close(lock)  # closing releases the lock
     return PG_SYSTEM_USER
 
 

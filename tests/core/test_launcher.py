@@ -48,6 +48,33 @@ def test_a_server_that_fails_to_start_is_named_with_its_log_tail(tmp_path: Path)
     assert services.services == []  # nothing left running
 
 
+def _system_user_uid(name: str) -> int | None:
+    import launcher.servers.postgres as postgres
+
+    postgres.PG_SYSTEM_USER = name  # this forked process only
+    user = postgres.pg_system_user()
+    return None if user is None else pwd.getpwnam(user).pw_uid
+
+
+def test_processes_creating_the_postgres_user_at_once_all_get_the_one_that_exists() -> None:
+    """make test's two processes start their servers together on a new machine: racing useradds once left one of
+    them with a uid that no longer existed ("initdb: could not look up effective user ID 999")."""
+    import multiprocessing
+
+    name = f"bc-race-{os.getpid()}"
+    try:
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            uids = pool.map(_system_user_uid, [name] * 4)
+        if os.geteuid() != 0:
+            assert uids == [None] * 4  # not root: PostgreSQL runs as ourselves, nobody is created
+        else:
+            assert len(set(uids)) == 1
+            assert uids[0] == pwd.getpwnam(name).pw_uid
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["/usr/sbin/userdel", name], capture_output=True, check=False)
+
+
 def test_services_env_names_the_sandbox_and_the_local_settings_read_it(tmp_path: Path) -> None:
     """What lets the shell's kill switch, run from another terminal, reach the servers and the sandbox of `make run`."""
     supervisor = Supervisor(tmp_path, free_port())
