@@ -50,16 +50,11 @@ ANNOUNCE_TIMEOUT_S = 0.2
 ANNOUNCE_BACKOFF_S = 2.0
 
 
-# Takes the floor unless this transaction (its xid) already holds one that is still in force: one
-# lock per transaction, not one per event, so a transaction that publishes thousands of events does
-# not fill PostgreSQL's lock table. The WHERE is evaluated before the lock in the select list.
 _FLOOR_SQL = """
-SELECT pg_advisory_xact_lock_shared(%(base)s + CASE WHEN is_called THEN last_value ELSE last_value - 1 END),
-       pg_current_xact_id()::text
+SELECT pg_advisory_xact_lock_shared(%(base)s + CASE WHEN is_called THEN last_value ELSE last_value - 1 END)
 FROM {sequence}
-WHERE coalesce(pg_current_xact_id_if_assigned()::text, '') <> %(held)s
 """
-# Per thread (a Django connection belongs to one thread): (xid, savepoints open) of the last floor.
+# Per thread (a Django connection belongs to one thread): the open transaction's _Pending, if any.
 _floor = threading.local()
 
 
@@ -99,10 +94,15 @@ def publish(*, kind: str, data: dict[str, Any], bot_id: int | None = None) -> Ev
     # savepoint=False: inside the caller's transaction this adds nothing; in autocommit it makes the
     # floor and the row one transaction, so the floor is held until the row is committed.
     with transaction.atomic(savepoint=False):
-        _take_floor()
+        pending = _pending()
+        if pending is None:  # the transaction's first event (or the first since a savepoint with it rolled back)
+            _take_floor()
         event = Event.objects.create(kind=kind, bot_id=bot_id, payload=payload)
-        seq = event.seq
-        transaction.on_commit(lambda: announce(seq))
+        if pending is None:
+            _floor.pending = pending = _Pending(event.seq)
+            transaction.on_commit(pending)
+        else:
+            pending.seq = max(pending.seq, event.seq)
     return event
 
 
@@ -136,25 +136,45 @@ class _Announcer:
         return True
 
 
+class _Pending:
+    """A transaction's announcement: one per transaction, of its highest sequence number, run on commit.
+
+    While it is still among the connection's commit hooks, the transaction that took the floor is still open
+    and no savepoint it was taken in has rolled back (Django drops the hooks of a rolled-back savepoint, and all
+    of them on rollback or commit): so it also says whether the floor is still held.
+    """
+
+    __slots__ = ("seq",)
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def __call__(self) -> None:
+        announce(self.seq)
+
+
+def _pending() -> _Pending | None:
+    """This thread's transaction's announcement if it is still to run on commit, else None (take a new floor)."""
+    pending: _Pending | None = getattr(_floor, "pending", None)
+    if pending is None:
+        return None
+    if any(hook[1] is pending for hook in reversed(connection.run_on_commit)):
+        return pending
+    _floor.pending = None
+    return None
+
+
 def _take_floor() -> None:
     """Advertise this transaction's floor before it takes a sequence number (nextval in the INSERT
     that follows): the floor is read and locked in one statement, so every number it takes is above.
 
-    A floor taken inside a savepoint is released if that savepoint rolls back, so an earlier floor
-    counts only while every savepoint that was open when it was taken still is.
+    Taken once per transaction (see _Pending), not per event, so a transaction that publishes thousands of
+    events does not fill PostgreSQL's lock table nor pay a round trip per event. A floor taken inside a
+    savepoint is released if that savepoint rolls back; the next event then takes a new one.
     """
-    savepoints = tuple(connection.savepoint_ids)
-    held: tuple[str, tuple[str, ...]] | None = getattr(_floor, "held", None)
-    in_force = held is not None and savepoints[: len(held[1])] == held[1]
     with connection.cursor() as cursor:
         # The sequence's name comes from the catalog (sequence_name), never from input.
-        cursor.execute(
-            _FLOOR_SQL.format(sequence=sequence_name()),
-            {"base": FLOOR_LOCK_BASE, "held": held[0] if held is not None and in_force else "-"},
-        )
-        row = cursor.fetchone()
-    if row is not None:
-        _floor.held = (str(row[1]), savepoints)
+        cursor.execute(_FLOOR_SQL.format(sequence=sequence_name()), {"base": FLOOR_LOCK_BASE})
 
 
 @functools.cache

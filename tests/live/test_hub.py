@@ -237,3 +237,40 @@ def test_users_with_the_same_audience_see_the_same_events(person: Callable[..., 
                 assert seen[a.pk] == seen[b.pk], (a, b)
     # And they do differ where the rule differs, so the comparison above has something to check.
     assert len({tuple(v) for v in seen.values()}) == 3
+
+
+class _RollBack(Exception):
+    pass
+
+
+def _announcements(pubsub: Any, wait_s: float = 0.5) -> list[int]:
+    """Every announcement on the channel until it has been quiet for wait_s."""
+    got: list[int] = []
+    while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_s)) is not None:
+        got.append(int(message["data"]))
+    return got
+
+
+def test_a_transaction_announces_once_with_its_highest_number_and_a_rolled_back_one_never(
+    own_notify_channel: str,
+) -> None:
+    """Announcements only wake the hubs, which read by sequence: one per transaction is enough, and saves each
+    event of a tick a Redis round trip."""
+    pubsub = _valkey().pubsub()
+    pubsub.subscribe(own_notify_channel)
+    try:
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        with transaction.atomic():
+            first = [publish(kind="order_update", data={"n": n}).seq for n in range(10)]
+        with transaction.atomic():
+            with pytest.raises(_RollBack), transaction.atomic():
+                publish(kind="heartbeat", data={"in": "a savepoint that rolls back"})
+                raise _RollBack
+            kept = publish(kind="heartbeat", data={"after": "the savepoint"}).seq
+        with pytest.raises(_RollBack), transaction.atomic():
+            publish(kind="heartbeat", data={"in": "a transaction that rolls back"})
+            raise _RollBack
+        alone = publish(kind="fill", data={"autocommit": True}).seq
+        assert _announcements(pubsub) == [max(first), kept, alone]
+    finally:
+        pubsub.close()
