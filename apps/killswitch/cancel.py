@@ -64,6 +64,9 @@ class AccountResult:
     troubles: int = 0  # requests the exchange refused or failed (429, 5xx, timeouts), each retried
     delayed_s: float = 0.0  # the longest a listing or cancel took because of them, retries included
     patient_until: float | None = None  # time.monotonic() after which a failing call is not asked again
+    # The cancel counted what the exchange's answer named: our rows the final check finds cancelled, not named
+    # in it (its answer was lost), count as cancelled too.
+    count_settled: bool = False
 
     def problem(self, what: str, exc: Exception) -> None:
         reason = exc.message if isinstance(exc, port.ExchangeError) else f"{type(exc).__name__}: {exc}"
@@ -134,6 +137,14 @@ async def _account_cancel(
 
     async def cancel(symbol: str) -> tuple[str, list[port.RemoteOrder]]:
         try:
+            if exchange.cancel_all_names_orders:  # one request: its answer names what it cancelled
+                # If an answer is lost, the cancel-all asked again (by us, or silently by the HTTP client: DELETE
+                # is idempotent) answers "nothing open" for the orders the first one cancelled: the final check
+                # then counts our rows it finds cancelled, so they are never reported as zero.
+                result.count_settled = True
+                named = await _patiently(result, exchange, partial(exchange.cancel_all_named, symbol))
+                result.cancelled += len(named)
+                return symbol, named
             listed = await _patiently(result, exchange, partial(exchange.open_orders, symbol))
             if listed:
                 await _patiently(result, exchange, partial(exchange.cancel_all, symbol))
@@ -236,6 +247,8 @@ async def _settle_rows(target: AccountTarget, result: AccountResult, symbol: str
         try:
             remote = await exchange.order(symbol=symbol, client_order_id=row.client_order_id)
             await asyncio.to_thread(order_apply_exchange, row, remote)
+            if result.count_settled and remote.status == "canceled":
+                result.cancelled += 1
         except Exception as exc:  # the row stays as it was; a later sync settles it
             result.problem(f"settle {row.client_order_id}", exc)
 

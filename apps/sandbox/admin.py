@@ -297,10 +297,17 @@ class SandboxAdmin:
         return self.set_fault("error", status=status, body=body, **scope)
 
     def timeout_after_accept(
-        self, count: int = 1, *, hold_ms: int = 30_000, drop: bool = False, api_key: str | None = None
+        self,
+        count: int = 1,
+        *,
+        hold_ms: int = 30_000,
+        drop: bool = False,
+        api_key: str | None = None,
+        on: str = "order",
     ) -> FaultsView:
-        """Place the next `count` accepted orders, then hold their answers `hold_ms` (or drop the connection)."""
-        return self.set_fault("timeout_after_accept", count=count, hold_ms=hold_ms, drop=drop, api_key=api_key)
+        """Place the next `count` accepted orders (on="cancel_all": carry out the next cancel-alls), then hold
+        their answers `hold_ms` (or drop the connection)."""
+        return self.set_fault("timeout_after_accept", count=count, hold_ms=hold_ms, drop=drop, api_key=api_key, on=on)
 
     def rate_limit_burst(self, *, retry_after_s: int | None = None, **scope: Unpack[Scope]) -> FaultsView:
         """Answer matching REST requests 429 (-1003, Retry-After); needs count, seconds or fraction."""

@@ -13,7 +13,7 @@ from aiohttp import WSCloseCode, web
 
 from apps.sandbox import errors
 from apps.sandbox.context import SANDBOX, Sandbox
-from apps.sandbox.faults import ORDER_PATH, REST_PREFIXES, Faults, Switch, WsDrop, retry_after
+from apps.sandbox.faults import OPEN_ORDERS_PATH, ORDER_PATH, REST_PREFIXES, Faults, Switch, WsDrop, retry_after
 from apps.sandbox.hub import Connection
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,11 +59,13 @@ def throttled_response(sandbox: Sandbox, switch: Switch) -> web.Response:
 
 
 async def answer_after_accept(request: web.Request, faults: Faults, response: web.StreamResponse) -> web.StreamResponse:
-    """An accepted order placement: held past the client's timeout, or its connection closed unanswered."""
+    """An accepted order placement (or cancel-all): held past the client's timeout, or its connection closed
+    unanswered. The switch's match says which of the two."""
     switch = faults.take("timeout_after_accept", request)
     if switch is None:
         return response
-    placed = body_json(response) or {}
+    answer = body_json(response)
+    placed = answer if isinstance(answer, dict) else {}  # a cancel-all answers with a list: no one order to name
     drop = bool(switch.values["drop"])
     faults.record_request(
         "timeout_after_accept",
@@ -104,7 +106,8 @@ async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if faults.clock_offset_ms and response.status == 400 and (body_json(response) or {}).get("code") == -1021:
         faults.record_request("clock_offset", request, 400, offset_ms=faults.clock_offset_ms)
-    if request.path == ORDER_PATH and request.method == "POST" and response.status == 200:
+    accepted = (request.path, request.method) in ((ORDER_PATH, "POST"), (OPEN_ORDERS_PATH, "DELETE"))
+    if accepted and response.status == 200:
         return await answer_after_accept(request, faults, response)
     return response
 

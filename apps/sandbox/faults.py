@@ -31,14 +31,17 @@ error {status: 500|502|503, body: "json"|"html"; count|seconds|fraction required
     (ccxt: OperationFailed), 503 {"code":-1008,...} (ccxt: ExchangeError) -- none of them a ccxt
     NetworkError, so not retried as one. body "html" is a gateway's error page, which ccxt maps by status
     to ExchangeNotAvailable (a NetworkError). Default body: "html" for 502, else "json". Counted as "error".
-timeout_after_accept {hold_ms: 1..300000 (default 30000), drop: bool; count|seconds|fraction required}
-    For POST /api/v3/order only (api_key may narrow it): the order is placed as usual (it rests or fills,
-    the user-data stream reports it) and then the answer is held `hold_ms` (ccxt: RequestTimeout once its
-    own timeout passes), or with drop the connection is closed without an answer (sync ccxt: NetworkError,
-    async ccxt: ExchangeNotAvailable). Only accepted placements are faulted: a refused order is answered
-    normally and does not use the budget. A retry with the same newClientOrderId is refused -2010
-    "Duplicate order sent." (ccxt InvalidOrder) and GET /api/v3/order?origClientOrderId=... finds the
-    order: that is how a client adopts it. Counted as "timeout_after_accept"; the log names the order.
+timeout_after_accept {hold_ms: 1..300000 (default 30000), drop: bool, on: "order"|"cancel_all" (default "order");
+                      count|seconds|fraction required}
+    For POST /api/v3/order only (api_key may narrow it), or with on "cancel_all" for DELETE /api/v3/openOrders
+    only (the orders are cancelled as usual, then the answer is held or dropped): the order is placed as usual
+    (it rests or fills, the user-data stream reports it) and then the answer is held `hold_ms` (ccxt:
+    RequestTimeout once its own timeout passes), or with drop the connection is closed without an answer
+    (sync ccxt: NetworkError, async ccxt: ExchangeNotAvailable). Only accepted placements are faulted: a
+    refused order is answered normally and does not use the budget. A retry with the same newClientOrderId
+    is refused -2010 "Duplicate order sent." (ccxt InvalidOrder) and GET /api/v3/order?origClientOrderId=...
+    finds the order: that is how a client adopts it. Counted as "timeout_after_accept"; the log names the
+    order.
 rate_limit {retry_after_s: 1..3600 (default: the seconds left, else 1); count|seconds|fraction required}
     Matching requests are answered 429 with Retry-After and Binance's -1003 body, without being handled
     (ccxt raises DDoSProtection, the parent of RateLimitExceeded). Counted as "rate_limit".
@@ -75,6 +78,10 @@ from apps.sandbox.state import valid_key_format
 
 REST_PREFIXES = ("/api/", "/sapi/", "/fapi/", "/dapi/", "/eapi/", "/papi/")
 ORDER_PATH = "/api/v3/order"
+OPEN_ORDERS_PATH = "/api/v3/openOrders"
+# What timeout_after_accept answers late: an order placement (POST ORDER_PATH) or a cancel-all (DELETE
+# OPEN_ORDERS_PATH).
+ACCEPTED_REQUESTS = ("order", "cancel_all")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 ERROR_STATUSES = (500, 502, 503)
 WS_KINDS = ("all", "market", "user")
@@ -180,7 +187,11 @@ def _error(s: Settings) -> dict[str, Any]:
 
 
 def _timeout_after_accept(s: Settings) -> dict[str, Any]:
-    return {"hold_ms": s.integer("hold_ms", 1, MAX_HOLD_MS, DEFAULT_HOLD_MS), "drop": s.boolean("drop")}
+    return {
+        "hold_ms": s.integer("hold_ms", 1, MAX_HOLD_MS, DEFAULT_HOLD_MS),
+        "drop": s.boolean("drop"),
+        "on": s.choice("on", ACCEPTED_REQUESTS, "order"),
+    }
 
 
 def _rate_limit(s: Settings) -> dict[str, Any]:
@@ -191,7 +202,7 @@ def _rate_limit(s: Settings) -> dict[str, Any]:
 REST_SWITCHES: dict[str, tuple[tuple[str, ...], Callable[[Settings], dict[str, Any]], bool, bool]] = {
     "delay": (("ms",), _delay, False, True),
     "error": (("status", "body"), _error, True, True),
-    "timeout_after_accept": (("hold_ms", "drop"), _timeout_after_accept, True, False),
+    "timeout_after_accept": (("hold_ms", "drop", "on"), _timeout_after_accept, True, False),
     "rate_limit": (("retry_after_s",), _rate_limit, True, True),
 }
 NAMES = (*REST_SWITCHES, "websockets", "clock_offset")
@@ -251,8 +262,9 @@ class Faults:
         s = Settings(name, data, (*own, *(MATCH_KEYS if matches else ("api_key",)), *BUDGET_KEYS))
         values = parse(s)
         match = Match.parse(s)
-        if not matches:
-            match = Match(ORDER_PATH, "POST", match.api_key)
+        if not matches:  # timeout_after_accept: what it answers late is its match
+            cancel_all = values.get("on") == "cancel_all"
+            match = Match(*((OPEN_ORDERS_PATH, "DELETE") if cancel_all else (ORDER_PATH, "POST")), match.api_key)
         self.switches[name] = Switch(name, match, Budget.parse(s, needs_budget), values)
 
     def refuse_websockets(self, drop: WsDrop) -> None:

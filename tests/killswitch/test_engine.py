@@ -34,6 +34,7 @@ from apps.killswitch.services import kill_request
 from apps.killswitch.tasks import _poll_forever
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
+from apps.trading.models import Order
 from apps.vault import client as vault
 from tests.harness import Harness
 from tests.keys import Key
@@ -314,3 +315,29 @@ def test_a_run_abandoned_by_its_executor_is_marked_failed_and_no_longer_blocks(
     assert run.status == KillRun.Status.FAILED and run.open_unknown and run.finished_at is not None
     assert "stopped before it finished" in run.problems[-1]
     assert AuditEntry.objects.filter(action="killswitch.abandoned", target_id=str(run.pk)).exists()
+
+
+def test_a_cancel_all_whose_answer_is_lost_counts_every_order_it_cancelled(
+    sandbox: Any, traders: Callable[[int], list[Trader]], control_vault: vault.ProcessVault
+) -> None:
+    """The kill cancels with one cancel-all whose answer names the orders. If that answer is lost, the cancel-all
+    asked again answers "nothing open": the orders the first one cancelled are still counted (from our rows,
+    settled by the final check), never reported as zero."""
+    (trader,) = traders(1)
+    for i in range(4):  # through the gate: our rows, as a bot's
+        intent = OrderIntent(SYMBOL, "buy", "limit", Decimal("0.01"), Decimal("1000"), f"lost-answer-{i}")
+        place_order(bot=trader.bot, intent=intent, exchange=trader.exchange, price=Decimal("60000"))
+    assert len(open_orders(sandbox, trader)) == 4
+    before = sandbox.admin.faults().count("timeout_after_accept")
+    sandbox.admin.timeout_after_accept(1, drop=True, api_key=trader.key.api_key, on="cancel_all")
+    try:
+        run = kill_request(actor="system:test", reason="test")
+        run = kill_execute(run_id=run.pk, process_vault=control_vault)
+        faulted = sandbox.admin.faults().count("timeout_after_accept") - before
+    finally:
+        sandbox.admin.clear_faults()
+    assert faulted == 1  # the first cancel-all was carried out and its answer dropped
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert open_orders(sandbox, trader) == []
+    assert run.orders_cancelled == 4 and run.orders_still_open == 0 and not run.open_unknown
+    assert set(Order.objects.filter(bot=trader.bot).values_list("status", flat=True)) == {Order.Status.CANCELED}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import threading
@@ -26,6 +27,9 @@ T = TypeVar("T")
 # key) so that a kill does not start by fetching and parsing them. Reloaded when older than this, or when
 # an account trades a symbol they lack.
 MARKETS_FRESH_S = 3600.0
+# Exchanges whose spot cancel-all answers with every order it cancelled (Binance's DELETE /api/v3/openOrders):
+# a kill cancels there without listing first.
+CANCEL_ALL_NAMES_ORDERS = frozenset({"binance", "binanceus"})
 _warm: dict[str, tuple[float, Any]] = {}
 _warm_lock = threading.Lock()
 
@@ -75,6 +79,13 @@ async def markets_warm(exchange_ids: Iterable[str]) -> list[str]:
     return failed
 
 
+@functools.cache
+def _tls_context(cafile: str) -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by every session and client: building one reads the whole CA
+    bundle (~14 ms of CPU), and a kill should not start with that."""
+    return ssl.create_default_context(cafile=cafile)
+
+
 class AsyncSession:
     """What the accounts of one kill share, so that twenty accounts cost little more than one.
 
@@ -89,9 +100,8 @@ class AsyncSession:
         # per symbol per account), and ccxt's limiter would add tens of milliseconds after each call.
         self._rate_limit = rate_limit
         self._cafile = certifi.where()
-        connector = aiohttp.TCPConnector(
-            ssl=ssl.create_default_context(cafile=self._cafile), enable_cleanup_closed=True, limit=0
-        )
+        self._ssl = _tls_context(self._cafile)
+        connector = aiohttp.TCPConnector(ssl=self._ssl, enable_cleanup_closed=True, limit=0)
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         self._markets: dict[str, asyncio.Future[Any]] = {}
         self._clients: list[AsyncExchange] = []
@@ -102,6 +112,9 @@ class AsyncSession:
         client = ccxt_client(ccxt.async_support, exchange_id, dict(credentials), enableRateLimit=self._rate_limit)
         if client.verify is True and getattr(client, "cafile", None) in (None, self._cafile):
             client.session, client.own_session = self._session, False
+            # ccxt would otherwise build its own context (reading the CA bundle: ~14 ms of CPU) at its first
+            # request: twenty accounts' first cancels waited ~280 ms for them, one after the other.
+            client.ssl_context = self._ssl
             client.timeout_on_exit = 0  # its close() then only forgets the shared session, closed once here
         opened = AsyncExchange(exchange_id, client, self)
         self._clients.append(opened)
@@ -175,6 +188,20 @@ class AsyncExchange:
             await self._call(self._client.cancel_all_orders, symbol)
         except OrderNotFound:  # nothing open (Binance says so with an error)
             return
+
+    @property
+    def cancel_all_names_orders(self) -> bool:
+        """Whether this exchange's cancel-all answers with the orders it cancelled (see cancel_all_named)."""
+        return venue(self.exchange_id).ccxt_id in CANCEL_ALL_NAMES_ORDERS
+
+    async def cancel_all_named(self, symbol: str) -> list[RemoteOrder]:
+        """Cancel every open order of `symbol` and return those cancelled, as the exchange named them (only where
+        cancel_all_names_orders: elsewhere the answer is a bare status)."""
+        try:
+            raw: list[dict[str, Any]] = await self._call(self._client.cancel_all_orders, symbol)
+        except OrderNotFound:  # nothing open
+            return []
+        return [RemoteOrder.from_ccxt(o) for o in raw if o.get("id") is not None]
 
     async def balances(self) -> Balances:
         return Balances.from_ccxt(await self._call(self._client.fetch_balance))
