@@ -36,7 +36,7 @@ from apps.audit.services import record
 from apps.bots.halts import global_halt_clear, global_halt_lock, global_halt_set
 from apps.bots.models import Bot
 from apps.bots.services import bot_start
-from apps.bots.wakeup import halt_notify
+from apps.bots.wakeup import KILL_CHANNEL, halt_notify, notify
 from apps.core.exceptions import ApplicationError
 from apps.core.text import reason_changed, reason_clean, resume_reason_problem
 from apps.killswitch.models import RUN_ABANDONED_AFTER, KillRun
@@ -146,6 +146,7 @@ def _join_or_create(
         requested_by=actor if isinstance(actor, User) else None,
         requested_via=via[:10],
     )
+    notify(KILL_CHANNEL, f"run {run.pk}")  # the control workers' pollers take it on commit; the queue may be late
     return run, False
 
 

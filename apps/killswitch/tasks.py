@@ -13,6 +13,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from django.db import connection
 
 from apps.alerts.webhook import webhook_deliver_start
+from apps.bots.wakeup import KILL_CHANNEL, Wakeup
 from apps.core.periodic import run_every
 from apps.core.workers import consumes_control_queue
 from apps.exchanges.models import ExchangeAccount
@@ -50,7 +51,14 @@ def _poll_once() -> None:
 
 
 def _poll_forever(stop: threading.Event, every_s: float = POLL_EVERY_S) -> None:
-    run_every(stop, every_s, _poll_once, "kill poller")
+    """Execute pending runs every `every_s`, and at once when one is recorded (PostgreSQL NOTIFY on commit): the
+    broker's message comes later, and finds the run taken (kill_execute returns it as it is)."""
+    wakeup = Wakeup(KILL_CHANNEL, "kill poller")
+    wakeup.listen()
+    try:
+        run_every(stop, every_s, _poll_once, "kill poller", wait=lambda s: wakeup.wait(s, stop))
+    finally:
+        wakeup.close()
 
 
 def start_poller(stop: threading.Event | None = None) -> threading.Thread | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ from apps.exchanges.services import exchange_account_create
 from apps.killswitch import revoke
 from apps.killswitch.models import KillRun
 from apps.killswitch.runner import kill_execute, kill_pending
-from apps.killswitch.services import kill_request
+from apps.killswitch.services import kill_press, kill_request
 from apps.killswitch.tasks import _poll_forever
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import OrderRefused, place_order
@@ -224,6 +225,35 @@ def test_the_control_worker_poller_executes_pending_runs_from_the_database(
         stop.set()
         poller.join(timeout=10)
     assert run.status == KillRun.Status.DONE, run.problems
+    assert run.orders_cancelled == 2 and open_orders(sandbox, trader) == []
+
+
+def test_the_poller_executes_a_recorded_run_at_once_without_the_broker_or_its_next_poll(
+    sandbox: Any, traders: Callable[[int], list[Trader]], services: Harness, settings: Any
+) -> None:
+    """A kill run's commit notifies the control workers' pollers (PostgreSQL NOTIFY): the run is executed without
+    waiting for the broker's message or the next poll (here an hour away), and a rolled-back run wakes nobody."""
+    (trader,) = traders(1)
+    rest_orders([trader], 2)
+    settings.VAULT_TOKEN = services.tokens["control"].token
+    settings.VAULT_ADDR = services.vault_addr
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_forever, args=(stop, 3600.0), daemon=True)
+    poller.start()
+    try:
+        time.sleep(1)  # its LISTEN is up (a notification before it would wait for the hourly poll)
+        press = kill_press(actor="system:test", reason="no broker needed")  # queued too: the broker is up
+        assert press.run is not None
+        run = press.run
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and run.status not in (KillRun.Status.DONE, KillRun.Status.FAILED):
+            time.sleep(0.05)
+            run.refresh_from_db()
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    assert run.status == KillRun.Status.DONE, run.problems
+    assert run.executor.endswith(f"pid {os.getpid()}")  # this process's poller, not a control worker's queue
     assert run.orders_cancelled == 2 and open_orders(sandbox, trader) == []
 
 
