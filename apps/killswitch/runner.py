@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 # The revoke and purge steps run beside the cancel: neither is needed for safety once the halt is committed
 # (the order gate refuses every order), and neither may delay a cancel (Vault or Redis may be slow or down).
 REVOKE_WAIT_S = 60.0
-KEYS_READ_WAIT_S = 5.0
+CANCEL_WAIT_S = 5.0
 PURGE_WAIT_S = 30.0
 STEP_ORDER = ("revoke", "stop", "purge", "paper", "cancel", "verify", "flatten", "balances")
 PAPER_WHY = "Cancelled by the kill switch."
@@ -211,14 +211,16 @@ class _Processes:
     pv: vault.ProcessVault
     steps: _Steps
     revoked: set[str] = field(default_factory=set)
-    # Set once the cancel step has read every account's key: Vault serves those first.
-    keys_read: threading.Event = field(default_factory=threading.Event)
+    # Set once the cancel step has sent every cancel: the revokes (Vault calls, threads of this process) wait for it,
+    # so that they take neither Vault nor CPU from the key reads and cancels.
+    cancelled: threading.Event = field(default_factory=threading.Event)
     workers_gone: bool = False
     workers_stopped: int = 0
 
     def revoke(self) -> str:
-        # Not needed for safety (the halt is committed; the gate refuses), so it waits for the key reads.
-        self.keys_read.wait(KEYS_READ_WAIT_S)
+        # Not needed for safety (the halt is committed; the gate refuses; the fleet has killed the workers), so
+        # it waits for the cancels.
+        self.cancelled.wait(CANCEL_WAIT_S)
         done = bots_revoke(self.pv, self.bots)
         self.revoked = done.accessors
         self.steps.problems.extend(done.problems)
@@ -392,6 +394,7 @@ def _exchange_steps(
 
     def cancelled_now(step: StepDone, cancelled: int) -> None:
         # In a thread of the event loop's: the cancel step and its count on the report at once.
+        processes.cancelled.set()
         try:
             name, ms, detail, finished = step
             # The count first: the step's announcement makes the report page read it.
@@ -402,14 +405,12 @@ def _exchange_steps(
 
     try:
         if targets:
-            results = asyncio.run(
-                exchanges_run(targets, pv, done, workers_gone, cancelled_now, keys_read=processes.keys_read.set)
-            )
+            results = asyncio.run(exchanges_run(targets, pv, done, workers_gone, cancelled_now))
     except Exception as exc:
         logger.exception("kill run %s: exchange steps failed", run.pk)
         steps.problems.append(f"exchanges: {type(exc).__name__}: {exc}"[:300])
     finally:
-        processes.keys_read.set()  # no account, or the loop failed: the revoke step waits no longer
+        processes.cancelled.set()  # no account, or the loop failed: the revoke step waits no longer
     return results, done
 
 
