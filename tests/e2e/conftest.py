@@ -9,11 +9,17 @@ cookies and storage) and page. Every test collected under tests/e2e is marked `e
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from apps.bots.models import Bot
+from apps.exchanges.services import exchange_account_create
+from tests.keys import Key
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -107,3 +113,27 @@ def browser_login(page: Page, base: str, username: str, code: str, password: str
     page.get_by_role("button", name="Log in", exact=True).click()
     page.locator("input[name=code]").fill(code)
     page.get_by_role("button", name="Verify", exact=True).click()
+
+
+def live_grid_bot(
+    new_key: Callable[..., Key], sandbox: Any, *, label: str, name: str, **fields: Any
+) -> tuple[Bot, Key]:
+    """A started live grid bot on BTC/USDT on a new sandbox key holding 10,000 USDT (the gate refuses a stopped
+    bot); `fields` add to or replace the bot's."""
+    key = new_key(ip_restrict=True)
+    sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
+    account, _ = exchange_account_create(
+        label=label, exchange_id="sandbox", credentials=key.form(), attested_no_withdrawals=False, actor="system:test"
+    )
+    values: dict[str, Any] = {
+        "strategy": "grid",
+        "symbols": ["BTC/USDT"],
+        "mode": "live",
+        "max_order_notional": Decimal("1000"),
+        "max_position_notional": Decimal("5000"),
+        "daily_loss_limit": Decimal("1000"),
+        "max_drawdown_pct": Decimal("50"),
+        "desired_state": "running",
+        **fields,
+    }
+    return Bot.objects.create(name=name, account=account, **values), key

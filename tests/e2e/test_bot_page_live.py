@@ -18,16 +18,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from apps.bots.models import Bot
 from apps.events.models import Event
 from apps.events.services import publish
-from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
 from apps.trading.gate import OrderRefused, place_order
 from apps.trading.models import Order, Position
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, live_grid_bot
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
@@ -58,27 +56,7 @@ def test_the_open_orders_fill_in_live_and_a_refused_order_is_a_warning_at_the_to
     new_key: Callable[..., Key],
     sandbox: Any,
 ) -> None:
-    key = new_key(ip_restrict=True)
-    sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
-    account, _ = exchange_account_create(
-        label="Bot page",
-        exchange_id="sandbox",
-        credentials=key.form(),
-        attested_no_withdrawals=False,
-        actor="system:test",
-    )
-    bot = Bot.objects.create(
-        name="Grid on the page",
-        account=account,
-        strategy="grid",
-        symbols=["BTC/USDT"],
-        mode="live",
-        max_order_notional=Decimal("1000"),
-        max_position_notional=Decimal("5000"),
-        daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"),
-        desired_state="running",  # started: the gate refuses a stopped bot
-    )
+    bot, key = live_grid_bot(new_key, sandbox, label="Bot page", name="Grid on the page")
     who = make_person("vera", "viewer")
     base = asgi_server.url
     browser_login(page, base, "vera", who.code())

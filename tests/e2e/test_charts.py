@@ -21,14 +21,13 @@ from playwright.sync_api import ConsoleMessage, Page, Response, expect
 
 from apps.bots.models import Bot
 from apps.core.display import pnl_text
-from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
 from apps.trading.gate import place_order
 from apps.trading.ledger import mark
 from apps.trading.models import Fill, Position
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, live_grid_bot
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
@@ -98,27 +97,13 @@ def test_the_charts_draw_the_sandbox_and_grow_with_each_order_fill_and_tick(
     page.on("console", watch)
     page.on("pageerror", lambda error: refused.append(str(error)))
     page.on("response", failed)
-    key = new_key(ip_restrict=True)
-    sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
-    account, _ = exchange_account_create(
+    bot, key = live_grid_bot(
+        new_key,
+        sandbox,
         label="Charts",
-        exchange_id="sandbox",
-        credentials=key.form(),
-        attested_no_withdrawals=False,
-        actor="system:test",
-    )
-    bot = Bot.objects.create(
         name="Grid on the chart",
-        account=account,
-        strategy="grid",
         params={"lower": "58000", "upper": "62000", "levels": 5, "order_amount": "0.01"},
         symbols=[SYMBOL],
-        mode="live",
-        max_order_notional=Decimal("1000"),
-        max_position_notional=Decimal("5000"),
-        daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"),
-        desired_state="running",  # started: the gate refuses a stopped bot
     )
     sandbox.admin.set_price(SYMBOL, "60000")
     who = make_person("cora", "viewer")

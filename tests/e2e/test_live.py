@@ -24,14 +24,12 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from apps.bots.models import Bot
 from apps.events.services import publish
-from apps.exchanges.services import exchange_account_create
 from apps.strategies.base import OrderIntent
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
 from launcher.embedded import free_port
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, live_grid_bot
 from tests.harness import Harness
 from tests.keys import Key
 from tests.people import make_person
@@ -122,27 +120,7 @@ def asgi_server(services: Harness, sandbox_url: str, tmp_path: Path, settings: A
 def test_a_fill_appears_live_and_events_missed_while_disconnected_arrive(
     asgi_server: AsgiServer, page: Page, new_key: Callable[..., Key], sandbox: Any
 ) -> None:
-    key = new_key(ip_restrict=True)
-    sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
-    account, _ = exchange_account_create(
-        label="Live test",
-        exchange_id="sandbox",
-        credentials=key.form(),
-        attested_no_withdrawals=False,
-        actor="system:test",
-    )
-    bot = Bot.objects.create(
-        name="Live bot",
-        account=account,
-        strategy="grid",
-        symbols=["BTC/USDT"],
-        mode="live",
-        max_order_notional=Decimal("1000"),
-        max_position_notional=Decimal("5000"),
-        daily_loss_limit=Decimal("1000"),
-        max_drawdown_pct=Decimal("50"),
-        desired_state="running",  # started: the gate refuses a stopped bot
-    )
+    bot, key = live_grid_bot(new_key, sandbox, label="Live test", name="Live bot")
     who = make_person("vera", "viewer")
     base = asgi_server.url
     browser_login(page, base, "vera", who.code())

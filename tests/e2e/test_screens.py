@@ -22,13 +22,12 @@ from django.utils import timezone
 from playwright.sync_api import Page, ViewportSize, expect
 
 from apps.bots.models import Bot
-from apps.exchanges.services import exchange_account_create
 from apps.killswitch.models import KillRun
 from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, live_grid_bot
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
@@ -41,26 +40,13 @@ TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+ (s|min|h|d) 
 
 def running_bot(new_key: Callable[..., Key], sandbox: Any) -> Bot:
     """A live grid bot on the sandbox with resting orders, a fill, a position and its PnL."""
-    key = new_key(ip_restrict=True)
-    sandbox.admin.set_balances(key.api_key, {"USDT": "10000", "BTC": "0"})
-    account, _ = exchange_account_create(
+    bot, key = live_grid_bot(
+        new_key,
+        sandbox,
         label="Sandbox main",
-        exchange_id="sandbox",
-        credentials=key.form(),
-        attested_no_withdrawals=False,
-        actor="system:test",
-    )
-    bot = Bot.objects.create(
         name="Grid BTC",
-        account=account,
-        strategy="grid",
-        symbols=["BTC/USDT"],
-        mode="live",
-        max_order_notional=Decimal("1000"),
-        max_position_notional=Decimal("5000"),
         daily_loss_limit=Decimal("250"),
         max_drawdown_pct=Decimal("10"),
-        desired_state="running",
         observed_state="running",
         last_heartbeat=timezone.now(),
     )
