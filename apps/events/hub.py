@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -52,6 +52,8 @@ MAX_PENDING = 20_000
 # A hub with no sockets for this long stops (its subscription and database connection go).
 IDLE_STOP_S = 30.0
 RECONNECT_MAX_S = 10.0
+# The longest the hub waits for each clean-up step when it stops.
+CLOSE_WAIT_S = 2.0
 
 
 class Subscriber:
@@ -188,10 +190,8 @@ class Hub:
         finally:
             if listener is not None:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
-            with contextlib.suppress(Exception):
-                await self._db(connection.close)
+                await _bounded(listener)
+            await _bounded(self._db(connection.close))
             self.executor.shutdown(wait=False)
             if _hubs.get(self.loop) is self:
                 del _hubs[self.loop]
@@ -241,10 +241,20 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX_S, delay * 2)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                await _bounded(pubsub.aclose())  # type: ignore[no-untyped-call]
+                await _bounded(client.aclose())
+
+
+async def _bounded(work: Awaitable[Any], timeout: float = CLOSE_WAIT_S) -> None:
+    """Wait for a clean-up step (closing the Redis subscription, the database connection) at most `timeout`, and
+    never raise: a step that hangs (a read cut off mid-way by the cancellation) must not hold the event loop's
+    shutdown, and the hub's socket, for ever. A step still running then is left to finish on its own."""
+    future = asyncio.ensure_future(work)
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait({future}, timeout=timeout)
+    if future.done():
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            future.result()
 
 
 def _on_hub_thread(fn: Callable[..., T], *args: Any) -> T:
