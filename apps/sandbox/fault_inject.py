@@ -13,7 +13,7 @@ from aiohttp import WSCloseCode, web
 
 from apps.sandbox import errors
 from apps.sandbox.context import SANDBOX, Sandbox
-from apps.sandbox.faults import OPEN_ORDERS_PATH, ORDER_PATH, REST_PREFIXES, Faults, Switch, WsDrop, retry_after
+from apps.sandbox.faults import ACCEPTED_REQUESTS, REST_PREFIXES, Faults, Switch, WsDrop, retry_after
 from apps.sandbox.hub import Connection
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,8 +106,7 @@ async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if faults.clock_offset_ms and response.status == 400 and (body_json(response) or {}).get("code") == -1021:
         faults.record_request("clock_offset", request, 400, offset_ms=faults.clock_offset_ms)
-    accepted = (request.path, request.method) in ((ORDER_PATH, "POST"), (OPEN_ORDERS_PATH, "DELETE"))
-    if accepted and response.status == 200:
+    if (request.path, request.method) in ACCEPTED_REQUESTS.values() and response.status == 200:
         return await answer_after_accept(request, faults, response)
     return response
 

@@ -79,9 +79,8 @@ from apps.sandbox.state import valid_key_format
 REST_PREFIXES = ("/api/", "/sapi/", "/fapi/", "/dapi/", "/eapi/", "/papi/")
 ORDER_PATH = "/api/v3/order"
 OPEN_ORDERS_PATH = "/api/v3/openOrders"
-# What timeout_after_accept answers late: an order placement (POST ORDER_PATH) or a cancel-all (DELETE
-# OPEN_ORDERS_PATH).
-ACCEPTED_REQUESTS = ("order", "cancel_all")
+# What timeout_after_accept answers late (its "on"): an order placement or a cancel-all, by path and method.
+ACCEPTED_REQUESTS = {"order": (ORDER_PATH, "POST"), "cancel_all": (OPEN_ORDERS_PATH, "DELETE")}
 METHODS = ("GET", "POST", "PUT", "DELETE")
 ERROR_STATUSES = (500, 502, 503)
 WS_KINDS = ("all", "market", "user")
@@ -263,8 +262,7 @@ class Faults:
         values = parse(s)
         match = Match.parse(s)
         if not matches:  # timeout_after_accept: what it answers late is its match
-            cancel_all = values.get("on") == "cancel_all"
-            match = Match(*((OPEN_ORDERS_PATH, "DELETE") if cancel_all else (ORDER_PATH, "POST")), match.api_key)
+            match = Match(*ACCEPTED_REQUESTS[values["on"]], match.api_key)
         self.switches[name] = Switch(name, match, Budget.parse(s, needs_budget), values)
 
     def refuse_websockets(self, drop: WsDrop) -> None:
