@@ -6,11 +6,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery.signals import task_postrun, task_prerun
 from celery.worker.consumer import Consumer
+from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
 CONTROL_QUEUE = "control"
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_as_for_a_request(sender: Any = None, **_: Any) -> None:
+    """Around each task, what Django does around a request: a connection that broke, outlived CONN_MAX_AGE or was
+    left inside a transaction is closed, any other is kept (and health-checked before its next use). Celery's own
+    fixup would close it every time (see CELERY_DB_REUSE_MAX): a bot worker opened a new PostgreSQL session at
+    every tick. A task run eagerly (`apply()`, in the caller's process) is left alone, as celery's fixup leaves it:
+    its connection is the caller's, possibly inside the caller's transaction."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    close_old_connections()
 
 
 def consumes_control_queue(sender: Any) -> bool:

@@ -150,6 +150,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Reconnects after losing the broker where celery's own consumer would exit (see the class).
 CELERY_WORKER_CONSUMER = "apps.core.workers:BrokerLossConsumer"
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fixup closes the database connection around every task: a bot worker then opened a new one
+# (a new PostgreSQL backend and a SCRAM login) at every tick. With this, it closes them only every so many
+# tasks, and apps.core.workers closes them around each task the way Django does around a request: when broken
+# or older than CONN_MAX_AGE (health-checked before reuse).
+CELERY_DB_REUSE_MAX = 100_000
 # Reviews: the control worker snapshots every exchange account's balances at this UTC time, "HH:MM"
 # (cron fields work too: "*/6:00" is every six hours).
 REVIEW_BALANCES_AT = env("REVIEW_BALANCES_AT", default="00:00")

@@ -389,3 +389,41 @@ def test_a_running_bot_trades_through_its_worker_and_a_sigkill_doubles_no_order(
     assert Fill.objects.filter(order__bot=bot).count() == len(
         set(Fill.objects.filter(order__bot=bot).values_list("trade_id", flat=True))
     )
+
+
+def _database_ports(pid: int) -> set[int]:
+    """The local ports of the TCP connections a worker (and its children) holds to PostgreSQL."""
+    from django.db import connection
+
+    pg_port = int(connection.settings_dict["PORT"])
+    root = psutil.Process(pid)
+    ports: set[int] = set()
+    for proc in [root, *root.children(recursive=True)]:
+        for conn in proc.net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.port == pg_port and conn.status == psutil.CONN_ESTABLISHED:
+                ports.add(conn.laddr.port)
+    return ports
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_its_database_connection_from_tick_to_tick(
+    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]]
+) -> None:
+    """Celery closes the database connection after every task unless told otherwise: a bot worker then opened a
+    new PostgreSQL session (a backend process and a password exchange) every second. It keeps it, as the web
+    process keeps one between requests."""
+    acct, _ = account("Reuse")
+    bot = make_bot(acct, "reuse-bot", mode="paper")
+    wait_for(lambda: observed(bot) == "running", "the paper worker", fleet=fleet)
+    worker = fleet.workers[bot.pk]
+    seen: list[set[int]] = []
+    for _ in range(5):
+        beat = Bot.objects.values_list("last_heartbeat", flat=True).get(pk=bot.pk)
+        wait_for(
+            lambda b=beat: Bot.objects.values_list("last_heartbeat", flat=True).get(pk=bot.pk) != b,  # type: ignore[misc]
+            "the next tick",
+            fleet=fleet,
+        )
+        seen.append(_database_ports(worker.pid))
+    assert seen[0], seen  # it holds a connection between ticks
+    assert set().union(*seen) == seen[-1], seen  # and every connection it held is still open five ticks later
