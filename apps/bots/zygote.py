@@ -47,6 +47,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 FORK_TIMEOUT_S = 10.0
+REPARENT_WAIT_S = 5.0  # a forked worker waits this long at most for its middle process to exit
 MAX_MESSAGE = 4096
 # The identity a worker receives through its pipe, and nothing else.
 IDENTITY_ENV = ("BOT_ID", "VAULT_ROLE_ID", "VAULT_WRAPPED_SECRET_ID")
@@ -353,6 +354,9 @@ def _fork_worker(sock: socket.socket, app: Any, supervisor: int, bot_id: int, id
         code = 1
         try:
             os.close(pid_r)
+            # Taken before the fork: read in the worker, os.getppid() is already the supervisor's pid when the
+            # middle process exited first, and the worker then waited out the whole reparenting deadline (5 s).
+            middle_pid = os.getpid()
             worker = os.fork()
             if worker == 0:
                 os.close(pid_w)
@@ -360,7 +364,7 @@ def _fork_worker(sock: socket.socket, app: Any, supervisor: int, bot_id: int, id
                     sock,
                     app,
                     supervisor,
-                    middle_pid=os.getppid(),
+                    middle_pid=middle_pid,
                     bot_id=bot_id,
                     identity_fd=identity_fd,
                     log_fd=log_fd,
@@ -386,8 +390,18 @@ def _become_worker(
     try:
         sock.close()
         os.setsid()  # own session and group: the supervisor's killpg(pid) reaches this worker and its children
-        deadline = time.monotonic() + 5.0
-        while os.getppid() == middle_pid and time.monotonic() < deadline:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        if log_fd >= 0:
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
+        deadline = time.monotonic() + REPARENT_WAIT_S
+        while os.getppid() == middle_pid:
+            if time.monotonic() >= deadline:
+                print(f"bot {bot_id}: not reparented within {REPARENT_WAIT_S:.0f} s", file=sys.stderr, flush=True)
+                break
             time.sleep(0.001)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != supervisor:
@@ -396,13 +410,6 @@ def _become_worker(
         gc.enable()  # the template's objects are frozen: collections here leave the shared pages alone
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        if log_fd >= 0:
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
-            os.close(log_fd)
         with os.fdopen(identity_fd, "rb") as fh:
             identity = json.loads(fh.read() or b"{}")
         if str(identity.get("BOT_ID")) != str(bot_id):

@@ -8,6 +8,7 @@ the template and a worker that has not logged in hold no token and no secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -266,3 +267,33 @@ def test_a_forked_worker_handed_another_bots_wrapping_token_refuses_it_without_c
         for bot in (mine, other):
             fleet_vault.bot_role_delete(bot.pk)
             fleet_vault.policy_delete(bot.vault_role)
+
+
+def test_forked_workers_start_without_waiting_out_their_reparenting(
+    fork_fleet: Fleet,  # noqa: F811
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
+    tmp_path: Path,
+) -> None:
+    """A worker waits for its middle process to exit (it is then the supervisor's child). It used to read the middle
+    process's pid only after the fork: when the middle process had exited first, that pid was already the
+    supervisor's and the worker waited out the whole deadline (about one start in ten took 5 s more)."""
+    acct, _ = account("Forked reparenting")
+    bot = make_bot(acct, "forked-reparenting", mode="paper", desired="stopped")
+    fork_fleet.sync_once()
+    template = fork_fleet.template
+    assert template is not None
+    assert template.poll_ready(timeout=120)
+    logs = []
+    for n in range(12):
+        log_path = tmp_path / f"worker-{n}.log"
+        with open(log_path, "ab") as log:
+            proc = template.fork(bot.pk, {"BOT_ID": str(bot.pk)}, log)
+        logs.append(log_path)
+        # Past its reparenting once celery prints its banner (or once it exited, whichever is first).
+        wait_for(lambda p=log_path, w=proc: f"bot-{bot.pk}@" in p.read_text() or w.poll() is not None, "the banner")  # type: ignore[misc]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    texts = [p.read_text() for p in logs]
+    assert all(f"bot-{bot.pk}@" in t for t in texts)  # every one became a worker
+    assert not [t for t in texts if "not reparented" in t]
