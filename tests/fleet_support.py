@@ -47,29 +47,42 @@ def fleet_vault(services: Harness) -> vault.ProcessVault:
     return vault.ProcessVault(services.vault_addr, services.tokens["fleet"].token)
 
 
-@pytest.fixture
-def fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
-    supervisor = Fleet(process_vault=fleet_vault, env=worker_env, grace_s=10, log_dir=tmp_path / "logs")
+def _supervisor(
+    fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path, mode: str | None
+) -> Iterator[Fleet]:
+    supervisor = Fleet(
+        process_vault=fleet_vault,
+        env=worker_env,
+        grace_s=10,
+        log_dir=tmp_path / "logs",
+        **({"worker_mode": mode} if mode else {}),
+    )
     try:
+        # In fork mode a worker starts only once the template has preloaded: a test's first pass then starts it.
+        assert supervisor.warm_up(), "the bot worker template did not get ready"
         yield supervisor
     finally:
         supervisor.shutdown()
         for log in sorted((tmp_path / "logs").glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
+    """A supervisor in the default worker mode (FLEET_WORKER_MODE: fork)."""
+    yield from _supervisor(fleet_vault, worker_env, tmp_path, None)
 
 
 @pytest.fixture
 def fork_fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
     """A supervisor that forks its workers from the preloaded template (FLEET_WORKER_MODE=fork)."""
-    supervisor = Fleet(
-        process_vault=fleet_vault, env=worker_env, grace_s=10, log_dir=tmp_path / "logs", worker_mode="fork"
-    )
-    try:
-        yield supervisor
-    finally:
-        supervisor.shutdown()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    yield from _supervisor(fleet_vault, worker_env, tmp_path, "fork")
+
+
+@pytest.fixture
+def spawn_fleet(fleet_vault: vault.ProcessVault, worker_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
+    """A supervisor that starts each worker as a fresh `celery worker` process (FLEET_WORKER_MODE=spawn)."""
+    yield from _supervisor(fleet_vault, worker_env, tmp_path, "spawn")
 
 
 def memory_holds(pid: int, needles: list[str]) -> set[str]:

@@ -200,7 +200,7 @@ if BOT_LOG_RETENTION_DAYS < 1:
 FLEET_HOST_LABEL = env("FLEET_HOST_LABEL", default="local")
 # How the fleet starts a bot worker: "spawn" (a fresh `celery worker` process, the default) or "fork" (forked
 # from a preloaded template process that holds no token, secret or database connection; apps/bots/zygote.py).
-FLEET_WORKER_MODE = env("FLEET_WORKER_MODE", default="spawn")
+FLEET_WORKER_MODE = env("FLEET_WORKER_MODE", default="fork")
 
 # The control worker checks the circuit breakers (apps.killswitch.breakers) this often.
 BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)

@@ -12,7 +12,7 @@ import pytest
 
 from apps.exchanges.models import ExchangeAccount
 from apps.exchanges.services import exchange_account_create
-from tests.fleet_support import fleet, fleet_vault, worker_env  # noqa: F401 - fixtures
+from tests.fleet_support import fleet, fleet_vault, spawn_fleet, worker_env  # noqa: F401 - fixtures
 from tests.keys import Key
 
 

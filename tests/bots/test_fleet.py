@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,9 +100,14 @@ def tick_messages(bot: Bot) -> list[Any]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("supervisor", ["fleet", "spawn_fleet"])  # forked (the default), and spawned
 def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_both_away(
-    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]], root_vault: vault.ProcessVault
+    request: pytest.FixtureRequest,
+    supervisor: str,
+    account: Callable[[str], tuple[ExchangeAccount, Key]],
+    root_vault: vault.ProcessVault,
 ) -> None:
+    fleet: Fleet = request.getfixturevalue(supervisor)
     acct, key = account("Fleet identity")
     bot = make_bot(acct, "identity-bot")
 
@@ -110,8 +116,14 @@ def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_bo
     assert observed(bot) in ("starting", "running")
     wait_for(lambda: observed(bot) == "running", "the worker to report in", fleet=fleet)
     assert alive(worker.pid)
-    cmdline = Path(f"/proc/{worker.pid}/cmdline").read_text().split("\0")
-    assert cmdline[cmdline.index("-Q") + 1] == bot.queue and cmdline[cmdline.index("-P") + 1] == "solo"
+    if fleet.worker_mode == "spawn":  # its own command line
+        cmdline = Path(f"/proc/{worker.pid}/cmdline").read_text().split("\0")
+        assert cmdline[cmdline.index("-Q") + 1] == bot.queue and cmdline[cmdline.index("-P") + 1] == "solo"
+    else:  # forked: the same arguments, given to celery inside the process; its banner names the one queue
+        assert worker.log is not None
+        banner = Path(worker.log.name).read_text()
+        assert re.findall(r"^\s*\.> (\S+)\s+exchange=", banner, re.M) == [bot.queue], banner[-2000:]
+        assert ".> concurrency: 1 (solo)" in banner
 
     # Its own token: issued by AppRole bot-<id>, holding the policy bot-<id> only.
     r: Any = redis.Redis.from_url(settings.REDIS_URL)
@@ -124,7 +136,8 @@ def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_bo
     environ = Path(f"/proc/{worker.pid}/environ").read_bytes().decode(errors="replace").split("\0")
     names = {item.split("=", 1)[0] for item in environ if "=" in item}
     assert "VAULT_TOKEN" not in names and "VAULT_SECRET_ID" not in names
-    assert "BOT_ID" in names and "VAULT_ROLE_ID" in names
+    if fleet.worker_mode == "spawn":  # a forked worker got them through a pipe (tests/bots/test_template.py)
+        assert "BOT_ID" in names and "VAULT_ROLE_ID" in names
     assert key.secret not in "\n".join(environ)
     assert "CANARY" not in "\n".join(environ)
 

@@ -26,7 +26,7 @@ from apps.live.selectors import can_see
 from apps.trading import logs
 from apps.trading.models import BotLogLine
 from apps.trading.tasks import bot_log_purge_task
-from tests.fleet_support import fleet, fleet_vault, fork_fleet, wait_until, worker_env  # noqa: F401 - fixtures
+from tests.fleet_support import fleet_vault, fork_fleet, spawn_fleet, wait_until, worker_env  # noqa: F401 - fixtures
 from tests.keys import Key
 from tests.leaks import pg_dump
 from tests.people import Person, full_login
@@ -301,7 +301,7 @@ def test_the_purge_runs_as_a_task_on_the_control_queue_from_beat(make_bot: Calla
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("supervisor", ["fleet", "fork_fleet"])
+@pytest.mark.parametrize("supervisor", ["spawn_fleet", "fork_fleet"])
 def test_a_real_bot_worker_stores_its_startup_lines_and_not_celerys_chatter(
     request: pytest.FixtureRequest, supervisor: str, new_key: Callable[..., Key]
 ) -> None:
