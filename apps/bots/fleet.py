@@ -23,11 +23,12 @@ worker gets SIGTERM, then SIGKILL after a grace period; then its token is revoke
 accessor the worker reported, kept in the database) and its SecretIDs, role and policy are
 destroyed. Only then is the bot shown as stopped, which the kill switch waits for.
 
-FLEET_WORKER_MODE selects how a worker is started: "fork" (default) forks it from a preloaded template process (apps/bots/zygote.py) that holds no token, secret or
-database connection: the worker receives the same identity through a pipe only it reads, is reparented
-to this supervisor (which waits on it, stops and reaps it exactly as a spawned one) and dies with it. A
-template that dies is started again; bots wait for it (without an identity issued) while it preloads.
-"spawn" runs a fresh `celery worker` process per bot instead (about 145 MB and a second more per worker).
+FLEET_WORKER_MODE selects how a worker is started: "fork" (default) forks it from a preloaded template process
+(apps/bots/zygote.py) that holds no token, secret or database connection: the worker receives its identity
+through a pipe only it reads, is reparented to this supervisor (which waits on it, stops and reaps it exactly
+as a spawned one) and dies with it. A template that dies is started again; bots wait for it (without an
+identity issued) while it preloads. "spawn" runs a fresh `celery worker` process per bot instead (about
+145 MB and a second more per worker).
 
 With `market_data` on (as `manage.py runfleet` runs it), the supervisor also keeps one market-data feed
 process for its host (`manage.py runmarketdata`, apps/trading/marketdata.py): it streams the prices and
