@@ -55,7 +55,7 @@ def _supervisor(
         env=worker_env,
         grace_s=10,
         log_dir=tmp_path / "logs",
-        **({"worker_mode": mode} if mode else {}),
+        worker_mode=mode or str(settings.FLEET_WORKER_MODE),
     )
     try:
         # In fork mode a worker starts only once the template has preloaded: a test's first pass then starts it.

@@ -76,8 +76,8 @@ class AccountResult:
 def orders_cancelled_record(account_id: UUID, symbol: str, cancelled: list[port.RemoteOrder]) -> int:
     """Our orders among those the kill cancelled on an account: written cancelled and announced now.
 
-    Called from the kill's event loop in a worker thread, right after each cancel: the live feed and
-    the order pages show the cancellations as the kill makes them, not when a later sync finds them.
+    Called from the kill's event loop in a worker thread, once every cancel of the kill is answered: the live
+    feed and the order pages show the cancellations as the kill makes them, not when a later sync finds them.
     """
     ids = [o.id for o in cancelled if o.id]
     client_ids = [o.client_order_id for o in cancelled if o.client_order_id]
@@ -119,9 +119,12 @@ def account_targets(bots: Iterable[Bot]) -> list[AccountTarget]:
     return list(targets.values())
 
 
+Cancelled = list[tuple[str, list[port.RemoteOrder]]]  # per symbol, the orders a cancel took off the book
+
+
 async def _account_cancel(
     target: AccountTarget, pv: vault.ProcessVault, session: port.AsyncSession
-) -> tuple[AccountResult, port.AsyncExchange | None]:
+) -> tuple[AccountResult, port.AsyncExchange | None, Cancelled]:
     result = AccountResult(label=target.account.label)
     started = time.monotonic()
     try:
@@ -132,7 +135,7 @@ async def _account_cancel(
         await exchange.load_markets(target.symbols)  # kept from an earlier run or the control worker's start
     except Exception as exc:
         result.problem("no client", exc)
-        return result, None
+        return result, None, []
 
     async def cancel(symbol: str) -> tuple[str, list[port.RemoteOrder]]:
         try:
@@ -157,9 +160,7 @@ async def _account_cancel(
     cancelled = await asyncio.gather(*(cancel(symbol) for symbol in target.symbols))
     result.cancel_ms = int((time.monotonic() - started) * 1000)
     result.troubles = exchange.troubles
-    # Written once every symbol of the account is cancelled: the database never delays a cancel.
-    await asyncio.gather(*(_record(target, result, symbol, listed) for symbol, listed in cancelled))
-    return result, exchange
+    return result, exchange, cancelled
 
 
 async def _patiently(result: AccountResult, exchange: port.AsyncExchange, fn: Callable[[], Awaitable[T]]) -> T:
@@ -301,8 +302,8 @@ async def exchanges_run(
     )
     session = port.AsyncSession(rate_limit=False)
     try:
-        pairs = await asyncio.gather(*(_account_cancel(t, pv, session) for t in targets))
-        results = [r for r, _ in pairs]
+        outcomes = await asyncio.gather(*(_account_cancel(t, pv, session) for t in targets))
+        results = [r for r, _, _ in outcomes]
         cancelled = sum(r.cancelled for r in results)
         add_step(
             "cancel",
@@ -315,11 +316,19 @@ async def exchanges_run(
                 await asyncio.to_thread(cancelled_now, steps[-1], cancelled)
             except Exception:  # the report's live view only: the step is stored after the loop all the same
                 logger.warning("kill: the cancel step was not shown early", exc_info=True)
+        # Our rows written once every cancel of every account is answered: the database never delays a cancel.
+        await asyncio.gather(
+            *(
+                _record(t, r, symbol, listed)
+                for t, (r, _, done) in zip(targets, outcomes, strict=True)
+                for symbol, listed in done
+            )
+        )
         # The final check must follow the last worker's exit: an order a worker sent after the cancel
         # above would otherwise be missed. Only this check waits; the cancel did not.
         gone = await asyncio.to_thread(workers_gone)
         t1 = time.monotonic()
-        live = [(t, r, e) for t, (r, e) in zip(targets, pairs, strict=True) if e is not None]
+        live = [(t, r, e) for t, (r, e, _) in zip(targets, outcomes, strict=True) if e is not None]
         await asyncio.gather(*(_account_verify(t, r, e) for t, r, e in live))
         verify_note = exchange_delay_note(results, troubles_before=troubles_at_cancel)
         add_step("verify", int((time.monotonic() - t1) * 1000), (_verify_detail(results, gone) + verify_note)[:300])

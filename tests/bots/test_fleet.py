@@ -440,3 +440,48 @@ def test_a_worker_keeps_its_database_connection_from_tick_to_tick(
         seen.append(_database_ports(worker.pid))
     assert seen[0], seen  # it holds a connection between ticks
     assert set().union(*seen) == seen[-1], seen  # and every connection it held is still open five ticks later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kill_takes_the_workers_at_once_and_their_bookkeeping_after_its_cancels(
+    fleet: Fleet, account: Callable[[str], tuple[ExchangeAccount, Key]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor SIGKILLs a kill's workers as soon as the halt commits, but writes their rows, audit entries
+    and revocations only once the kill run has sent its cancels: they took CPU and Vault from the cancels."""
+    import threading
+
+    from django.db import connection
+
+    from apps.bots.halts import global_halt_clear, global_halt_set
+    from apps.killswitch.models import KillRun
+
+    monkeypatch.setattr(fleet_mod, "KILL_FINISH_DEFER_S", 60.0)  # a wide window to look into; the cancels end it
+    acct, _ = account("Deferred bookkeeping")
+    bot = make_bot(acct, "deferred-bookkeeping", mode="paper")
+    wait_for(lambda: observed(bot) == "running", "the worker", fleet=fleet)
+    pid = fleet.workers[bot.pk].pid
+    stopped = AuditEntry.objects.filter(action="bot.worker_stopped", target_id=str(bot.pk))
+    try:
+        global_halt_set(reason="test", actor="system:test")  # what the panic button commits first
+        Bot.objects.filter(pk=bot.pk).update(desired_state="stopped")
+        run = KillRun.objects.create(scope=KillRun.Scope.ALL, reason="test")
+
+        def one_pass() -> None:
+            try:
+                fleet.sync_once()
+            finally:
+                connection.close()
+
+        sync = threading.Thread(target=one_pass)
+        sync.start()
+        wait_for(lambda: not alive(pid), "the worker to be killed", timeout=10)
+        threading.Event().wait(0.5)
+        assert sync.is_alive() and not stopped.exists()  # killed; its bookkeeping waits for the cancels
+        KillRun.objects.filter(pk=run.pk).update(
+            status=KillRun.Status.RUNNING, steps=[{"name": "cancel", "ms": 5, "at_ms": 5, "detail": ""}]
+        )
+        sync.join(timeout=30)
+        assert not sync.is_alive()
+        assert stopped.get().data["code"] == -signal.SIGKILL and observed(bot) == "stopped"
+    finally:
+        global_halt_clear(actor="system:test")
