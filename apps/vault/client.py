@@ -21,6 +21,9 @@ import hvac.exceptions
 import requests
 
 TIMEOUT_S = 5
+# Keep-alive connections a client keeps to Vault: a kill reads every account's key at once from as many threads,
+# and with requests' default of 10 the others opened a connection each and threw it away.
+POOL_MAXSIZE = 64
 KV_MOUNT = "kv"
 TRANSIT_MOUNT = "transit"
 AUDIT_CHECKPOINT_KEY = "audit-checkpoint"
@@ -57,7 +60,11 @@ def _errors() -> Iterator[None]:
 
 
 def _client(addr: str, token: str | None = None, timeout: float = TIMEOUT_S) -> hvac.Client:
-    return hvac.Client(url=addr, token=token, timeout=timeout)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_MAXSIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return hvac.Client(url=addr, token=token, timeout=timeout, session=session)
 
 
 # -- server state (unauthenticated) -------------------------------------------------------
