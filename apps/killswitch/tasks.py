@@ -11,13 +11,14 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 from django.db import connection
+from django.db.models import Count
 
 from apps.alerts.webhook import webhook_deliver_start
 from apps.bots.wakeup import KILL_CHANNEL, Wakeup
 from apps.core.periodic import run_every
 from apps.core.workers import consumes_control_queue
 from apps.exchanges.models import ExchangeAccount
-from apps.exchanges.port.aio import MARKETS_FRESH_S, markets_kept, markets_warm
+from apps.exchanges.port.aio import MARKETS_FRESH_S, markets_kept, markets_warm, spares_keep
 from apps.killswitch.models import KillRun
 from apps.killswitch.runner import kill_execute, kill_pending
 
@@ -81,23 +82,28 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 def markets_warm_now(timeout: float = WARM_WAIT_S) -> str:
-    """Load the public markets of the exchanges accounts are on that this process does not hold (or holds old)."""
+    """Load the public markets of the exchanges accounts are on that this process does not hold (or holds old), and
+    hold a spare client (no key) per account for the next kill (apps.exchanges.port.aio.spares_keep)."""
     started = time.monotonic()
     try:
-        ids = list(ExchangeAccount.objects.values_list("exchange_id", flat=True).distinct())
+        per_exchange = dict(
+            ExchangeAccount.objects.values("exchange_id").annotate(n=Count("pk")).values_list("exchange_id", "n")
+        )
     finally:
         connection.close()  # before a pool forks, and between two looks: no connection held
-    if not ids:
+    if not per_exchange:
         return "no exchange account"
-    ids = [i for i in ids if not markets_kept(i, within_s=MARKETS_FRESH_S / 2)]
-    if not ids:
-        return "markets held already"
-    try:
-        failed = asyncio.run(asyncio.wait_for(markets_warm(ids), timeout))
-    except TimeoutError:
-        failed = ids
+    ids = [i for i in per_exchange if not markets_kept(i, within_s=MARKETS_FRESH_S / 2)]
+    failed: list[str] = []
+    if ids:
+        try:
+            failed = asyncio.run(asyncio.wait_for(markets_warm(ids), timeout))
+        except TimeoutError:
+            failed = ids
+    built = sum(spares_keep(i, n) for i, n in per_exchange.items() if i not in failed)
     took = time.monotonic() - started
-    return f"markets of {len(ids) - len(failed)} of {len(ids)} exchange(s) loaded in {took:.1f} s"
+    loaded = f"markets of {len(ids) - len(failed)} of {len(ids)} exchange(s) loaded" if ids else "markets held"
+    return f"{loaded}, {built} spare client(s) built in {took:.1f} s"
 
 
 def _keep_warm(stop: threading.Event, every_s: float = WARM_EVERY_S) -> None:

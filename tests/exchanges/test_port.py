@@ -162,3 +162,40 @@ def test_a_client_never_shows_its_credentials(new_key: Callable[..., Key]) -> No
     key = new_key()
     exchange = key.exchange()
     assert key.secret not in repr(exchange) and key.api_key not in repr(exchange)
+
+
+def test_a_kill_session_takes_a_spare_client_built_without_a_key_and_never_gives_it_back(
+    sandbox: Any, new_key: Callable[..., Key]
+) -> None:
+    """The control worker builds clients ahead of a kill (no key, markets set): the kill's session gives one an
+    account's key instead of building a client then, and closes it with the session, never returning it."""
+    from apps.exchanges.port import aio
+
+    key = new_key()
+    key.raw_ccxt(sandbox.url).create_order(SYMBOL, "limit", "buy", 0.001, 30000)
+    aio._spares.pop("sandbox", None)
+    assert aio.spares_keep("sandbox", 2) == 2 and aio.spares_keep("sandbox", 2) == 0  # built once
+    spares = list(aio._spares["sandbox"])
+    assert all(not c.apiKey and not c.secret for c in spares)
+
+    async def cancel_with(rate_limit: bool, credentials: dict[str, str]) -> tuple[Any, int]:
+        session = port.AsyncSession(rate_limit=rate_limit)
+        try:
+            exchange = session.exchange(exchange_id="sandbox", credentials=credentials)
+            await exchange.load_markets([SYMBOL])
+            await exchange.cancel_all(SYMBOL)
+            return exchange._client, len(await exchange.open_orders(SYMBOL))
+        finally:
+            await session.close()
+
+    client, left = asyncio.run(cancel_with(False, key.form()))
+    assert client in spares and client.apiKey == key.api_key  # a spare, given this account's key
+    assert left == 0 and sandbox.admin.open_orders(key.api_key) == []  # and it cancelled on the exchange
+    assert aio.spares_held("sandbox") == 1 and client not in aio._spares["sandbox"]  # not given back
+    # A session with ccxt's rate limiter (a bot's, not the kill's) builds its own client.
+    client, _ = asyncio.run(cancel_with(True, key.form()))
+    assert client not in spares and aio.spares_held("sandbox") == 1
+    # A credential that is not one of the exchange's plain fields: a new client is built with it.
+    client, _ = asyncio.run(cancel_with(False, key.form(accountLabel="x")))
+    assert client not in spares and aio.spares_held("sandbox") == 0
+    aio._spares.pop("sandbox", None)
