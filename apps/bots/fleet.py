@@ -252,7 +252,7 @@ class Fleet:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self.log_dir / "template.log", "ab")  # noqa: SIM115 - kept open by the template
-        self.template = Template(self.worker_env({}), log=log)
+        self.template = Template(self.worker_env({}), log=log, nice=settings.FLEET_WORKER_NICE)
         self.template.start()
 
     def _keep_market_data(self) -> None:
@@ -475,7 +475,7 @@ class Fleet:
             # Own process group: stopping the worker stops anything it forked, and a Ctrl-C
             # on the terminal reaches the supervisor only, which then stops workers in order.
             start_new_session=True,
-            preexec_fn=die_with_parent(os.getpid()),
+            preexec_fn=die_with_parent(os.getpid(), nice=settings.FLEET_WORKER_NICE),
         )
         return proc, log
 

@@ -157,10 +157,11 @@ class ForkedProcess:
 class Template:
     """The supervisor's handle on its template process: start it, ask it to fork workers, stop it."""
 
-    def __init__(self, env: Mapping[str, str], log: IO[bytes] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], log: IO[bytes] | None = None, *, nice: int = 0) -> None:
         # The template gets the workers' environment without any identity.
         self.env = {k: v for k, v in env.items() if k not in IDENTITY_ENV}
         self.log = log
+        self.nice = nice  # the template runs this much nicer than the supervisor; the workers it forks inherit it
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.started_at = 0.0
@@ -186,7 +187,7 @@ class Template:
                 stderr=subprocess.STDOUT if self.log else None,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid(), nice=self.nice),
             )
         except BaseException:
             ours.close()
@@ -271,8 +272,9 @@ class Template:
         self.ready = False
 
 
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when `parent` (the process starting it) dies, even before the exec.
+def die_with_parent(parent: int, *, nice: int = 0) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when `parent` (the process starting it) dies, even before the exec;
+    with `nice`, it runs that much nicer than its parent.
 
     PR_SET_PDEATHSIG survives the exec of a program that is not set-user-ID, so the worker keeps it; a parent that died
     between the fork and the prctl would never signal, hence the check that the child is still its parent's.
@@ -281,6 +283,8 @@ def die_with_parent(parent: int) -> Callable[[], None]:
     def preexec() -> None:
         with contextlib.suppress(Exception):
             _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if nice:
+            os.nice(nice)
         if os.getppid() != parent:
             os._exit(1)  # the parent is gone already: do not run unsupervised
 

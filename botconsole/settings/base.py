@@ -198,9 +198,14 @@ if BOT_LOG_RETENTION_DAYS < 1:
 
 # The fleet supervisor on this machine runs the bots whose host label is this (see apps/bots/fleet.py).
 FLEET_HOST_LABEL = env("FLEET_HOST_LABEL", default="local")
-# How the fleet starts a bot worker: "spawn" (a fresh `celery worker` process, the default) or "fork" (forked
-# from a preloaded template process that holds no token, secret or database connection; apps/bots/zygote.py).
+# How the fleet starts a bot worker: "fork" (the default: forked from a preloaded template process that holds no
+# token, secret or database connection; apps/bots/zygote.py) or "spawn" (a fresh `celery worker` process).
 FLEET_WORKER_MODE = env("FLEET_WORKER_MODE", default="fork")
+# Bot workers run this much nicer than their supervisor (0-19): when a fleet asks more CPU than the machine has,
+# the web pages, the control worker (the kill) and the servers are served first and the ticks wait.
+FLEET_WORKER_NICE = env.int("FLEET_WORKER_NICE", default=10)
+if not 0 <= FLEET_WORKER_NICE <= 19:
+    raise environ.ImproperlyConfigured("FLEET_WORKER_NICE must be between 0 and 19")
 
 # The control worker checks the circuit breakers (apps.killswitch.breakers) this often.
 BREAKERS_EVERY_S = env.float("BREAKERS_EVERY_S", default=5.0)

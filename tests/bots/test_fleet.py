@@ -116,6 +116,8 @@ def test_a_running_bot_gets_a_worker_with_its_own_identity_and_stopping_takes_bo
     assert observed(bot) in ("starting", "running")
     wait_for(lambda: observed(bot) == "running", "the worker to report in", fleet=fleet)
     assert alive(worker.pid)
+    # Nicer than its supervisor: a fleet that asks more CPU than there is waits behind the web and the kill.
+    assert psutil.Process(worker.pid).nice() == min(19, psutil.Process().nice() + settings.FLEET_WORKER_NICE) > 0
     if fleet.worker_mode == "spawn":  # its own command line
         cmdline = Path(f"/proc/{worker.pid}/cmdline").read_text().split("\0")
         assert cmdline[cmdline.index("-Q") + 1] == bot.queue and cmdline[cmdline.index("-P") + 1] == "solo"
