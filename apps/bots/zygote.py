@@ -447,9 +447,12 @@ def worker_argv(bot_id: int) -> list[str]:
         "1",
         "-n",
         f"bot-{bot_id}@%h",
-        # No mingle/gossip: a bot worker has nothing to learn from the others.
+        # No mingle/gossip: a bot worker has nothing to learn from the others. No celery heartbeat: its liveness is
+        # its own heartbeat in the database and its process, which the supervisor watches; celery's (an event
+        # to the broker every 2 s per worker) retried an unreachable broker for ever, even in a warm shutdown.
         "--without-mingle",
         "--without-gossip",
+        "--without-heartbeat",
         "--loglevel",
         "INFO",
     ]

@@ -35,6 +35,9 @@ from apps.vault import client as vault
 logger = logging.getLogger(__name__)
 
 EXIT_REFUSED = 78  # EX_CONFIG: the fleet sees a crash and restarts us with a fresh SecretID
+EXIT_ORPHANED = 1
+ORPHAN_CHECK_S = 1.0  # how often a worker looks whether its supervisor is still its parent
+ORPHAN_GRACE_S = 10.0  # how long the warm shutdown may take once the supervisor is gone
 ACCESSOR_TTL_S = 24 * 3600  # the bot token's max TTL
 
 
@@ -190,6 +193,24 @@ def _stopped_deliberately(bot_id: int) -> bool:
     return row is None or (row["desired_state"] != Bot.Desired.RUNNING and not row["halted"])
 
 
+def _exit_when_orphaned(bot_id: int, supervisor: int, grace_s: float) -> None:
+    """Once the supervisor is gone, give the warm shutdown its SIGTERM started (PR_SET_PDEATHSIG) `grace_s`, then
+    exit: a shutdown can hang (celery retries an unreachable broker for ever), and a worker must not outlive its
+    supervisor, whose successor would start another for the same bot."""
+    while os.getppid() == supervisor:
+        time.sleep(ORPHAN_CHECK_S)
+    logger.warning("bot %s: its fleet supervisor is gone; exiting within %.0f s", bot_id, grace_s)
+    time.sleep(grace_s)
+    logger.error("bot %s: still running %.0f s after its supervisor died; exiting now", bot_id, grace_s)
+    logging.shutdown()
+    os._exit(EXIT_ORPHANED)
+
+
+def _start_orphan_watch(bot_id: int) -> None:
+    args = (bot_id, os.getppid(), ORPHAN_GRACE_S)
+    threading.Thread(target=_exit_when_orphaned, args=args, name=f"bot-{bot_id}-orphan", daemon=True).start()
+
+
 def _mark_running(bot_id: int) -> None:
     Bot.objects.filter(pk=bot_id).update(observed_state=Bot.Observed.RUNNING, last_heartbeat=timezone.now())
     bot_events.bot_state(bot_id)
@@ -222,6 +243,7 @@ def worker_start(bot_id: int) -> Runtime:
         _runtime.deadman = _start_deadman(_runtime)
     except Exception as exc:  # the bot still runs; the page shows no armed switch
         logger.error("bot %s: could not start the dead-man's switch (%s)", bot_id, type(exc).__name__)
+    _start_orphan_watch(bot_id)
     _mark_running(bot_id)
     logger.info("bot %s: worker ready (%s)", bot_id, "vault identity" if _runtime.token_accessor else "paper")
     return _runtime

@@ -297,3 +297,55 @@ def test_forked_workers_start_without_waiting_out_their_reparenting(
     texts = [p.read_text() for p in logs]
     assert all(f"bot-{bot.pk}@" in t for t in texts)  # every one became a worker
     assert not [t for t in texts if "not reparented" in t]
+
+
+def _database_backends(pid: int) -> list[int]:
+    """The PostgreSQL backend processes serving process `pid`'s connections."""
+    from django.db import connection
+
+    pg_port = int(connection.settings_dict["PORT"])
+    ports = [
+        c.laddr.port
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == pg_port and c.status == psutil.CONN_ESTABLISHED
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", [ports])
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
+def test_a_worker_whose_shutdown_hangs_still_ends_soon_after_its_supervisor(
+    worker_env: dict[str, str], account: Callable[[str], tuple[ExchangeAccount, Key]], tmp_path: Path
+) -> None:
+    """PR_SET_PDEATHSIG starts a warm shutdown, which waits for the tick: a tick that never ends (here its database
+    connections frozen; in a 100-bot run celery retrying a broker that was gone) kept the worker running after its
+    supervisor. Once its supervisor is gone, a worker gives its shutdown ORPHAN_GRACE_S and then exits."""
+    acct, _ = account("Orphaned worker")
+    bot = make_bot(acct, "orphaned-worker", mode="paper")
+    log = tmp_path / "runfleet.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(fleet_mod.BASE_DIR / "manage.py"), "runfleet", "--poll", "0.5", "--no-market-data"],
+        cwd=fleet_mod.BASE_DIR,
+        env=worker_env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    frozen: list[int] = []
+    try:
+        wait_for(lambda: observed(bot) == "running", "the worker")
+        worker = next(p.pid for p in psutil.Process(proc.pid).children() if p.name() == f"bot-{bot.pk}")
+        frozen = wait_for(lambda: _database_backends(worker), "the worker's database connections")
+        for backend in frozen:
+            os.kill(backend, signal.SIGSTOP)
+        time.sleep(2.5)  # its next tick blocks on the frozen connection
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_for(lambda: not alive(worker), "the worker to end", timeout=runtime.ORPHAN_GRACE_S + 30)
+    finally:
+        for backend in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(backend, signal.SIGCONT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        print(log.read_text(errors="replace")[-3000:])
