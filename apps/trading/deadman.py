@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from apps.alerts.services import alert_raise
 from apps.bots.models import Bot
@@ -132,8 +132,11 @@ class DeadmanSwitch:
                 with self.lock:
                     if self.stop.is_set():
                         return
-                    close_old_connections()
-                    self.refresh()
+                    try:
+                        self.refresh()
+                    finally:
+                        # Every 15 s is not worth a database session held between: a worker keeps one (its ticks').
+                        connection.close()
         finally:
             connection.close()  # this thread's own database connection, if it opened one
 

@@ -141,7 +141,9 @@ class BotLogHandler(logging.Handler):
             while not self._stop.is_set():
                 self._wake.wait(self.flush_every_s)
                 self._wake.clear()
-                self.write_pending()
+                if self.write_pending():
+                    # Lines come now and then: no database session held between (a worker keeps one, its ticks').
+                    connections.close_all()
             self.write_pending()  # what was logged while stopping (the worker's last lines)
         finally:
             connections.close_all()  # this thread's connections only (they are per thread)

@@ -126,7 +126,7 @@ def _server_argv(data: Path, port: int) -> list[str]:
         "-c",
         "unix_socket_directories=",
         "-c",
-        "max_connections=200",
+        "max_connections=300",  # a bot worker holds one connection while it runs: 100 bots and the console fit
         "-c",
         "fsync=on",
     ]

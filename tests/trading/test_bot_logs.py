@@ -114,6 +114,29 @@ def test_lines_are_written_by_the_thread_within_a_second_and_announced_as_one_ev
     assert {line["level"] for line in events[0].payload["lines"]} == {"INFO"}
 
 
+def _database_connections() -> int:
+    """How many connections this process holds to PostgreSQL (every thread's)."""
+    import psutil
+
+    port = int(connection.settings_dict["PORT"])
+    held = psutil.Process().net_connections(kind="tcp")
+    return sum(1 for c in held if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_thread_holds_no_database_session_between_batches(
+    installed: tuple[Bot, logs.BotLogHandler],
+) -> None:
+    """A worker keeps one connection (its ticks'); its log lines come now and then and do not keep a second one: a
+    hundred bots holding two each ran PostgreSQL out of connection slots."""
+    bot, _ = installed
+    connection.ensure_connection()
+    before = _database_connections()
+    bot_logger.info("one line")
+    wait_until(lambda: len(lines_of(bot)) == 1, "the writer thread to store the line", timeout=5)
+    wait_until(lambda: _database_connections() == before, "the writer thread to let its connection go", timeout=5)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_unstorable_text_is_made_storable_and_long_lines_are_cut(installed: tuple[Bot, logs.BotLogHandler]) -> None:
     bot, handler = installed
