@@ -103,6 +103,10 @@ def paper_match(*, bot: Bot, exchange: port.Exchange) -> int:
         for symbol in dict.fromkeys(o.symbol for o in listed_orders)
     }
     for listed in listed_orders:
+        # Its side, type and price never change: one the market does not cross is left alone unlocked (a grid
+        # bot rests a dozen orders, and a transaction each at every tick was most of a paper tick's work).
+        if _crossing_price(listed, *touches[listed.symbol]) is None:
+            continue
         with transaction.atomic():
             # Locked and read again: a kill may have cancelled it since the list was read (paper_cancel_open).
             order = Order.objects.select_for_update().select_related("bot").get(pk=listed.pk)

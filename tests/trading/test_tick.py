@@ -163,3 +163,30 @@ def test_paper_orders_pass_the_gate_too(live: Live, make_bot: Callable[..., Bot]
     result = tick_run(bot=bot, exchange=public_exchange(bot=bot))
     assert result.placed == [] and set(result.refused) == {GateRefusal.Reason.ORDER_NOTIONAL}
     assert GateRefusal.objects.filter(bot=bot).count() == 2
+
+
+def test_paper_orders_the_market_does_not_cross_are_not_locked_at_each_tick(
+    live: Live, make_bot: Callable[..., Bot], sandbox: Any
+) -> None:
+    """A resting paper order is locked and read again only when the market crosses it (to fill it): a grid bot's
+    dozen resting orders took a transaction each at every tick."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.trading.paper import paper_match
+
+    bot = make_bot(mode=Bot.Mode.PAPER, paper_balance=Decimal("1000"))
+    client = public_exchange(bot=bot)
+    tick_run(bot=bot, exchange=client)  # grid: paper buys resting at 55000 and 57500, below the market
+    assert Order.objects.filter(bot=bot, paper=True, status=Order.Status.OPEN).count() == len(GRID_BUYS)
+    with CaptureQueriesContext(connection) as uncrossed:
+        assert paper_match(bot=bot, exchange=client) == 0
+
+    def order_locks(queries: list[dict[str, str]]) -> int:
+        return sum(1 for q in queries if 'FROM "trading_order"' in q["sql"] and "FOR UPDATE" in q["sql"])
+
+    assert order_locks(uncrossed.captured_queries) == 0
+    sandbox.admin.set_price(SYMBOL, "57000", hold=True)  # crosses the 57500 buy only
+    with CaptureQueriesContext(connection) as crossed:
+        assert paper_match(bot=bot, exchange=client) == 1
+    assert order_locks(crossed.captured_queries) == 1
