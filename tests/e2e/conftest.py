@@ -35,6 +35,35 @@ CHROMIUM_ARGS = [
 ]
 DEFAULT_TIMEOUT_MS = 15_000
 E2E_DIR = Path(__file__).parent
+# Screenshots for a person to look at: under the test run's own output folder (pytest's basetemp), not in git.
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
+def _shots_root() -> Path | None:
+    factory = getattr(_config, "_tmp_path_factory", None)  # pytest's tmp_path plugin, configured by collection
+    return None if factory is None else Path(factory.getbasetemp()) / "screens"
+
+
+def shots_dir(kind: str) -> Path:
+    """Where the browser tests of `kind` write their screenshots (created by whoever writes first)."""
+    root = _shots_root()
+    assert root is not None, "pytest's tmp_path plugin is not configured"
+    return root / kind
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    root = _shots_root()
+    if root is None:
+        return
+    # With pytest-xdist each test process has its own folder under the run's (popen-gw0, popen-gw1, ...).
+    for folder in [root, *sorted(root.parent.glob("popen-gw*/screens"))]:
+        if folder.exists():
+            terminalreporter.write_line(f"browser screenshots: {folder}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,13 +1,11 @@
 """The bot form in a real browser: the market beside the fields and values fitted to it, a strategy switch that
 keeps what was typed, an error summary that takes the focus and leads to each field, and the preview of a first
-tick. Screenshots at 1366 and 390 px wide go to /tmp/shots-forms/."""
+tick. Screenshots at 1366 and 390 px wide go to the run's screens/forms/ folder."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -15,12 +13,12 @@ from pytest_django.live_server_helper import LiveServer
 
 from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, shots_dir
 from tests.fixtures.sandbox import SandboxProcess
 from tests.keys import Key
 from tests.people import make_person
 
-SHOTS = Path(os.environ.get("BOT_FORM_SHOTS", "/tmp/shots-forms"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("forms")
 
 
 def shoot(page: Page, name: str) -> None:

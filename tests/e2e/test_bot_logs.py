@@ -4,11 +4,9 @@ without a reload, masked, and the level filter holds for the live tail too."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -18,12 +16,12 @@ from apps.bots.models import Bot
 from apps.exchanges.services import exchange_account_create
 from apps.trading.logs import BotLogHandler
 from apps.trading.models import BotLogLine
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, shots_dir
 from tests.e2e.test_live import AsgiServer, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
 
-SHOTS = Path(os.environ.get("BOT_LOG_SHOTS", "/tmp/shots-bot-logs"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("bot-logs")
 CANARY = "CANARY-e2e-0a1b2c3d"
 
 

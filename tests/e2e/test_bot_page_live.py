@@ -9,10 +9,8 @@ without a reload.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +23,12 @@ from apps.trading import events as trading_events
 from apps.trading.gate import OrderRefused, place_order
 from apps.trading.models import Order, Position
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login, live_grid_bot
+from tests.e2e.conftest import browser_login, live_grid_bot, shots_dir
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
 
-SHOTS = Path(os.environ.get("BOT_PAGE_SHOTS", "/tmp/shots-bot-page"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("bot-page")
 
 
 def shoot(page: Page, name: str) -> None:

@@ -4,16 +4,14 @@ The bot page draws the sandbox's candles with the bot's orders and fills; while 
 the real gate and the real ccxt client, run in a thread as its worker would) an order adds its dot and its open-
 order line, a fill its marker, and a tick's PnL moves the last candle and the PnL line: all without a reload.
 The dashboard draws the fleet's PnL and a sparkline per bot, and follows the ticks too. Nothing the library does
-may break the Content-Security-Policy. Screenshots at 1366 and 390 px wide go to /tmp/shots-charts/.
+may break the Content-Security-Policy. Screenshots at 1366 and 390 px wide go to the run's screens/charts/ folder.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +25,12 @@ from apps.trading.gate import place_order
 from apps.trading.ledger import mark
 from apps.trading.models import Fill, Position
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login, live_grid_bot
+from tests.e2e.conftest import browser_login, live_grid_bot, shots_dir
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
 
-SHOTS = Path(os.environ.get("CHART_SHOTS", "/tmp/shots-charts"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("charts")
 SYMBOL = "BTC/USDT"
 
 

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from apps.killswitch.models import KillRun
 from apps.killswitch.report import result_line
 from apps.trading.models import Fill, Order
 from launcher.embedded import free_port, stop_process_group
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, shots_dir
 from tests.e2e.test_live import AsgiServer
 from tests.fleet_support import ControlWorker, alive, wait_until
 from tests.harness import Harness
@@ -41,7 +40,7 @@ from tests.processes import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "BTC/USDT"
-SHOTS = Path(tempfile.gettempdir()) / "shots-kill-report"  # for a person to look at; not in git
+SHOTS = shots_dir("kill-report")
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ the menu folded on the phone and opened by its button, and a dark background whe
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +25,12 @@ from apps.strategies.base import OrderIntent
 from apps.trading import events as trading_events
 from apps.trading.gate import place_order
 from apps.trading.sync import orders_sync
-from tests.e2e.conftest import browser_login, live_grid_bot
+from tests.e2e.conftest import browser_login, live_grid_bot, shots_dir
 from tests.e2e.test_live import AsgiServer, as_worker, asgi_server  # noqa: F401 - asgi_server is a fixture
 from tests.keys import Key
 from tests.people import make_person
 
-SHOTS = Path(os.environ.get("SCREEN_SHOTS", "/tmp/shots-screens"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("screens")
 WIDE = ViewportSize(width=1366, height=900)
 PHONE = ViewportSize(width=390, height=844)
 TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+ (s|min|h|d) ago|in \d+ (s|min|h|d))\)$")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -16,11 +15,11 @@ from pytest_django.live_server_helper import LiveServer
 from apps.audit.models import AuditEntry
 from apps.bots.models import Bot
 from apps.trading.models import Order, Position
-from tests.e2e.conftest import browser_login
+from tests.e2e.conftest import browser_login, shots_dir
 from tests.people import make_person
 from tests.trading.test_history import T0, _account, _bot, _fill, _order
 
-SHOTS = Path(os.environ.get("TRADE_HISTORY_SHOTS", "/tmp/shots-trade-history"))  # noqa: S108 - screenshots, not in git
+SHOTS = shots_dir("trade-history")
 SIZES = (("desktop", 1366, 900), ("phone", 390, 844))
 
 
