@@ -143,3 +143,10 @@ def test_the_tables_carry_what_the_live_script_updates_and_the_script_is_loaded(
 def test_an_anonymous_user_is_sent_to_log_in(bot: Bot) -> None:
     response = Client().get(f"/bots/{bot.pk}/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_the_strategy_line_names_its_parameters_or_says_it_runs_on_its_defaults(logged_in: LoggedIn, bot: Bot) -> None:
+    client, _ = logged_in("viewer")
+    assert "<dd>Grid (its defaults)</dd>" in client.get(f"/bots/{bot.pk}/").content.decode()  # params={}
+    Bot.objects.filter(pk=bot.pk).update(params={"levels": 4})
+    assert "<dd>Grid: levels=4</dd>" in client.get(f"/bots/{bot.pk}/").content.decode()
