@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -10,6 +12,18 @@ from tests.harness import Harness, harness
 from tests.people import Person, full_login, make_person
 
 pytest_plugins = ["tests.fixtures.sandbox", "tests.keys"]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Where the browser tests' screenshots are (tests/e2e/conftest.py: under the run's own output folder)."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    root = Path(factory.getbasetemp())
+    # One folder per pytest-xdist process (popen-gw0, ...), or the run's own without xdist.
+    for folder in [root / "screens", *sorted(root.glob("popen-gw*/screens"))]:
+        if folder.exists():
+            terminalreporter.write_line(f"browser screenshots: {folder}")
 
 
 @pytest.hookimpl(wrapper=True)

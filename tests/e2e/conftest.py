@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _config = config
 
 
-def _shots_root() -> Path | None:
+def _shots_root() -> Path | None:  # tests/conftest.py prints where they are at the end of the run
     factory = getattr(_config, "_tmp_path_factory", None)  # pytest's tmp_path plugin, configured by collection
     return None if factory is None else Path(factory.getbasetemp()) / "screens"
 
@@ -54,16 +54,6 @@ def shots_dir(kind: str) -> Path:
     root = _shots_root()
     assert root is not None, "pytest's tmp_path plugin is not configured"
     return root / kind
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    root = _shots_root()
-    if root is None:
-        return
-    # With pytest-xdist each test process has its own folder under the run's (popen-gw0, popen-gw1, ...).
-    for folder in [root, *sorted(root.parent.glob("popen-gw*/screens"))]:
-        if folder.exists():
-            terminalreporter.write_line(f"browser screenshots: {folder}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
