@@ -20,7 +20,11 @@ from apps.trading.models import Fill, GateRefusal, Order, Position
 
 def bot_pnl(bot: Bot) -> dict[str, Decimal]:
     totals = Position.objects.filter(bot=bot).aggregate(realized=Sum("realized_pnl"), unrealized=Sum("unrealized_pnl"))
-    realized, unrealized = totals["realized"] or Decimal(0), totals["unrealized"] or Decimal(0)
+    return _pnl(totals["realized"], totals["unrealized"])
+
+
+def _pnl(realized: Decimal | None, unrealized: Decimal | None) -> dict[str, Decimal]:
+    realized, unrealized = realized or Decimal(0), unrealized or Decimal(0)
     return {"realized": realized, "unrealized": unrealized, "total": realized + unrealized}
 
 
@@ -37,11 +41,22 @@ def bot_rows(*, archived: bool = False) -> list[dict[str, Any]]:
     (the dashboard's included) unless `archived` asks for them alone.
     """
     now = timezone.now()
+    bots = list(Bot.objects.select_related("account").filter(archived_at__isnull=not archived).order_by("name"))
+    # Every bot's PnL in one query (a query per bot made a 100-bot dashboard run 100 of them).
+    totals = {
+        row["bot"]: row
+        for row in Position.objects.filter(bot__in=bots)
+        .values("bot")
+        .annotate(realized=Sum("realized_pnl"), unrealized=Sum("unrealized_pnl"))
+        .order_by()
+    }
     rows = []
-    for bot in Bot.objects.select_related("account").filter(archived_at__isnull=not archived).order_by("name"):
+    for bot in bots:
         age = (now - bot.last_heartbeat).total_seconds() if bot.last_heartbeat else None
         stale = age is None or age > max(3 * bot.tick_interval_s, 30)
-        rows.append({"bot": bot, "pnl": bot_pnl(bot), "unit": quote_of(bot), "heartbeat_age": age, "stale": stale})
+        sums = totals.get(bot.pk, {})
+        pnl = _pnl(sums.get("realized"), sums.get("unrealized"))
+        rows.append({"bot": bot, "pnl": pnl, "unit": quote_of(bot), "heartbeat_age": age, "stale": stale})
     return rows
 
 
