@@ -129,6 +129,9 @@ class Hub:
         # The hub's database work runs on one thread of its own, so it keeps one connection.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-hub")
         self.task: asyncio.Task[None] | None = None
+        # Set when the hub stops: its listener ends within a second even where redis-py swallowed the cancellation
+        # (a listener left reading held the event loop's shutdown, and a test, for ever).
+        self.stopping = False
 
     async def subscribe(self, subscriber: Subscriber) -> None:
         """Add a socket; returns once the hub is reading, so the socket misses nothing after this."""
@@ -148,6 +151,15 @@ class Hub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
 
+    async def stop(self, timeout: float = 2 * CLOSE_WAIT_S + POLL_IDLE_S) -> None:
+        """Stop reading and let the hub's tasks end by themselves (no cancellation to be swallowed), waiting at most
+        `timeout`: before its event loop closes (a test's), so that the loop's shutdown has nothing left to wait for."""
+        self.stopping = True
+        self.news.set()
+        if self.task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait({self.task}, timeout=timeout)
+
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.loop.run_in_executor(self.executor, _on_hub_thread, fn, *args)
 
@@ -161,7 +173,7 @@ class Hub:
             last_read = 0.0
             idle_since: float | None = None
             held = False
-            while True:
+            while not self.stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.news.wait(), timeout=held_wait if held else POLL_IDLE_S)
                 if self.news.is_set():
@@ -188,7 +200,9 @@ class Hub:
                 elif self.loop.time() - idle_since > IDLE_STOP_S:
                     return
         finally:
+            self.stopping = True
             if listener is not None:
+                await _bounded(listener)  # it sees `stopping` within a second and ends by itself
                 listener.cancel()
                 await _bounded(listener)
             await _bounded(self._db(connection.close))
@@ -222,7 +236,7 @@ class Hub:
 
     async def _listen(self) -> None:
         delay = 0.5
-        while True:
+        while not self.stopping:
             client = aioredis.Redis.from_url(
                 settings.REDIS_URL, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=5
             )
@@ -233,7 +247,7 @@ class Hub:
                 # Anything announced while we were not subscribed.
                 self.news.set()
                 delay = 0.5
-                while True:
+                while not self.stopping:
                     if await pubsub.get_message(timeout=1.0) is not None:
                         self.news.set()
             except (redis.RedisError, OSError):
@@ -272,6 +286,13 @@ def _read(after: int) -> tuple[list[tuple[Event, str]], int, bool]:
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+async def hub_stop() -> None:
+    """Stop this event loop's hub, if it has one (see Hub.stop)."""
+    found = _hubs.get(asyncio.get_running_loop())
+    if found is not None:
+        await found.stop()
 
 
 def hub() -> Hub:

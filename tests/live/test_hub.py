@@ -22,7 +22,7 @@ from django.test import Client
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.events import hub as hub_module
-from apps.events.hub import MAX_PENDING, Subscriber
+from apps.events.hub import MAX_PENDING, Subscriber, hub_stop
 from apps.events.models import Event
 from apps.events.services import publish
 from apps.live.selectors import audience, can_see
@@ -36,7 +36,13 @@ apublish = sync_to_async(publish)
 
 
 def run(scenario: Callable[[], Any]) -> None:
-    async_to_sync(scenario)()
+    async def then_stop() -> None:
+        try:
+            await scenario()
+        finally:
+            await hub_stop()  # the hub's tasks end by themselves before the loop closes (nothing left to cancel)
+
+    async_to_sync(then_stop)()
 
 
 def _valkey() -> redis.Redis:
@@ -274,3 +280,27 @@ def test_a_transaction_announces_once_with_its_highest_number_and_a_rolled_back_
         assert _announcements(pubsub) == [max(first), kept, alone]
     finally:
         pubsub.close()
+
+
+def test_a_stopped_hub_ends_its_tasks_without_being_cancelled(logged_in: Login) -> None:
+    """Stopping lets the hub's reader and its Redis listener end by themselves: a cancellation swallowed inside the
+    Redis client once left a listener running and the event loop's shutdown (a test's) waiting for ever."""
+    client, _ = logged_in("viewer")
+
+    async def scenario() -> None:
+        ws = socket(client)
+        assert (await ws.connect(timeout=5))[0]
+        process_hub = hub_module.hub()
+        for _ in range(100):
+            if process_hub.stats.subscriptions:
+                break
+            await asyncio.sleep(0.05)
+        listeners = [t for t in asyncio.all_tasks() if t.get_name() == "live-hub-listener"]
+        assert process_hub.task is not None and len(listeners) == 1
+        await ws.disconnect()
+        await process_hub.stop()
+        assert process_hub.task.done() and not process_hub.task.cancelled()
+        assert listeners[0].done() and not listeners[0].cancelled()
+        assert hub_module._hubs.get(asyncio.get_running_loop()) is None
+
+    async_to_sync(scenario)()

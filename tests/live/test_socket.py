@@ -21,6 +21,7 @@ from apps.accounts.models import SealedTOTPDevice, User, UserSession
 from apps.accounts.services import user_reset_otp, user_set_active
 from apps.accounts.sessions import session_end
 from apps.bots.models import Bot
+from apps.events.hub import hub_stop
 from apps.events.models import Event
 from apps.events.services import event_json, publish
 from botconsole.asgi import application
@@ -35,7 +36,13 @@ apublish = sync_to_async(publish)
 
 
 def run(scenario: Callable[[], Any]) -> None:
-    async_to_sync(scenario)()
+    async def then_stop() -> None:
+        try:
+            await scenario()
+        finally:
+            await hub_stop()  # the hub's tasks end by themselves before the loop closes (nothing left to cancel)
+
+    async_to_sync(then_stop)()
 
 
 # -- who may connect ------------------------------------------------------------------------
