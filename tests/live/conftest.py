@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
 from apps.bots.models import Bot
+from apps.events.hub import hub_stop
 from apps.exchanges.models import ExchangeAccount
 from botconsole.asgi import application
 
@@ -25,6 +27,19 @@ def own_notify_channel(settings: Any) -> str:
     (A stray announcement would only wake a hub: what it sends comes from our database.)"""
     settings.LIVE_NOTIFY_CHANNEL = f"test-live-{secrets.token_hex(4)}"
     return str(settings.LIVE_NOTIFY_CHANNEL)
+
+
+def run(scenario: Callable[[], Any]) -> None:
+    """Run an async test scenario in its own event loop; the loop's live hub is stopped before the loop closes, so
+    its tasks end by themselves (nothing left to cancel)."""
+
+    async def then_stop() -> None:
+        try:
+            await scenario()
+        finally:
+            await hub_stop()
+
+    async_to_sync(then_stop)()
 
 
 async def frame(ws: WebsocketCommunicator, timeout: float = 3) -> list[dict[str, Any]]:

@@ -22,27 +22,17 @@ from django.test import Client
 from apps.accounts.models import User
 from apps.bots.models import Bot
 from apps.events import hub as hub_module
-from apps.events.hub import MAX_PENDING, Subscriber, hub_stop
+from apps.events.hub import MAX_PENDING, Subscriber
 from apps.events.models import Event
 from apps.events.services import publish
 from apps.live.selectors import audience, can_see
 from tests.events.test_settled import open_publisher
-from tests.live.conftest import frame, socket
+from tests.live.conftest import frame, run, socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Login = Callable[[str], tuple[Client, Any]]
 apublish = sync_to_async(publish)
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    async def then_stop() -> None:
-        try:
-            await scenario()
-        finally:
-            await hub_stop()  # the hub's tasks end by themselves before the loop closes (nothing left to cancel)
-
-    async_to_sync(then_stop)()
 
 
 def _valkey() -> redis.Redis:

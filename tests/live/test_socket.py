@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.db import transaction
@@ -21,11 +21,10 @@ from apps.accounts.models import SealedTOTPDevice, User, UserSession
 from apps.accounts.services import user_reset_otp, user_set_active
 from apps.accounts.sessions import session_end
 from apps.bots.models import Bot
-from apps.events.hub import hub_stop
 from apps.events.models import Event
 from apps.events.services import event_json, publish
 from botconsole.asgi import application
-from tests.live.conftest import one_event, socket
+from tests.live.conftest import one_event, run, socket
 from tests.people import Person, password_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,16 +32,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Login = Callable[[str], tuple[Client, Person]]
 ORDER = {"id": 1, "symbol": "BTC/USDT", "side": "buy", "price": "60000", "amount": "0.001", "status": "open"}
 apublish = sync_to_async(publish)
-
-
-def run(scenario: Callable[[], Any]) -> None:
-    async def then_stop() -> None:
-        try:
-            await scenario()
-        finally:
-            await hub_stop()  # the hub's tasks end by themselves before the loop closes (nothing left to cancel)
-
-    async_to_sync(then_stop)()
 
 
 # -- who may connect ------------------------------------------------------------------------
